@@ -1,0 +1,119 @@
+"""Make Detectron2 importable in the current Python environment.
+
+Route 1 (kept as is): a Detectron2 that already imports, e.g. a user's own source build with its
+compiled ops (`detectron2._C`) on a GPU machine. Nothing is replaced.
+
+Route 2 (installed here): PyPI has no Detectron2 wheel, but `pb1-detectron2==0.6` is an sdist of the
+v0.6 release without its C++/CUDA sources. This script downloads it, installs its Python package
+without the extension, and gives it a `detectron2._C` placeholder whose every attribute raises
+an error naming what is missing. Mask R-CNN training, inference and the LVIS evaluator work on
+this route (they use torchvision's ROIAlign and NMS); deformable convolution, rotated boxes and the
+fast COCO evaluator need route 1.
+
+Usage: python scripts/install_detectron2.py   (run with the environment's own interpreter)
+"""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+SDIST = "pb1-detectron2==0.6"
+# Runtime needs of Detectron2 v0.6 on current Python packages (see shared ENVIRONMENT notes):
+# Pillow<10 because v0.6 evaluates Image.LINEAR at import; setuptools<81 because model_zoo
+# imports pkg_resources. Its own pin on black==21.4b2 (LazyConfig pretty-printing only) is dropped.
+RUNTIME_REQUIREMENTS = [
+    "Pillow>=7.1,<10",
+    "setuptools<81",
+    "matplotlib",
+    "pycocotools>=2.0.2",
+    "termcolor>=1.1",
+    "yacs>=0.1.8",
+    "tabulate",
+    "cloudpickle",
+    "tqdm>4.29.0",
+    "tensorboard",
+    "fvcore>=0.1.5,<0.1.6",
+    "iopath>=0.1.7,<0.1.10",
+    "omegaconf>=2.1,<2.4",
+    "hydra-core>=1.1",
+]
+
+PLACEHOLDER_C = '''"""Placeholder for Detectron2's compiled ops, written by seesaw-suite's installer.
+
+This Detectron2 was installed from the pb1-detectron2 sdist, which lacks the C++/CUDA sources.
+"""
+
+MISSING = (
+    "detectron2._C (compiled ops) is not available in this install: deformable convolution, "
+    "rotated boxes and the fast COCO evaluator need Detectron2 built from source."
+)
+
+
+def get_compiler_version():
+    return "not built (pure-Python Detectron2 install)"
+
+
+def get_cuda_version():
+    return "not built (pure-Python Detectron2 install)"
+
+
+def has_cuda():
+    return False
+
+
+def __getattr__(name):
+    raise AttributeError(f"{name}: {MISSING}")
+'''
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+
+
+def install_from_sdist() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = pathlib.Path(tmp)
+        # Its setup.py imports torch even to report metadata: no build isolation.
+        pip("download", "--quiet", "--no-deps", "--no-build-isolation", "-d", tmp, SDIST)
+        (archive,) = tmp_path.glob("*.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path, filter="data")
+        (src,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+
+        setup_py = src / "setup.py"
+        text = setup_py.read_text()
+        for old, new in [
+            ("ext_modules=get_extensions(),", "ext_modules=[],"),
+            ('"black==21.4b2",', ""),
+        ]:
+            if old not in text:
+                sys.exit(f"install_detectron2: unexpected setup.py in {SDIST} (no {old!r})")
+            text = text.replace(old, new)
+        setup_py.write_text(text)
+        # setup.py links top-level configs/ into model_zoo/ and installs them as package data;
+        # the sdist ships them inside model_zoo/ only.
+        (src / "detectron2" / "model_zoo" / "configs").rename(src / "configs")
+        (src / "detectron2" / "_C.py").write_text(PLACEHOLDER_C)
+
+        pip("install", "--quiet", *RUNTIME_REQUIREMENTS)
+        pip("install", "--quiet", "--no-deps", "--no-build-isolation", str(src))
+
+
+def main() -> None:
+    if importlib.util.find_spec("detectron2") is not None:
+        import detectron2
+
+        print(f"install_detectron2: using the installed Detectron2 {detectron2.__version__} "
+              f"at {pathlib.Path(detectron2.__file__).parent}")
+        return
+    install_from_sdist()
+    import detectron2.layers  # noqa: F401  (fails here, not in a test, if the route broke)
+
+    print(f"install_detectron2: installed Detectron2 from {SDIST} (Python package, no compiled ops)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017)."""
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import ClassificationLoss
+from .sigmoid import independent_background_scores, one_hot_targets
+
+
+class SigmoidFocalLoss(ClassificationLoss):
+    """Per-class sigmoid focal loss over num_classes logits; background is the all-zero target.
+
+    FL = -alpha_t (1 - p_t)^gamma log(p_t), summed over classes and RoIs, divided by N.
+    alpha weights the positive targets and 1 - alpha the negative ones (alpha < 0 disables the
+    weighting). Defaults alpha = 0.25, gamma = 2.0, as in the paper. Term: `loss_cls`.
+    """
+
+    name = "focal"
+
+    def __init__(self, num_classes: int, alpha: float = 0.25, gamma: float = 2.0):
+        super().__init__(num_classes)
+        if gamma < 0:
+            raise ValueError(f"focal: gamma must be >= 0, got {gamma}")
+        if alpha > 1:
+            raise ValueError(f"focal: alpha must be <= 1 (negative disables it), got {alpha}")
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+
+    @property
+    def num_logits(self) -> int:
+        return self.num_classes
+
+    def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
+        num_rois = labels.shape[0]
+        if num_rois == 0:
+            return {"loss_cls": logits.sum() * 0.0}
+        targets = one_hot_targets(labels, self.num_classes, logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.gamma != 0:
+            prob = torch.sigmoid(logits)
+            p_t = prob * targets + (1 - prob) * (1 - targets)
+            bce = bce * (1 - p_t) ** self.gamma
+        if self.alpha >= 0:
+            bce = bce * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
+        return {"loss_cls": bce.sum() / num_rois}
+
+    def _scores(self, logits: Tensor) -> Tensor:
+        return independent_background_scores(logits)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha}, gamma={self.gamma}"
