@@ -1,0 +1,44 @@
+"""The `suite` command line (also `python -m suite`).
+
+Each command group lives in its own module with a `register(subparsers)` function that adds its
+sub-commands; a sub-command's `func(args) -> int` does the work. A `UserError` (or `ValueError`
+from the library) becomes one line on stderr and exit code 2, never a traceback.
+"""
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from suite.errors import UserError
+
+# Modules that add sub-commands, in the order `suite --help` lists them.
+COMMAND_MODULES = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="suite",
+        description="seesaw-suite: train, evaluate, benchmark and report long-tailed "
+        "instance segmentation losses (Seesaw, CE, focal, EQL).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError) as error:
+        print(f"suite {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"suite {args.command}: interrupted", file=sys.stderr)
+        return 130
