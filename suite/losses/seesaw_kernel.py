@@ -51,9 +51,8 @@ def _class_forward(z: Tensor, y: Tensor, log_counts: Tensor, p: float, q: float,
     t = torch.maximum(z_y, torch.logsumexp(z, dim=1) + log_eps)
     u = _balanced_logits(z, y, t, log_counts, p, q)
     lse_u = torch.logsumexp(u, dim=1)
-    row_loss = lse_u - z_y
-    if p != 0:
-        row_loss = row_loss - p * log_counts[y]
+    # u_y = z_y + p a_y: the loss logsumexp(z') - z_y, taken from u so that it is >= 0 in floating point
+    row_loss = lse_u - u.gather(1, y[:, None]).squeeze(1)
     return row_loss, t, u, lse_u
 
 
