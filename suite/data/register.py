@@ -9,6 +9,8 @@ and metadata read from its own training JSON:
     class_image_count  [{"id", "image_count"}, ...] training images per category, by id
                        (the field newer Detectron2 versions carry for LVIS v1)
     num_train_images   images in the training JSON (EQL's frequency is image_count / this)
+    lvis_categories    [{"id", "name", "frequency", "image_count", "instance_count"}, ...] by id
+                       (what the run record's per-category AP is listed with)
 
 Registering a name again replaces the entry, so the builtin `lvis_v1_train`/`lvis_v1_val`
 (registered when Detectron2 is imported, with `$DETECTRON2_DATASETS` as it was then) are
@@ -72,6 +74,9 @@ def _register_pair(prefix: str, train: SplitFiles, val: SplitFiles) -> Dict[str,
         "class_image_count": [{"id": category["id"], "image_count": category["image_count"]}
                               for category in categories],
         "num_train_images": len(train_set["images"]),
+        "lvis_categories": [{key: category.get(key) for key in
+                             ("id", "name", "frequency", "image_count", "instance_count")}
+                            for category in categories],
     }
     _register_split(f"{prefix}_train", train, metadata)
     _register_split(f"{prefix}_val", val, metadata)

@@ -199,10 +199,12 @@ def _texture_mask(texture: str, size: int, rng: np.random.Generator) -> np.ndarr
 
 def _allocate(counts: Sequence[int], num_images: int, rng: np.random.Generator) -> List[List[int]]:
     """Classes (by rank) present in each image: class k in counts[k] distinct images, each time
-    the least-loaded ones (random tie-break), at most MAX_CLASSES_PER_IMAGE per image."""
+    the least-loaded ones (random tie-break), at most MAX_CLASSES_PER_IMAGE per image. Rarest
+    classes first, so that when images run out of room a frequent class loses images, not them."""
     load = np.zeros(num_images)
     present: List[List[int]] = [[] for _ in range(num_images)]
-    for rank, count in enumerate(counts):
+    for rank in sorted(range(len(counts)), key=lambda rank: (counts[rank], rank)):
+        count = counts[rank]
         order = np.argsort(load + rng.random(num_images), kind="stable")
         chosen = [i for i in order if load[i] < MAX_CLASSES_PER_IMAGE][:count]
         for image in chosen:
