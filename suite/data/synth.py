@@ -29,7 +29,6 @@ Deterministic: the same spec (seed included) gives the same bytes.
 
 import colorsys
 import json
-import math
 import os
 import shutil
 import tempfile
