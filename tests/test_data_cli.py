@@ -60,3 +60,12 @@ def test_python_m_suite_without_traceback(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "suite", "data", "synth", "--help"],
                                capture_output=True, text=True, timeout=120).stdout
     assert "lvis_v1_train.json" in help_text and "--classes K" in help_text
+
+
+def test_unwritable_place_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["data", "synth", "--out", str(blocker / "set"), *SMALL_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{blocker / 'set'}: cannot create the folder" in err
+    assert blocker.read_text() == "x"

@@ -12,7 +12,8 @@ and metadata read from its own training JSON:
     lvis_categories    [{"id", "name", "frequency", "image_count", "instance_count"}, ...] by id
                        (what the run record's per-category AP is listed with)
 
-Registering a name again replaces the entry, so the builtin `lvis_v1_train`/`lvis_v1_val`
+Registration reads and checks both JSON files once (LVIS v1's training file is about 1 GB, so
+that takes a while there). Registering a name again replaces the entry, so the builtin `lvis_v1_train`/`lvis_v1_val`
 (registered when Detectron2 is imported, with `$DETECTRON2_DATASETS` as it was then) are
 re-registered with the root as it is now.
 """

@@ -322,12 +322,18 @@ def generate(spec: SynthSpec, out: Path) -> Dict[str, Any]:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty: choose a new --out (nothing was written)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise UserError(f"{out}: cannot create the folder ({error.strerror})") from None
     try:
         summary = _write(spec, SyntheticLayout(staging))
         os.chmod(staging, 0o755)
         os.replace(staging, out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{out}: writing the set failed ({error.strerror}); nothing was written") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
