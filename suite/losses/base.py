@@ -32,6 +32,9 @@ class ClassificationLoss(nn.Module):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
+        # Check that labels lie in [0, num_classes]: one host sync per call on CUDA. A caller
+        # whose labels are valid by construction (Detectron2's matcher) may turn it off.
+        self.check_labels = True
 
     @property
     def num_logits(self) -> int:
@@ -88,7 +91,8 @@ class ClassificationLoss(nn.Module):
     def check_inputs(self, logits: Tensor, labels: Tensor) -> None:
         """Raise ValueError naming the problem for a bad shape, dtype or label value.
 
-        The label range check reads two numbers back from the device (one host sync on CUDA).
+        The label range check (skipped when `check_labels` is False) reads two numbers back from
+        the device: one host sync on CUDA.
         """
         self.check_logits(logits)
         if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.dtype != torch.int64:
@@ -100,7 +104,7 @@ class ClassificationLoss(nn.Module):
             raise ValueError(
                 f"{self.name}: logits have N = {logits.shape[0]} rows but labels have {labels.shape[0]}"
             )
-        if labels.numel():
+        if self.check_labels and labels.numel():
             low, high = torch.stack(torch.aminmax(labels)).tolist()
             if low < 0 or high > self.num_classes:
                 raise ValueError(

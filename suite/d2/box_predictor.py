@@ -1,0 +1,130 @@
+"""The box predictor whose classification loss is any suite loss."""
+
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from suite.d2.class_freq import class_freq_from_metadata
+from suite.d2.config import loss_params_from_cfg
+from suite.d2.cosine import CosineLinear
+from suite.losses import build_loss
+
+
+class LongTailOutputLayers(FastRCNNOutputLayers):
+    """Detectron2's FastRCNNOutputLayers with the classification loss, the classifier width and
+    the inference scores taken from a suite loss (`self.cls_loss`).
+
+    Box regression and its loss stay Detectron2's. `cls_score` outputs `cls_loss.num_logits`
+    logits per RoI (C + 1 for ce/eql, C for focal, C + 2 for seesaw); `predict_probs` returns
+    `cls_loss.scores`: (R, C + 1) probabilities, background last, for every loss.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        loss_name: str = "ce",
+        loss_params: Optional[Dict[str, Any]] = None,
+        class_freq: Optional[Callable[[], Sequence[float]]] = None,
+        num_logits: int = 0,
+        cosine_scale: Optional[float] = None,
+        check_labels: bool = False,
+        record_grad_balance: bool = False,
+        **kwargs,
+    ):
+        """
+        Args:
+            input_shape, **kwargs: as FastRCNNOutputLayers (num_classes: foreground classes).
+            loss_name: a name of suite.losses.LOSSES.
+            loss_params: the loss's keyword parameters.
+            class_freq: called once, for EQL when loss_params has no class_freq: returns the
+                fraction of training images containing each class (a lazy callable, so that
+                the predictor can be built without a registered data set).
+            num_logits: 0, or the classifier width the config pins (must equal the loss's).
+            cosine_scale: None for a plain linear classifier, else the temperature of a cosine one.
+            check_labels: validate labels in the loss (a host sync per step on CUDA).
+            record_grad_balance: accumulate per-class positive/negative classifier gradient.
+        """
+        super().__init__(input_shape, **kwargs)
+        loss_params = dict(loss_params or {})
+        if loss_name == "eql" and "class_freq" not in loss_params:
+            if class_freq is None:
+                raise ValueError("MODEL.ROI_BOX_HEAD.CLS_LOSS = 'eql' needs class frequencies: "
+                                 "DATASETS.TRAIN must name registered LVIS-format sets")
+            loss_params["class_freq"] = class_freq()
+        try:
+            self.cls_loss = build_loss(loss_name, self.num_classes, **loss_params)
+        except ValueError as error:
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.CLS_LOSS = {loss_name!r}: {error}") from None
+        self.cls_loss.check_labels = check_labels
+        if num_logits and num_logits != self.cls_loss.num_logits:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS = {num_logits}, but loss {loss_name!r} needs "
+                f"{self.cls_loss.num_logits} logits for {self.num_classes} classes (0 sizes it from the loss)"
+            )
+        input_size = self.cls_score.in_features
+        if cosine_scale is None:
+            self.cls_score = nn.Linear(input_size, self.cls_loss.num_logits)
+        else:
+            self.cls_score = CosineLinear(input_size, self.cls_loss.num_logits, scale=cosine_scale)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, 0)
+        self.grad_balance = None
+        if record_grad_balance:
+            from suite.harness.grad_balance import GradientBalance
+
+            self.grad_balance = GradientBalance(self.num_classes)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        head = cfg.MODEL.ROI_BOX_HEAD
+        ret = super().from_config(cfg, input_shape)
+        ret.update({
+            "loss_name"          : head.CLS_LOSS,
+            "loss_params"        : loss_params_from_cfg(cfg),
+            "class_freq"         : lambda: class_freq_from_metadata(cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+            "num_logits"         : head.CLS_NUM_LOGITS,
+            "cosine_scale"       : head.COSINE_SCALE if head.COSINE_CLASSIFIER else None,
+            "check_labels"       : head.CHECK_LABELS,
+            "record_grad_balance": head.RECORD_GRAD_BALANCE,
+        })  # fmt: skip
+        return ret
+
+    def losses(self, predictions, proposals):
+        """The loss's classification terms (each weighted by loss_weight["loss_cls"]) and
+        Detectron2's box regression loss; the loss's accuracies go to the event storage as
+        `fast_rcnn/<name>`."""
+        scores, proposal_deltas = predictions
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(
+            0, dtype=torch.int64, device=scores.device)
+        if len(proposals):
+            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+            # All-background images have no gt_boxes; their proposals are never regressed.
+            gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
+        else:
+            proposal_boxes = gt_boxes = torch.empty((0, 4), device=proposal_deltas.device)
+
+        storage = get_event_storage()
+        if gt_classes.numel():
+            for name, value in self.cls_loss.accuracies(scores.detach(), gt_classes).items():
+                if torch.isfinite(value):  # fg accuracy of a batch without foreground is NaN
+                    storage.put_scalar(f"fast_rcnn/{name}", value.item())
+        if self.grad_balance is not None and self.training and scores.requires_grad:
+            self.grad_balance.observe(scores, gt_classes)
+        cls_weight = self.loss_weight.get("loss_cls", 1.0)
+        losses = {name: value * cls_weight for name, value in self.cls_loss(scores, gt_classes).items()}
+        losses["loss_box_reg"] = self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes) * \
+            self.loss_weight.get("loss_box_reg", 1.0)
+        return losses
+
+    def predict_probs(self, predictions, proposals) -> List[torch.Tensor]:
+        """Per image, (R_i, C + 1) probabilities from the loss's `scores`, background last."""
+        scores, _ = predictions
+        probs = self.cls_loss.scores(scores)
+        return probs.split([len(p) for p in proposals], dim=0)

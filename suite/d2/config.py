@@ -1,0 +1,53 @@
+"""The plugin's config keys: `add_longtail_config(cfg)` and the mapping to loss parameters."""
+
+from typing import Any, Dict
+
+from detectron2.config import CfgNode as CN
+
+from suite.losses import LAMBDA_LVIS_V1
+
+# For each loss with parameters: its config node under MODEL.ROI_BOX_HEAD and KEY -> parameter.
+LOSS_CONFIG_KEYS = {
+    "focal": ("FOCAL", {"ALPHA": "alpha", "GAMMA": "gamma"}),
+    "eql": ("EQL", {"LAMBDA": "lambda_"}),
+    "seesaw": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}),
+}
+
+
+def add_longtail_config(cfg: CN) -> None:
+    """Add the plugin's keys (with the papers' defaults) to a Detectron2 config, in place.
+    Turn the plugin on with cfg.MODEL.ROI_HEADS.NAME = "LongTailROIHeads"."""
+    head = cfg.MODEL.ROI_BOX_HEAD
+    # Classification loss of the box predictor: a name of suite.losses.LOSSES.
+    head.CLS_LOSS = "ce"
+    # Classifier width; 0 = what the loss needs (its num_logits). A non-zero value pins the
+    # width (e.g. to fit a checkpoint) and must equal the loss's num_logits.
+    head.CLS_NUM_LOGITS = 0
+    # Normalized (cosine) linear classifier: logits = scale * cos(feature, class weight), as in
+    # every official Seesaw config (temperature 20).
+    head.COSINE_CLASSIFIER = False
+    head.COSINE_SCALE = 20.0
+    # Validate labels in the loss (one host sync per step on CUDA; Detectron2's matcher already
+    # produces labels in [0, NUM_CLASSES]).
+    head.CHECK_LABELS = False
+    # Accumulate per-class positive/negative classifier gradient (run record's grad_balance).
+    head.RECORD_GRAD_BALANCE = False
+    # Sigmoid focal loss (Lin et al. 2017).
+    head.FOCAL = CN({"ALPHA": 0.25, "GAMMA": 2.0})
+    # Equalization Loss (Tan et al. 2020): rare-class frequency threshold; 1.1e-3 for LVIS v1,
+    # 1.76e-3 for LVIS v0.5. Class frequencies come from the training set's metadata.
+    head.EQL = CN({"LAMBDA": LAMBDA_LVIS_V1})
+    # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
+    # and whether to run its kernels through torch.compile.
+    head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": False})
+
+
+def loss_params_from_cfg(cfg: CN) -> Dict[str, Any]:
+    """The keyword parameters of the configured loss (without data-derived ones such as EQL's
+    class_freq)."""
+    name = cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS
+    if name not in LOSS_CONFIG_KEYS:
+        return {}
+    node_name, keys = LOSS_CONFIG_KEYS[name]
+    node = cfg.MODEL.ROI_BOX_HEAD[node_name]
+    return {parameter: node[key] for key, parameter in keys.items()}

@@ -1,0 +1,63 @@
+"""`suite train`, `suite eval` and `suite demo`."""
+
+import argparse
+from pathlib import Path
+
+from suite.losses import LOSSES
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train and evaluate Mask R-CNN with one loss",
+        description="Train Mask R-CNN with the chosen classification loss (Detectron2 plugin), evaluate it "
+        "with the official lvis API at the end, and write RUN_DIR/run.json. Progress (iteration, ETA, "
+        "loss terms) is printed while training.",
+        epilog="example: suite data synth --out data/synth && "
+        "suite train --loss seesaw --dataset data/synth --output runs/seesaw --max-iter 200",
+    )
+    train.add_argument("--loss", required=True, choices=sorted(LOSSES), help="classification loss")
+    train.add_argument("--dataset", required=True,
+                       help="lvis_v1 (LVIS v1 under $DETECTRON2_DATASETS) or the folder of a set written by "
+                       "'suite data synth'")
+    train.add_argument("--output", required=True, type=Path, metavar="RUN_DIR",
+                       help="run directory (checkpoints, logs, run.json); must not hold a finished run")
+    train.add_argument("--config", type=Path, metavar="FILE",
+                       help="Detectron2 config file (default: configs/lvis_v1/mask_rcnn_R_50_FPN_2x_<loss>.yaml "
+                       "for lvis_v1, configs/small_cpu.yaml otherwise)")
+    train.add_argument("--max-iter", type=int, help="training iterations (default: the config's SOLVER.MAX_ITER)")
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    train.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine, default 1")
+    train.add_argument("--num-machines", type=int, default=1)
+    train.add_argument("--machine-rank", type=int, default=0)
+    train.add_argument("--dist-url", default="auto", help="e.g. tcp://HOST:PORT for several machines")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("overrides", nargs="*", metavar="KEY VALUE",
+                       help="Detectron2 config overrides, e.g. SOLVER.BASE_LR 0.01")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="re-evaluate a run's final checkpoint",
+        description="Evaluate the last checkpoint of RUN_DIR with the official lvis API and update its run.json.")
+    evaluate.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
+    evaluate.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from suite.harness.train import TrainOptions, train
+
+    train(TrainOptions(
+        loss=args.loss, dataset=args.dataset, output=args.output, config_file=args.config,
+        max_iter=args.max_iter, device=args.device, num_gpus=args.num_gpus,
+        num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
+        resume=args.resume, seed=args.seed, overrides=args.overrides,
+    ))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from suite.harness.train import evaluate_run
+
+    evaluate_run(args.run)
+    return 0

@@ -1,0 +1,77 @@
+"""The run record (`RUN_DIR/run.json`, kind "train_run", docs/records.md): built here, written
+atomically, read back with checks."""
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from suite.environment import collect
+from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
+
+RUN_RECORD = "run.json"
+KIND = "train_run"
+REQUIRED_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
+                   "train", "grad_balance", "environment", "finished_at")
+
+
+def config_hash(config_yaml: str) -> str:
+    return hashlib.sha256(config_yaml.encode()).hexdigest()
+
+
+def loss_curve(metrics_json: Path) -> List[Dict[str, float]]:
+    """The loss terms Detectron2's JSONWriter logged to metrics.json (one JSON object per line),
+    one entry per logged iteration; a resumed run's repeated iterations keep their last value."""
+    by_iteration: Dict[int, Dict[str, float]] = {}
+    if metrics_json.exists():
+        for line in metrics_json.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by an interruption
+            if "iteration" not in entry or "total_loss" not in entry:
+                continue
+            point = {"iter": int(entry["iteration"]) + 1}  # iterations run so far
+            point.update({key: value for key, value in entry.items()
+                          if key == "total_loss" or key.startswith("loss_")})
+            by_iteration[point["iter"]] = point
+    return [by_iteration[iteration] for iteration in sorted(by_iteration)]
+
+
+def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Dict[str, Any],
+                     config: Dict[str, Any], config_yaml: str, iterations: int, seed: int,
+                     metrics: Dict[str, Any], per_category: List[Dict[str, Any]], wall_s: float,
+                     iterations_timed: int, curve: List[Dict[str, float]],
+                     grad_balance: Optional[Dict[str, Any]], device: str) -> Dict[str, Any]:
+    """Everything docs/records.md lists for a finished run."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "loss": {"name": loss_name, "params": loss_params},
+        "dataset": dataset,
+        "config": config,
+        "config_hash": config_hash(config_yaml),
+        "iterations": iterations,
+        "seed": seed,
+        "metrics": metrics,
+        "per_category": per_category,
+        "train": {
+            "wall_s": wall_s,
+            "iters_per_s": iterations_timed / wall_s if wall_s > 0 else None,
+            "loss_curve": curve,
+        },
+        "grad_balance": grad_balance,
+        "environment": collect(device),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_run_record(run_dir: Path, record: Dict[str, Any]) -> Path:
+    path = Path(run_dir) / RUN_RECORD
+    write_json_atomic(path, record)
+    return path
+
+
+def read_run_record(run_dir: Path) -> Dict[str, Any]:
+    return read_record(Path(run_dir) / RUN_RECORD, KIND, REQUIRED_FIELDS)

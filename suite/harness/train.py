@@ -1,0 +1,222 @@
+"""`suite train` and `suite eval`: train Mask R-CNN with a suite loss through the Detectron2
+plugin, evaluate with the official `lvis` API and write the run record.
+
+A run directory holds Detectron2's output (checkpoints, `last_checkpoint`, metrics.json, logs),
+`config.yaml` (the full config, written before training) and, once finished, `run.json`.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+from suite.d2 import add_longtail_config, loss_params_from_cfg
+from suite.data.register import RegisteredDataset, register_dataset
+from suite.errors import UserError
+from suite.harness.evaluate import evaluate_model, metrics_record, per_category_record
+from suite.harness.run_record import (RUN_RECORD, build_run_record, loss_curve, read_run_record,
+                                      write_run_record)
+from suite.harness.trainer import LongTailTrainer
+from suite.losses import LOSSES
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_FILE = "config.yaml"
+logger = logging.getLogger("suite.train")
+
+
+@dataclass
+class TrainOptions:
+    """What `suite train` was asked; see its --help."""
+
+    loss: str
+    dataset: str
+    output: Path
+    config_file: Optional[Path] = None
+    max_iter: Optional[int] = None
+    device: str = "cpu"
+    num_gpus: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+    resume: bool = False
+    seed: int = 0
+    overrides: List[str] = field(default_factory=list)
+
+
+def default_config_file(dataset: str, loss: str) -> Path:
+    """The official-schedule R50-FPN config for LVIS v1, the small CPU model otherwise."""
+    if dataset == "lvis_v1":
+        return CONFIGS_DIR / "lvis_v1" / f"mask_rcnn_R_50_FPN_2x_{loss}.yaml"
+    return CONFIGS_DIR / "small_cpu.yaml"
+
+
+def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
+    """The full config of a run: defaults + plugin keys + config file + the run's own settings +
+    the user's KEY VALUE overrides (last, so they win)."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_longtail_config(cfg)
+    config_file = Path(options.config_file or default_config_file(options.dataset, options.loss))
+    if not config_file.is_file():
+        raise UserError(f"{config_file}: no such config file")
+    cfg.merge_from_file(str(config_file))
+    cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = options.loss
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = dataset.num_classes
+    cfg.DATASETS.TRAIN = (dataset.train,)
+    cfg.DATASETS.TEST = (dataset.val,)
+    cfg.OUTPUT_DIR = str(options.output)
+    cfg.MODEL.DEVICE = options.device
+    cfg.SEED = options.seed
+    if options.max_iter is not None:
+        cfg.SOLVER.MAX_ITER = options.max_iter
+    try:
+        cfg.merge_from_list(list(options.overrides))
+    except (KeyError, ValueError, AssertionError) as error:
+        raise UserError(f"bad KEY VALUE override {' '.join(options.overrides)}: {error}") from None
+    cfg.TEST.EVAL_PERIOD = 0  # evaluated once, at the end
+    cfg.freeze()
+    return cfg
+
+
+def check_run_dir(options: TrainOptions) -> None:
+    """Refuse to overwrite a finished run, or to restart an interrupted one without --resume."""
+    run_dir = Path(options.output)
+    if (run_dir / RUN_RECORD).exists():
+        raise UserError(f"{run_dir} already holds a finished run ({RUN_RECORD}); choose another --output")
+    if (run_dir / "last_checkpoint").exists() and not options.resume:
+        raise UserError(f"{run_dir} holds an interrupted run: add --resume to continue it, or choose another --output")
+
+
+def _check_options(options: TrainOptions) -> None:
+    if options.loss not in LOSSES:
+        raise UserError(f"unknown loss {options.loss!r}; known losses: {', '.join(sorted(LOSSES))}")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if options.num_gpus * options.num_machines > 1 and not options.device.startswith("cuda"):
+        raise UserError("--num-gpus/--num-machines > 1 need --device cuda (Detectron2's launch uses NCCL)")
+    if options.max_iter is not None and options.max_iter < 1:
+        raise UserError(f"--max-iter must be >= 1, got {options.max_iter}")
+
+
+def train(options: TrainOptions) -> Dict[str, Any]:
+    """Check, train (through Detectron2's `launch`), evaluate, write run.json; return the record."""
+    _check_options(options)
+    check_run_dir(options)
+    dataset = register_dataset(options.dataset)
+    cfg = build_run_cfg(options, dataset)
+    run_dir = Path(options.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(cfg.dump())
+    launch(_train_worker, options.num_gpus, num_machines=options.num_machines,
+           machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()))
+    if options.machine_rank != 0:
+        return {}
+    return read_run_record(run_dir)
+
+
+def _train_worker(options: TrainOptions, config_yaml: str) -> None:
+    """One process of the run: every rank trains and evaluates; rank 0 writes run.json."""
+    setup_logger(output=str(options.output), distributed_rank=comm.get_rank(), name="detectron2")
+    setup_logger(output=str(options.output), distributed_rank=comm.get_rank(), name="suite")
+    dataset = register_dataset(options.dataset)  # each spawned process has its own catalog
+    cfg = CfgNode.load_cfg(config_yaml)
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    trainer = LongTailTrainer(cfg)
+    trainer.resume_or_load(resume=options.resume)
+    trainer.train()
+    evaluation = _evaluate(cfg, trainer.model, dataset)
+    if comm.is_main_process():
+        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer.wall_s, trainer.iterations_run)
+        write_run_record(Path(cfg.OUTPUT_DIR), record)
+        _summary(record)
+
+
+def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) -> Dict[str, Dict[str, float]]:
+    model.eval()
+    try:
+        return evaluate_model(cfg, model, dataset.val, str(Path(cfg.OUTPUT_DIR) / "inference"))
+    finally:
+        model.train()
+
+
+def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation, wall_s: float,
+                iterations_timed: int) -> Dict[str, Any]:
+    from detectron2.data import MetadataCatalog
+
+    categories = MetadataCatalog.get(dataset.train).lvis_categories
+    return build_run_record(
+        loss_name=cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS,
+        loss_params=loss_params_from_cfg(cfg),
+        dataset=dataset.record(),
+        config=_plain(cfg),
+        config_yaml=config_yaml,
+        iterations=cfg.SOLVER.MAX_ITER,
+        seed=cfg.SEED,
+        metrics=metrics_record(evaluation),
+        per_category=per_category_record(evaluation, categories),
+        wall_s=wall_s,
+        iterations_timed=iterations_timed,
+        curve=loss_curve(Path(cfg.OUTPUT_DIR) / "metrics.json"),
+        grad_balance=None,
+        device=cfg.MODEL.DEVICE,
+    )
+
+
+def _plain(node: Any) -> Any:
+    """A CfgNode as plain dicts and lists (JSON-ready)."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _summary(record: Dict[str, Any]) -> None:
+    bbox, segm = record["metrics"]["bbox"], record["metrics"]["segm"]
+
+    def ap(metrics, key):
+        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.1f}"
+
+    logger.info(
+        "done: %s on %s, %d iterations in %.0f s | bbox AP %s (r %s c %s f %s) | segm AP %s (r %s c %s f %s)",
+        record["loss"]["name"], record["dataset"]["name"], record["iterations"], record["train"]["wall_s"],
+        ap(bbox, "AP"), ap(bbox, "APr"), ap(bbox, "APc"), ap(bbox, "APf"),
+        ap(segm, "AP"), ap(segm, "APr"), ap(segm, "APc"), ap(segm, "APf"),
+    )
+
+
+def evaluate_run(run_dir: Path) -> Dict[str, Any]:
+    """`suite eval`: re-evaluate a run's final checkpoint; rewrites its run.json metrics."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    record = read_run_record(run_dir)
+    config_yaml = config_path.read_text()
+    cfg = CfgNode.load_cfg(config_yaml)
+    dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1")
+    setup_logger(name="suite")
+    model = LongTailTrainer.build_model(cfg)
+    checkpointer = DetectionCheckpointer(model, str(run_dir))
+    if not checkpointer.has_checkpoint():
+        raise UserError(f"{run_dir}: no checkpoint to evaluate")
+    checkpointer.resume_or_load("", resume=True)
+    evaluation = _evaluate(cfg, model, dataset)
+    from detectron2.data import MetadataCatalog
+
+    record["metrics"] = metrics_record(evaluation)
+    record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
+    record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_run_record(run_dir, record)
+    _summary(record)
+    return record
