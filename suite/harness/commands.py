@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         epilog="example: suite data synth --out data/synth && "
         "suite train --loss seesaw --dataset data/synth --output runs/seesaw --max-iter 200",
     )
-    train.add_argument("--loss", required=True, choices=sorted(LOSSES), help="classification loss")
+    train.add_argument("--loss", required=True, help=f"classification loss: {', '.join(sorted(LOSSES))}")
     train.add_argument("--dataset", required=True,
                        help="lvis_v1 (LVIS v1 under $DETECTRON2_DATASETS) or the folder of a set written by "
                        "'suite data synth'")

@@ -42,7 +42,7 @@ def loss_curve(metrics_json: Path) -> List[Dict[str, float]]:
 def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Dict[str, Any],
                      config: Dict[str, Any], config_yaml: str, iterations: int, seed: int,
                      metrics: Dict[str, Any], per_category: List[Dict[str, Any]], wall_s: float,
-                     iterations_timed: int, curve: List[Dict[str, float]],
+                     start_iter: int, iterations_timed: int, curve: List[Dict[str, float]],
                      grad_balance: Optional[Dict[str, Any]], device: str) -> Dict[str, Any]:
     """Everything docs/records.md lists for a finished run."""
     return {
@@ -57,6 +57,7 @@ def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Di
         "metrics": metrics,
         "per_category": per_category,
         "train": {
+            "start_iter": start_iter,
             "wall_s": wall_s,
             "iters_per_s": iterations_timed / wall_s if wall_s > 0 else None,
             "loss_curve": curve,

@@ -126,8 +126,7 @@ def train(options: TrainOptions) -> Dict[str, Any]:
 
 def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     """One process of the run: every rank trains and evaluates; rank 0 writes run.json."""
-    setup_logger(output=str(options.output), distributed_rank=comm.get_rank(), name="detectron2")
-    setup_logger(output=str(options.output), distributed_rank=comm.get_rank(), name="suite")
+    configure_logging(options.output)
     dataset = register_dataset(options.dataset)  # each spawned process has its own catalog
     cfg = CfgNode.load_cfg(config_yaml)
     seed_all_rng(cfg.SEED + comm.get_rank())
@@ -136,9 +135,24 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer.train()
     evaluation = _evaluate(cfg, trainer.model, dataset)
     if comm.is_main_process():
-        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer.wall_s, trainer.iterations_run)
+        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer)
         write_run_record(Path(cfg.OUTPUT_DIR), record)
         _summary(record)
+
+
+def configure_logging(output: Optional[Path] = None) -> None:
+    """Progress on stdout (rank 0) and into OUTPUT/log.txt, for the detectron2 and suite loggers.
+
+    Detectron2's `setup_logger` adds handlers once per argument set and keeps them; a second run
+    in the same process (`suite demo`, tests) would also log into the first run's file and
+    stream. So the handlers of earlier runs are removed first."""
+    for name in ("detectron2", "suite"):
+        logger_to_reset = logging.getLogger(name)
+        for handler in list(logger_to_reset.handlers):
+            logger_to_reset.removeHandler(handler)
+    setup_logger.cache_clear()
+    for name in ("detectron2", "suite"):
+        setup_logger(output=str(output) if output else None, distributed_rank=comm.get_rank(), name=name)
 
 
 def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) -> Dict[str, Dict[str, float]]:
@@ -149,8 +163,8 @@ def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) 
         model.train()
 
 
-def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation, wall_s: float,
-                iterations_timed: int) -> Dict[str, Any]:
+def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation,
+                trainer: LongTailTrainer) -> Dict[str, Any]:
     from detectron2.data import MetadataCatalog
 
     categories = MetadataCatalog.get(dataset.train).lvis_categories
@@ -164,8 +178,9 @@ def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, eval
         seed=cfg.SEED,
         metrics=metrics_record(evaluation),
         per_category=per_category_record(evaluation, categories),
-        wall_s=wall_s,
-        iterations_timed=iterations_timed,
+        wall_s=trainer.wall_s,
+        start_iter=trainer.start_iter,
+        iterations_timed=trainer.iterations_run,
         curve=loss_curve(Path(cfg.OUTPUT_DIR) / "metrics.json"),
         grad_balance=None,
         device=cfg.MODEL.DEVICE,
@@ -205,7 +220,7 @@ def evaluate_run(run_dir: Path) -> Dict[str, Any]:
     config_yaml = config_path.read_text()
     cfg = CfgNode.load_cfg(config_yaml)
     dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1")
-    setup_logger(name="suite")
+    configure_logging()
     model = LongTailTrainer.build_model(cfg)
     checkpointer = DetectionCheckpointer(model, str(run_dir))
     if not checkpointer.has_checkpoint():

@@ -25,7 +25,7 @@ class LongTailTrainer(DefaultTrainer):
         return [hook for hook in super().build_hooks() if not isinstance(hook, hooks.EvalHook)]
 
     def train(self):
-        """Train from `start_iter` to `max_iter`; sets `wall_s` and `iterations_run`."""
+        """Train from `start_iter` (> 0 when resumed) to `max_iter`; sets `wall_s` and `iterations_run`."""
         self.iterations_run = max(self.max_iter - self.start_iter, 0)
         start = time.perf_counter()
         result = super().train()

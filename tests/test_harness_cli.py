@@ -1,0 +1,140 @@
+"""`suite train` / `suite eval` end to end on a tiny generated set (CPU, a few iterations), the
+run record, resume, the LVIS v1 path on a generated layout, and the error cases."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from suite.cli import main
+from suite.harness.run_record import read_run_record
+from suite.harness.evaluate import METRICS
+
+from data_helpers import lay_out_like_lvis_v1, small_set
+
+# A tiny model and schedule on top of configs/small_cpu.yaml: seconds per run.
+TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+RECORD_TERMS = {"seesaw": {"loss_cls_classes", "loss_cls_objectness"}, "ce": {"loss_cls"}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    small_set(root)
+    return root
+
+
+def train(dataset, output, *extra, loss="seesaw", max_iter=2):
+    return main(["train", "--loss", loss, "--dataset", str(dataset), "--output", str(output),
+                 "--max-iter", str(max_iter), *extra, *TINY])
+
+
+def one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1
+    line = err[-1]
+    assert line.startswith("suite ") and "error:" in line and "Traceback" not in "\n".join(err)
+    for fragment in fragments:
+        assert fragment in line
+    return line
+
+
+@pytest.mark.parametrize("loss", ["seesaw", "ce"])
+def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, loss=loss) == 0
+    record = read_run_record(run_dir)  # refuses a missing field
+    assert record["loss"]["name"] == loss
+    if loss == "seesaw":
+        assert record["loss"]["params"] == {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": False}
+    assert record["dataset"] == {"name": "synthetic", "path": str(dataset.resolve()), "num_classes": 9,
+                                 "num_train_images": 40}
+    assert record["iterations"] == 2 and record["seed"] == 0
+    assert record["config"]["MODEL"]["ROI_BOX_HEAD"]["CLS_LOSS"] == loss
+    assert len(record["config_hash"]) == 64
+    for task in ("bbox", "segm"):
+        assert set(record["metrics"][task]) == set(METRICS)
+    assert [c["id"] for c in record["per_category"]] == list(range(1, 10))
+    assert {c["frequency"] for c in record["per_category"]} == {"r", "c", "f"}
+    assert all(set(c) >= {"name", "image_count", "instance_count", "bbox_AP", "segm_AP"} for c in record["per_category"])
+    train_part = record["train"]
+    assert train_part["start_iter"] == 0 and train_part["wall_s"] > 0 and train_part["iters_per_s"] > 0
+    last = train_part["loss_curve"][-1]
+    assert last["iter"] == 2 and RECORD_TERMS[loss] <= set(last) and "total_loss" in last
+    assert record["environment"]["torch"] == torch.__version__
+    assert record["environment"]["detectron2"] and "hostname" not in json.dumps(record["environment"])
+    assert not list(run_dir.glob(".run.json.*"))  # no temporary file left by the atomic write
+
+
+def test_finished_run_is_not_overwritten(dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, loss="ce", max_iter=1) == 0
+    before = (run_dir / "run.json").read_bytes()
+    assert train(dataset, run_dir, loss="ce", max_iter=1) == 2
+    one_error_line(capsys, "already holds a finished run")
+    assert (run_dir / "run.json").read_bytes() == before
+
+
+def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, max_iter=2) == 0
+    first = torch.load(run_dir / "model_final.pth", weights_only=False)["model"]
+    counts_key = "roi_heads.box_predictor.cls_loss.cum_samples"
+    assert first[counts_key].sum().item() == 2 * 2 * 32  # iterations x images x RoIs per image
+    (run_dir / "run.json").unlink()  # as if stopped after the last checkpoint
+    assert train(dataset, run_dir, max_iter=4) == 2
+    one_error_line(capsys, "interrupted run", "--resume")
+    assert train(dataset, run_dir, "--resume", max_iter=4) == 0
+    record = read_run_record(run_dir)
+    assert record["iterations"] == 4 and record["train"]["start_iter"] == 2
+    final = torch.load(run_dir / "model_final.pth", weights_only=False)["model"]
+    assert final[counts_key].sum().item() == 4 * 2 * 32  # the resumed run continued the counts
+    assert (final[counts_key] >= first[counts_key]).all()
+
+
+def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, loss="ce", max_iter=1) == 0
+    trained = read_run_record(run_dir)
+    assert main(["eval", "--run", str(run_dir)]) == 0
+    evaluated = read_run_record(run_dir)
+    assert evaluated["metrics"] == trained["metrics"]  # same checkpoint, same numbers
+    assert "evaluated_at" in evaluated
+
+
+def test_lvis_v1_path_on_a_generated_layout(dataset, tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    lay_out_like_lvis_v1(small_set(tmp_path / "set"), root)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--loss", "ce", "--dataset", "lvis_v1", "--config", "configs/small_cpu.yaml",
+                 "--output", str(run_dir), "--max-iter", "1", *TINY]) == 0
+    record = read_run_record(run_dir)
+    assert record["dataset"]["name"] == "lvis_v1" and record["dataset"]["num_train_images"] == 40
+    assert record["config"]["DATASETS"]["TRAIN"] == ["lvis_v1_train"]
+
+
+def test_missing_lvis_names_the_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    assert main(["train", "--loss", "ce", "--dataset", "lvis_v1", "--output", str(tmp_path / "run")]) == 2
+    one_error_line(capsys, str(tmp_path / "lvis"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_json_is_one_line(dataset, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    small_set(broken)
+    (broken / "annotations" / "lvis_v1_train.json").write_text('{"images": [')
+    assert main(["train", "--loss", "ce", "--dataset", str(broken), "--output", str(tmp_path / "run")]) == 2
+    one_error_line(capsys, "lvis_v1_train.json")
+
+
+def test_unknown_loss_and_bad_override(dataset, tmp_path, capsys):
+    assert main(["train", "--loss", "softmax", "--dataset", str(dataset), "--output", str(tmp_path / "run")]) == 2
+    one_error_line(capsys, "unknown loss 'softmax'", "seesaw")
+    assert train(dataset, tmp_path / "run", "SOLVER.NO_SUCH_KEY", "1") == 2
+    one_error_line(capsys, "SOLVER.NO_SUCH_KEY")
+    assert not (tmp_path / "run").exists()
