@@ -43,6 +43,15 @@ def register(subparsers) -> None:
     evaluate.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
     evaluate.set_defaults(func=run_eval)
 
+    demo = subparsers.add_parser(
+        "demo", help="the whole suite on the CPU: data, four losses, report (about 15 minutes)",
+        description="Generate the default synthetic long-tailed set, train and evaluate ce, focal, eql and "
+        "seesaw on it with the small CPU model, and write the report to OUTPUT/report/README.md. Running it "
+        "again keeps finished runs and resumes an interrupted one.")
+    demo.add_argument("--output", type=Path, default=Path("output/demo"), help="default: output/demo")
+    demo.add_argument("--max-iter", type=int, help="training iterations per loss (default: the tuned demo value)")
+    demo.set_defaults(func=run_demo)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from suite.harness.train import TrainOptions, train
@@ -60,4 +69,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from suite.harness.train import evaluate_run
 
     evaluate_run(args.run)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from suite.harness.demo import DEMO_ITERATIONS, run_demo as demo
+
+    demo(args.output, max_iter=args.max_iter or DEMO_ITERATIONS)
     return 0
