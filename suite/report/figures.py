@@ -1,0 +1,133 @@
+"""The report's figures: seaborn on matplotlib's Agg backend, written as PNG without a software
+or date tag, so the same frames give the same bytes."""
+
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+FREQUENCY_ORDER = ["r", "c", "f"]
+FREQUENCY_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a data set name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "unnamed"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save(figure, path: Path) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path.name
+
+
+def _theme() -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
+    """Grouped bars: mean APr / APc / APf (boxes and masks) per loss on one data set."""
+    rows = [{"loss": row["label"], "task": task, "group": name, "AP": row[f"{task}_{name}_mean"]}
+            for _, row in experiments[experiments["dataset"] == dataset].iterrows()
+            for task in ("bbox", "segm") for name in ("APr", "APc", "APf")]
+    data = pd.DataFrame(rows).dropna(subset=["AP"])
+    if data.empty:
+        return None
+    _theme()
+    grid = sns.catplot(data=data, kind="bar", x="loss", y="AP", hue="group", col="task", col_order=["bbox", "segm"],
+                       hue_order=["APr", "APc", "APf"], order=sorted(data["loss"].unique()), errorbar=None,
+                       height=3.5, aspect=1.2)
+    grid.set_axis_labels("loss", "AP (%)")
+    grid.figure.suptitle(f"{dataset}: AP by frequency group (mean over seeds)", y=1.04)
+    return _save(grid.figure, out / f"ap_groups_{slug(dataset)}.png")
+
+
+def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
+    """Per-category mask AP against training instance count (log x), one panel per loss,
+    coloured by frequency group."""
+    data = categories[(categories["dataset"] == dataset)].dropna(subset=["segm_AP"])
+    data = data[data["instance_count"] > 0].assign(group=lambda frame: frame["frequency"].map(FREQUENCY_NAMES))
+    if data.empty:
+        return None
+    _theme()
+    grid = sns.relplot(data=data, x="instance_count", y="segm_AP", hue="group",
+                       hue_order=[FREQUENCY_NAMES[key] for key in FREQUENCY_ORDER], col="label",
+                       col_order=sorted(data["label"].unique()), col_wrap=min(4, data["label"].nunique()),
+                       height=3, aspect=1.1)
+    grid.set(xscale="log")
+    grid.set_axis_labels("training instances", "mask AP (%)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle(f"{dataset}: per-category mask AP", y=1.04)
+    return _save(grid.figure, out / f"per_category_{slug(dataset)}.png")
+
+
+def grad_balance(balance: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
+    """Accumulated positive / negative gradient per class, classes by training frequency."""
+    data = balance[(balance["dataset"] == dataset)]
+    data = data[(data["neg_grad"] > 0) & (data["pos_grad"] > 0)]
+    if data.empty:
+        return None
+    _theme()
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    data = data.rename(columns={"label": "loss"})
+    sns.lineplot(data=data, x="rank", y="ratio", hue="loss", hue_order=sorted(data["loss"].unique()),
+                 marker="o", ax=axes)
+    axes.set_yscale("log")
+    axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    axes.set_xlabel("class, by training instances (most frequent first)")
+    axes.set_ylabel("positive / negative gradient")
+    axes.set_title(f"{dataset}: accumulated classifier gradient balance")
+    return _save(figure, out / f"grad_balance_{slug(dataset)}.png")
+
+
+def kernel_time(bench: pd.DataFrame, out: Path) -> Optional[str]:
+    """Median kernel time (forward + backward) per loss, one bar colour per shape."""
+    data = bench[bench["kind"] == "bench_kernel"].dropna(subset=["median_ms"])
+    if data.empty:
+        return None
+    data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"])
+    _theme()
+    grid = sns.catplot(data=data, kind="bar", x="name", y="median_ms", hue="shape", col="setting",
+                       order=sorted(data["name"].unique()), hue_order=sorted(data["shape"].unique()),
+                       col_order=sorted(data["setting"].unique()), errorbar=None, height=3.5, aspect=1.4)
+    grid.set_axis_labels("", "median ms")
+    grid.set_xticklabels(rotation=30, ha="right")
+    return _save(grid.figure, out / "kernel_time.png")
+
+
+def step_throughput(bench: pd.DataFrame, out: Path) -> Optional[str]:
+    """Training steps per second per loss, one panel per scope and setting."""
+    data = bench[bench["kind"] == "bench_step"].dropna(subset=["iters_per_s"])
+    if data.empty:
+        return None
+    data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"] + " " + data["scope"])
+    _theme()
+    grid = sns.catplot(data=data, kind="bar", x="name", y="iters_per_s", hue="shape", col="setting",
+                       order=sorted(data["name"].unique()), hue_order=sorted(data["shape"].unique()),
+                       col_order=sorted(data["setting"].unique()), errorbar=None, height=3.5, aspect=1.4)
+    grid.set_axis_labels("", "it/s")
+    grid.set_xticklabels(rotation=30, ha="right")
+    return _save(grid.figure, out / "step_throughput.png")

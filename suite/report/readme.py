@@ -1,0 +1,107 @@
+"""The report folder: README.md (tables, figure links, environments, what was left out) and
+its figures, from the gathered records. No generation time is written: the same records give
+the same README byte for byte."""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Tuple
+
+import pandas as pd
+
+from suite.environment import REPO_ROOT
+from suite.report import figures, tables
+from suite.report.records import gather
+
+PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
+
+
+@dataclass
+class Report:
+    readme: Path
+    figures: List[str]
+    left_out: List[Tuple[str, str]]
+
+
+def load_published(path: Path = PUBLISHED_LVIS_V1) -> pd.DataFrame:
+    """The published LVIS v1 numbers, every cell kept as the string written in the CSV."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _figure_link(name, caption: str) -> List[str]:
+    return [f"![{caption}]({name})", ""] if name else []
+
+
+def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.DataFrame, balance: pd.DataFrame,
+                     out: Path, written: List[str]) -> List[str]:
+    chosen = experiments[experiments["dataset"] == dataset]
+    lines = [f"### {dataset}", "",
+             "Mean ± sample standard deviation over the runs that differ only in seed (`runs`, `seeds`); "
+             "AP in percent from the official `lvis` API; `env`: see Environments.", "",
+             tables.metrics_table(chosen), "",
+             "Change against CE (same data set and iterations), in AP points:", "",
+             tables.delta_table(chosen), ""]
+    if dataset.startswith("lvis_v1"):
+        lines += ["Published numbers on LVIS v1 val (`baselines/published_lvis_v1.csv`; each row names its "
+                  "source; a reproduced row above is comparable only with the same model, schedule and sampler):", "",
+                  tables.published_table(load_published()), ""]
+    for name, caption in ((figures.ap_groups(chosen, dataset, out), "AP by frequency group"),
+                          (figures.per_category(categories, dataset, out), "per-category AP against training instances"),
+                          (figures.grad_balance(balance, dataset, out), "gradient balance per class")):
+        if name:
+            written.append(name)
+        lines += _figure_link(name, f"{dataset}: {caption}")
+    return lines
+
+
+def build_report(results: Iterable[Path], out: Path) -> Report:
+    """Gather the records under `results`, write `out/README.md` and its figures, and name every
+    record left out on stderr."""
+    out = Path(out)
+    records = gather(results)
+    for path, reason in records.left_out:
+        print(f"suite report: left out {path}: {reason}", file=sys.stderr)
+    envs = tables.environments(records)
+    runs = tables.runs_frame(records, envs)
+    experiments = tables.aggregate(runs)
+    categories = tables.per_category_frame(records, runs, experiments)
+    balance = tables.grad_balance_frame(records, runs, experiments)
+    bench = tables.bench_frame(records, envs)
+    out.mkdir(parents=True, exist_ok=True)
+    written: List[str] = []
+
+    lines = ["# seesaw-suite report", "",
+             f"Built from {len(records.runs)} run record(s) and {len(records.benches)} benchmark file(s); "
+             f"{len(records.left_out)} record(s) left out. Regenerate with "
+             "`suite report --results DIR... --out DIR`.", "", "## Accuracy", ""]
+    if experiments.empty:
+        lines += ["No run records.", ""]
+    for dataset in sorted(experiments["dataset"].unique()) if not experiments.empty else []:
+        lines += _dataset_section(dataset, experiments, categories, balance, out, written)
+
+    lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
+              "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and `seesaw_official` (× official).", ""]
+    for kind, title, table, figure in (
+            ("bench_kernel", "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
+            ("bench_step", "Training step", tables.step_table, figures.step_throughput)):
+        lines += [f"### {title}", ""]
+        if (bench["kind"] == kind).any():
+            lines += [table(bench), ""]
+            name = figure(bench, out)
+            if name:
+                written.append(name)
+            lines += _figure_link(name, title)
+        else:
+            lines += ["No records.", ""]
+
+    lines += ["## Environments", "", "Where each number above came from (`env` columns).", ""]
+    lines += [tables.environment_table(envs) if not envs.empty else "None.", ""]
+    lines += ["## Left out", ""]
+    if records.left_out:
+        lines += ["Records not used (incomplete or of another schema version):", "",
+                  tables.left_out_table(records.left_out), ""]
+    else:
+        lines += ["Nothing.", ""]
+    readme = out / "README.md"
+    figures.write_bytes_atomic(readme, ("\n".join(lines).rstrip("\n") + "\n").encode())
+    return Report(readme=readme, figures=sorted(written), left_out=records.left_out)

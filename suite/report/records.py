@@ -1,0 +1,161 @@
+"""Gathering the records a report is built from (formats: docs/records.md), with checks.
+
+Every `run.json` under the results folders is a run record; any other `*.json` is a record when
+it is a JSON object with a `kind` (benchmark files). A record of another schema version or with a
+missing or malformed field is not used: it goes to `left_out` as (path, reason).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from suite.errors import UserError
+from suite.records import SCHEMA_VERSION
+
+RUN_KIND = "train_run"
+BENCH_KINDS = ("bench_kernel", "bench_step")
+RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
+              "train", "grad_balance", "environment", "finished_at")
+METRIC_FIELDS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+CATEGORY_FIELDS = ("id", "name", "frequency", "image_count", "instance_count", "bbox_AP", "segm_AP")
+ENVIRONMENT_FIELDS = ("python", "torch", "torchvision", "detectron2", "cuda", "device_name", "cpu", "num_threads",
+                      "platform", "git_commit", "git_dirty")
+BENCH_FIELDS = ("name", "scope", "device", "dtype", "num_rois", "num_classes", "median_ms", "iqr_ms", "repeats",
+                "ratio_to_ce", "ratio_to_floor", "ratio_to_official")
+STEP_FIELDS = ("iters_per_s", "loss_share")
+# Config keys that say where or with which seed a run ran, not what it ran.
+CONFIG_KEYS_IGNORED = ("SEED", "OUTPUT_DIR")
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; the message names the field."""
+
+
+@dataclass
+class Records:
+    """runs: (path, record) of valid run records; benches: (path, record) of valid benchmark files;
+    left_out: (path, reason), all sorted by path."""
+
+    runs: List[Tuple[str, Dict[str, Any]]] = field(default_factory=list)
+    benches: List[Tuple[str, Dict[str, Any]]] = field(default_factory=list)
+    left_out: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def _require(mapping: Any, fields: Iterable[str], where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise RecordError(f"{where} is not an object")
+    missing = [name for name in fields if name not in mapping]
+    if missing:
+        raise RecordError(f"missing field(s) {', '.join(where + '.' + name if where else name for name in missing)}")
+
+
+def _number_or_null(value: Any, where: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise RecordError(f"{where} is {value!r}, not a number or null")
+
+
+def check_run(record: Dict[str, Any]) -> None:
+    """Raise RecordError naming the first field of a run record that is missing or malformed."""
+    _require(record, RUN_FIELDS, "")
+    _require(record["loss"], ("name", "params"), "loss")
+    _require(record["dataset"], ("name", "path", "num_classes", "num_train_images"), "dataset")
+    if not isinstance(record["config"], dict):
+        raise RecordError("config is not an object")
+    _require(record["metrics"], ("bbox", "segm"), "metrics")
+    for task in ("bbox", "segm"):
+        _require(record["metrics"][task], METRIC_FIELDS, f"metrics.{task}")
+        for name in METRIC_FIELDS:
+            _number_or_null(record["metrics"][task][name], f"metrics.{task}.{name}")
+    if not isinstance(record["per_category"], list):
+        raise RecordError("per_category is not a list")
+    for index, category in enumerate(record["per_category"]):
+        _require(category, CATEGORY_FIELDS, f"per_category[{index}]")
+        if category["frequency"] not in ("r", "c", "f"):
+            raise RecordError(f"per_category[{index}].frequency is {category['frequency']!r}, not r/c/f")
+    _require(record["train"], ("start_iter", "wall_s", "iters_per_s", "loss_curve"), "train")
+    balance = record["grad_balance"]
+    if balance is not None:
+        _require(balance, ("class_ids", "pos_grad", "neg_grad"), "grad_balance")
+        lengths = {len(balance[name]) for name in ("class_ids", "pos_grad", "neg_grad")}
+        if len(lengths) != 1:
+            raise RecordError("grad_balance: class_ids, pos_grad and neg_grad differ in length")
+    _require(record["environment"], ENVIRONMENT_FIELDS, "environment")
+
+
+def check_bench(record: Dict[str, Any]) -> None:
+    """Raise RecordError naming the first field of a benchmark file that is missing or malformed."""
+    _require(record, ("environment", "records"), "")
+    _require(record["environment"], ENVIRONMENT_FIELDS, "environment")
+    if not isinstance(record["records"], list):
+        raise RecordError("records is not a list")
+    fields = BENCH_FIELDS + (STEP_FIELDS if record["kind"] == "bench_step" else ())
+    for index, entry in enumerate(record["records"]):
+        _require(entry, fields, f"records[{index}]")
+        _number_or_null(entry["median_ms"], f"records[{index}].median_ms")
+
+
+def _classify(path: Path) -> Optional[Dict[str, Any]]:
+    """The parsed record at `path`, or None when the file is not a record at all (another JSON
+    file of a run folder). Raises RecordError for a record that cannot be used."""
+    is_run_file = path.name == "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        if is_run_file:
+            raise RecordError(f"not a readable JSON record ({error})") from None
+        return None
+    if not isinstance(record, dict) or (not is_run_file and "kind" not in record):
+        if is_run_file:
+            raise RecordError("not a JSON object with a kind")
+        return None
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"schema_version {record.get('schema_version')!r}, this report reads {SCHEMA_VERSION}")
+    kind = record.get("kind")
+    if kind == RUN_KIND:
+        check_run(record)
+    elif kind in BENCH_KINDS:
+        check_bench(record)
+    else:
+        raise RecordError(f"kind {kind!r}, not one of {RUN_KIND}, {', '.join(BENCH_KINDS)}")
+    return record
+
+
+def gather(results: Iterable[Path]) -> Records:
+    """Every record under each folder in `results` (recursively). A folder that does not exist or
+    holds no record at all is a UserError."""
+    records = Records()
+    seen = set()
+    for folder in results:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such results folder")
+        found = 0
+        for path in sorted(folder.rglob("*.json")):
+            if path.resolve() in seen or not path.is_file():
+                continue
+            try:
+                record = _classify(path)
+            except RecordError as error:
+                records.left_out.append((str(path), str(error)))
+                found += 1
+                continue
+            if record is None:
+                continue
+            found += 1
+            seen.add(path.resolve())
+            (records.runs if record["kind"] == RUN_KIND else records.benches).append((str(path), record))
+        if not found:
+            raise UserError(f"{folder}: no run.json or benchmark record in it")
+    records.runs.sort(key=lambda item: item[0])
+    records.benches.sort(key=lambda item: item[0])
+    records.left_out.sort()
+    return records
+
+
+def config_key(config: Dict[str, Any]) -> str:
+    """sha256 of the config without the keys that differ between seeds of one experiment
+    (CONFIG_KEYS_IGNORED): runs with equal keys differ only in seed and output folder."""
+    kept = {key: value for key, value in config.items() if key not in CONFIG_KEYS_IGNORED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,247 @@
+"""The report's tables as pandas frames (runs aggregated over seeds, benchmarks, environments)
+and their Markdown rendering. Every frame is sorted, so the same records give the same text."""
+
+import json
+import math
+from typing import Any, Dict, List, Sequence, Tuple
+
+import pandas as pd
+
+from suite.report.records import ENVIRONMENT_FIELDS, Records, config_key
+
+TASKS = ("bbox", "segm")
+TABLE_METRICS = ("AP", "APr", "APc", "APf")
+METRIC_COLUMNS = [f"{task}_{name}" for task in TASKS for name in TABLE_METRICS]
+METRIC_HEADERS = [f"{task} {name}" for task in TASKS for name in TABLE_METRICS]
+# An experiment: runs with equal values here differ only in seed (and output folder).
+GROUP_KEYS = ["dataset", "loss", "params", "config_key", "iterations"]
+REFERENCE_LOSS = "ce"
+
+
+def _env_key(environment: Dict[str, Any]) -> str:
+    return json.dumps({name: environment.get(name) for name in ENVIRONMENT_FIELDS}, sort_keys=True)
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def environments(records: Records) -> pd.DataFrame:
+    """One row per distinct environment, ids E1, E2, ... in sorted order of their contents."""
+    envs = {_env_key(record["environment"]): record["environment"] for _, record in records.runs + records.benches}
+    rows = [{"env": f"E{index}", "key": key, **{name: envs[key].get(name) for name in ENVIRONMENT_FIELDS}}
+            for index, key in enumerate(sorted(envs), start=1)]
+    return pd.DataFrame(rows, columns=["env", "key", *ENVIRONMENT_FIELDS])
+
+
+def _env_ids(envs: pd.DataFrame) -> Dict[str, str]:
+    return dict(zip(envs["key"], envs["env"]))
+
+
+def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run record: its experiment keys, seed, environment id and table metrics."""
+    ids = _env_ids(envs)
+    rows = []
+    for path, record in records.runs:
+        row = {
+            "path": path,
+            "dataset": str(record["dataset"]["name"]),
+            "loss": str(record["loss"]["name"]),
+            "params": json.dumps(record["loss"]["params"], sort_keys=True),
+            "config_key": config_key(record["config"]),
+            "iterations": int(record["iterations"]),
+            "seed": record["seed"],
+            "env": ids[_env_key(record["environment"])],
+            "iters_per_s": _float(record["train"]["iters_per_s"]),
+        }
+        for task in TASKS:
+            for name in TABLE_METRICS:
+                row[f"{task}_{name}"] = _float(record["metrics"][task][name])
+        rows.append(row)
+    columns = ["path", *GROUP_KEYS, "seed", "env", "iters_per_s", *METRIC_COLUMNS]
+    return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "loss", "params", "iterations", "path"],
+                                                           kind="stable", ignore_index=True)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment (GROUP_KEYS): mean and sample std (NaN for one run) of every table metric
+    and it/s, `count` runs, their `seeds` and `envs`, and a `label` that tells the experiments of
+    one data set apart (the loss name, plus parameters/iterations/config where one loss has several)."""
+    rows = []
+    for keys, group in runs.groupby(GROUP_KEYS, sort=True):
+        row = dict(zip(GROUP_KEYS, keys))
+        row["count"] = len(group)
+        row["seeds"] = ", ".join(str(seed) for seed in sorted(group["seed"], key=str))
+        row["envs"] = ", ".join(sorted(set(group["env"])))
+        for column in [*METRIC_COLUMNS, "iters_per_s"]:
+            row[f"{column}_mean"] = group[column].mean()
+            row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else math.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    labels = []
+    for _, row in frame.iterrows():
+        same_loss = frame[(frame["dataset"] == row["dataset"]) & (frame["loss"] == row["loss"])]
+        label = row["loss"]
+        if len(same_loss) > 1:
+            label += f" {row['params']} {row['iterations']} it, config {row['config_key'][:8]}"
+        labels.append(label)
+    frame["label"] = labels
+    return frame.sort_values(["dataset", "label"], kind="stable", ignore_index=True)
+
+
+def reference_row(experiments: pd.DataFrame, row: pd.Series):
+    """The CE experiment that `row` is compared with: same data set and iterations (the first by
+    label if several), or None."""
+    candidates = experiments[(experiments["dataset"] == row["dataset"]) & (experiments["loss"] == REFERENCE_LOSS)
+                             & (experiments["iterations"] == row["iterations"])]
+    return None if candidates.empty else candidates.iloc[0]
+
+
+def fmt(value: Any, digits: int = 1, signed: bool = False) -> str:
+    """A number with `digits` decimals; "–" for a missing value (null / NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _mean_std(row: pd.Series, column: str) -> str:
+    text = fmt(row[f"{column}_mean"])
+    if row["count"] > 1 and not math.isnan(row[f"{column}_std"]):
+        text += f" ± {fmt(row[f'{column}_std'])}"
+    return text
+
+
+def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(experiments: pd.DataFrame) -> str:
+    """Mean ± std over seeds of AP, APr, APc, APf for boxes and masks, one row per experiment."""
+    rows = [[row["label"], row["count"], row["seeds"], row["iterations"],
+             *[_mean_std(row, column) for column in METRIC_COLUMNS], row["envs"]]
+            for _, row in experiments.iterrows()]
+    return markdown(["loss", "runs", "seeds", "iterations", *METRIC_HEADERS, "env"], rows)
+
+
+def delta_table(experiments: pd.DataFrame) -> str:
+    """Difference of the means against CE (same data set and iterations), in AP points."""
+    rows = []
+    for _, row in experiments.iterrows():
+        reference = reference_row(experiments, row)
+        if reference is None:
+            cells = ["–"] * len(METRIC_COLUMNS)
+        else:
+            cells = [fmt(row[f"{column}_mean"] - reference[f"{column}_mean"], signed=True) for column in METRIC_COLUMNS]
+        rows.append([row["label"], *cells])
+    return markdown(["loss", *[f"Δ {header}" for header in METRIC_HEADERS]], rows)
+
+
+BENCH_VALUES = ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official", "iters_per_s",
+                "loss_share")
+BENCH_COLUMNS = ["path", "kind", "env", "name", "scope", "device", "dtype", "num_rois", "num_classes", "repeats",
+                 *BENCH_VALUES]
+BENCH_SORT = ["kind", "env", "device", "dtype", "scope", "num_classes", "num_rois", "name", "path"]
+
+
+def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
+    """One row per benchmark measurement, with its file's kind, environment id and `shape`."""
+    ids = _env_ids(envs)
+    rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
+             **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}}
+            for path, record in records.benches for entry in record["records"]]
+    frame = pd.DataFrame(rows, columns=BENCH_COLUMNS)
+    for column in BENCH_VALUES:
+        frame[column] = frame[column].map(_float).astype(float)
+    frame["shape"] = [f"{rois} x {classes}" for rois, classes in zip(frame["num_rois"], frame["num_classes"])]
+    return frame.sort_values(BENCH_SORT, kind="stable", ignore_index=True)
+
+
+def kernel_table(bench: pd.DataFrame) -> str:
+    rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 3),
+             fmt(row["iqr_ms"], 3), fmt(row["ratio_to_ce"], 2), fmt(row["ratio_to_floor"], 2),
+             fmt(row["ratio_to_official"], 2)]
+            for _, row in bench[bench["kind"] == "bench_kernel"].iterrows()]
+    return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "IQR ms", "× CE",
+                     "× floor", "× official"], rows)
+
+
+def step_table(bench: pd.DataFrame) -> str:
+    rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 2),
+             fmt(row["iters_per_s"], 2), fmt(row["loss_share"], 3), fmt(row["ratio_to_ce"], 2),
+             fmt(row["ratio_to_official"], 2)]
+            for _, row in bench[bench["kind"] == "bench_step"].iterrows()]
+    return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "it/s", "loss share",
+                     "× CE", "× official"], rows)
+
+
+def environment_table(envs: pd.DataFrame) -> str:
+    shown = ["torch", "torchvision", "detectron2", "cuda", "device_name", "num_threads", "python", "git_commit",
+             "git_dirty"]
+    rows = [[row["env"], *[("–" if row[name] is None else str(row[name])) for name in shown]]
+            for _, row in envs.iterrows()]
+    return markdown(["env", *shown], rows)
+
+
+def published_table(published: pd.DataFrame) -> str:
+    """The published LVIS v1 numbers as written in the CSV ("–" for an empty cell)."""
+    rows = [[("–" if value == "" else value) for value in row] for row in published.itertuples(index=False)]
+    return markdown(list(published.columns), rows)
+
+
+def left_out_table(left_out: List[Tuple[str, str]]) -> str:
+    return markdown(["file", "reason"], [[f"`{path}`", reason.replace("|", "\\|")] for path, reason in left_out])
+
+
+def _labels_by_path(runs: pd.DataFrame, experiments: pd.DataFrame) -> Dict[str, str]:
+    merged = runs.merge(experiments[GROUP_KEYS + ["label"]], on=GROUP_KEYS, how="left")
+    return dict(zip(merged["path"], merged["label"]))
+
+
+def per_category_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:
+    """Per data set, experiment and category: the mean over seeds of bbox/segm AP, with the
+    category's frequency group and training instance count."""
+    labels = _labels_by_path(runs, experiments)
+    columns = ["dataset", "label", "id", "name", "frequency", "instance_count", "bbox_AP", "segm_AP"]
+    rows = [{"dataset": str(record["dataset"]["name"]), "label": labels[path], "id": category["id"],
+             "name": category["name"], "frequency": category["frequency"],
+             "instance_count": category["instance_count"], "bbox_AP": _float(category["bbox_AP"]),
+             "segm_AP": _float(category["segm_AP"])}
+            for path, record in records.runs for category in record["per_category"]]
+    frame = pd.DataFrame(rows, columns=columns)
+    if frame.empty:
+        return frame
+    return frame.groupby(columns[:6], sort=True, as_index=False)[["bbox_AP", "segm_AP"]].mean()
+
+
+def grad_balance_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:
+    """Per data set, experiment and foreground class (label j = the j-th category by id, the
+    Detectron2 convention): positive and negative gradient summed over the seeds that recorded
+    it, their `ratio`, and the class's `rank` by training instances (0 = most frequent)."""
+    labels = _labels_by_path(runs, experiments)
+    columns = ["dataset", "label", "class_id", "frequency", "instance_count"]
+    rows = []
+    for path, record in records.runs:
+        balance = record["grad_balance"]
+        if balance is None:
+            continue
+        categories = sorted(record["per_category"], key=lambda category: category["id"])
+        for class_id, pos, neg in zip(balance["class_ids"], balance["pos_grad"], balance["neg_grad"]):
+            if 0 <= class_id < len(categories):
+                category = categories[class_id]
+                rows.append({"dataset": str(record["dataset"]["name"]), "label": labels[path], "class_id": class_id,
+                             "frequency": category["frequency"], "instance_count": category["instance_count"],
+                             "pos_grad": _float(pos), "neg_grad": _float(neg)})
+    frame = pd.DataFrame(rows, columns=columns + ["pos_grad", "neg_grad"])
+    if frame.empty:
+        return frame
+    frame = frame.groupby(columns, sort=True, as_index=False)[["pos_grad", "neg_grad"]].sum()
+    frame["ratio"] = frame["pos_grad"] / frame["neg_grad"]
+    ranks = [pd.Series(range(len(group)), index=group.sort_values(
+                 ["instance_count", "class_id"], ascending=[False, True], kind="stable").index)
+             for _, group in frame.groupby(["dataset", "label"], sort=True)]
+    frame["rank"] = pd.concat(ranks)
+    return frame

@@ -1,0 +1,226 @@
+"""suite report on small hand-made records that follow docs/records.md."""
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+from suite.report import generate_report
+from suite.report import tables
+from suite.report.records import gather
+
+ENV = {"python": "3.11.0", "torch": "2.14.1", "torchvision": "0.29.1", "detectron2": "0.6", "cuda": None,
+       "device_name": "Test CPU", "cpu": "Test CPU", "num_threads": 2, "platform": "Linux", "git_commit": "abc123",
+       "git_dirty": False}
+CATEGORIES = [  # id, frequency, instance count
+    (1, "f", 500), (2, "f", 300), (3, "c", 60), (4, "c", 20), (5, "r", 5), (6, "r", 2)]
+
+
+def metrics(ap, apr, apc, apf):
+    block = {"AP": ap, "AP50": ap + 10, "AP75": ap - 1, "APs": None, "APm": ap, "APl": ap, "APr": apr, "APc": apc,
+             "APf": apf}
+    return {"bbox": dict(block, AP=ap + 1.0), "segm": block}
+
+
+def run_record(loss, seed, ap, apr, apc, apf, dataset="synth", iterations=100, params=None, balance=None):
+    return {
+        "schema_version": 1, "kind": "train_run",
+        "loss": {"name": loss, "params": params or {}},
+        "dataset": {"name": dataset, "path": f"data/{dataset}", "num_classes": 6, "num_train_images": 40},
+        "config": {"SEED": seed, "OUTPUT_DIR": f"runs/{loss}_{seed}", "SOLVER": {"MAX_ITER": iterations}},
+        "config_hash": f"hash-{loss}-{seed}",
+        "iterations": iterations, "seed": seed,
+        "metrics": metrics(ap, apr, apc, apf),
+        "per_category": [{"id": cid, "name": f"class{cid}", "frequency": freq, "image_count": count // 2,
+                          "instance_count": count, "bbox_AP": apf - cid, "segm_AP": apf - 2 * cid}
+                         for cid, freq, count in CATEGORIES],
+        "train": {"start_iter": 0, "wall_s": 50.0, "iters_per_s": 2.0, "loss_curve": [{"iter": 20, "total_loss": 1.0}]},
+        "grad_balance": balance,
+        "environment": ENV,
+        "finished_at": "2026-01-01T00:00:00Z",
+    }
+
+
+def bench_file(kind):
+    records = []
+    for name, median in (("torch_cross_entropy", 2.0), ("memory_floor", 1.0), ("ce", 2.5), ("seesaw", 5.0),
+                         ("seesaw_official", 10.0)):
+        entry = {"name": name, "scope": "kernel" if kind == "bench_kernel" else "box_predictor", "device": "cpu",
+                 "dtype": "float32", "num_rois": 512, "num_classes": 1203, "median_ms": median, "iqr_ms": 0.1,
+                 "repeats": 20, "ratio_to_ce": median / 2.0, "ratio_to_floor": median / 1.0,
+                 "ratio_to_official": median / 10.0}
+        if kind == "bench_step":
+            entry.update(iters_per_s=1000.0 / (median + 100.0), loss_share=median / (median + 100.0))
+        records.append(entry)
+    return {"schema_version": 1, "kind": kind, "environment": ENV, "records": records}
+
+
+def write(path: Path, record) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def balance(pos, neg):
+    return {"class_ids": list(range(6)), "pos_grad": pos, "neg_grad": neg}
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    write(root / "ce_0" / "run.json", run_record("ce", 0, 20.0, 2.0, 15.0, 30.0,
+                                                 balance=balance([50, 40, 10, 4, 1, .5], [10, 10, 20, 20, 30, 30])))
+    write(root / "ce_1" / "run.json", run_record("ce", 1, 22.0, 4.0, 17.0, 32.0))
+    write(root / "seesaw_0" / "run.json", run_record("seesaw", 0, 25.0, 10.0, 20.0, 31.0, params={"p": 0.8, "q": 2.0},
+                                                     balance=balance([50, 40, 10, 4, 1, .5], [10, 10, 10, 5, 2, 1])))
+    write(root / "lvis" / "run.json", run_record("seesaw", 0, 26.0, 18.0, 25.0, 30.0, dataset="lvis_v1"))
+    write(root / "lvis" / "metrics.json", {"iteration": 1})  # another JSON file of a run folder: not a record
+    write(root / "bench" / "kernel.json", bench_file("bench_kernel"))
+    write(root / "bench" / "step.json", bench_file("bench_step"))
+    return root
+
+
+def table_rows(text: str, heading: str):
+    """The body rows (as cell lists) of the first table after `heading` in a Markdown text."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_aggregates_seeds(results):
+    records = gather([results])
+    envs = tables.environments(records)
+    experiments = tables.aggregate(tables.runs_frame(records, envs))
+    ce = experiments[(experiments["dataset"] == "synth") & (experiments["loss"] == "ce")].iloc[0]
+    assert ce["count"] == 2 and ce["seeds"] == "0, 1"
+    assert ce["segm_AP_mean"] == pytest.approx(21.0)
+    assert ce["segm_AP_std"] == pytest.approx(math.sqrt(2.0))  # sample std of 20 and 22
+    assert ce["bbox_APr_mean"] == pytest.approx(3.0)
+    seesaw = experiments[(experiments["dataset"] == "synth") & (experiments["loss"] == "seesaw")].iloc[0]
+    assert seesaw["count"] == 1 and math.isnan(seesaw["segm_AP_std"])
+    assert len(experiments) == 3  # synth ce, synth seesaw, lvis_v1 seesaw
+
+
+def test_other_iterations_or_params_are_other_experiments(tmp_path):
+    write(tmp_path / "a" / "run.json", run_record("ce", 0, 20.0, 2.0, 15.0, 30.0))
+    write(tmp_path / "b" / "run.json", run_record("ce", 1, 22.0, 4.0, 17.0, 32.0, iterations=200))
+    write(tmp_path / "c" / "run.json", run_record("ce", 2, 24.0, 4.0, 17.0, 32.0, params={"x": 1}))
+    records = gather([tmp_path])
+    experiments = tables.aggregate(tables.runs_frame(records, tables.environments(records)))
+    assert sorted(experiments["count"]) == [1, 1, 1]
+    assert experiments["label"].nunique() == 3
+
+
+def test_readme_tables_hold_the_numbers(results, tmp_path):
+    report = generate_report([results], tmp_path / "out")
+    text = report.readme.read_text()
+    rows = {row[0]: row for row in table_rows(text, "### synth")}
+    assert rows["ce"][1:4] == ["2", "0, 1", "100"]
+    # bbox AP = segm AP + 1 in the records; columns: bbox AP, APr, APc, APf, segm AP, APr, APc, APf
+    assert rows["ce"][4:12] == ["22.0 ± 1.4", "3.0 ± 1.4", "16.0 ± 1.4", "31.0 ± 1.4",
+                                "21.0 ± 1.4", "3.0 ± 1.4", "16.0 ± 1.4", "31.0 ± 1.4"]
+    assert rows["seesaw"][4:12] == ["26.0", "10.0", "20.0", "31.0", "25.0", "10.0", "20.0", "31.0"]
+    synth = text.split("### synth", 1)[1].split("\n## ", 1)[0]
+    deltas = {row[0]: row for row in table_rows(synth, "Change against CE")}
+    assert deltas["ce"][1:] == ["+0.0"] * 8
+    assert deltas["seesaw"][1:] == ["+4.0", "+7.0", "+4.0", "+0.0", "+4.0", "+7.0", "+4.0", "+0.0"]
+    lvis = text.split("### lvis_v1", 1)[1].split("###", 1)[0]
+    assert "–" in table_rows(lvis, "Change against CE")[0][1]  # no CE run on lvis_v1
+    published = table_rows(lvis, "Published numbers")
+    assert ["Seesaw", "Mask R-CNN R-50", "2x", "RFS", "normed", "27.6", "26.8"] == published[3][:7]
+    assert any(row[0] == "EQLv2" and row[6:10] == ["23.7", "14.9", "22.8", "28.6"] for row in published)
+    assert all(row[-1] for row in published)
+    assert "Published numbers" not in synth
+    kernel = {row[5]: row for row in table_rows(text, "### Kernel")}
+    assert kernel["seesaw"][6:] == ["5.000", "0.100", "2.50", "5.00", "0.50"]
+    step = {row[5]: row for row in table_rows(text, "### Training step")}
+    assert step["seesaw"][6:9] == ["5.00", "9.52", "0.048"]
+    envs = table_rows(text, "## Environments")
+    assert envs == [["E1", "2.14.1", "0.29.1", "0.6", "–", "Test CPU", "2", "3.11.0", "abc123", "False"]]
+    assert "Left out\n\nNothing." in text
+
+
+def test_figures_are_written(results, tmp_path):
+    report = generate_report([results], tmp_path / "out")
+    expected = {"ap_groups_synth.png", "ap_groups_lvis_v1.png", "per_category_synth.png", "per_category_lvis_v1.png",
+                "grad_balance_synth.png", "kernel_time.png", "step_throughput.png"}
+    assert set(report.figures) == expected
+    text = report.readme.read_text()
+    for name in expected:
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+        assert f"]({name})" in text
+
+
+def test_grad_balance_ratio_by_frequency(results):
+    records = gather([results])
+    envs = tables.environments(records)
+    runs = tables.runs_frame(records, envs)
+    frame = tables.grad_balance_frame(records, runs, tables.aggregate(runs))
+    ce = frame[frame["label"] == "ce"].sort_values("rank")
+    assert list(ce["class_id"]) == [0, 1, 2, 3, 4, 5]  # instance counts fall with the id here
+    assert list(ce["ratio"]) == pytest.approx([5.0, 4.0, 0.5, 0.2, 1 / 30, 0.5 / 30])
+
+
+def test_regeneration_is_byte_identical(results, tmp_path):
+    first = generate_report([results], tmp_path / "one")
+    second = generate_report([results], tmp_path / "two")
+    assert first.readme.read_bytes() == second.readme.read_bytes()
+    for name in first.figures:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_malformed_records_are_named_and_left_out(results, tmp_path, capsys):
+    missing = run_record("ce", 2, 90.0, 90.0, 90.0, 90.0)
+    del missing["metrics"]["segm"]["APr"]
+    write(results / "broken" / "run.json", missing)
+    write(results / "future" / "run.json", dict(run_record("ce", 3, 90.0, 90.0, 90.0, 90.0), schema_version=2))
+    (results / "cut").mkdir()
+    (results / "cut" / "run.json").write_text('{"schema_version": 1, "kind": "tr')
+    bad_bench = bench_file("bench_step")
+    del bad_bench["records"][1]["loss_share"]
+    write(results / "bench" / "bad_step.json", bad_bench)
+    report = generate_report([results], tmp_path / "out")
+    reasons = dict(report.left_out)
+    assert reasons[str(results / "broken" / "run.json")] == "missing field(s) metrics.segm.APr"
+    assert reasons[str(results / "future" / "run.json")] == "schema_version 2, this report reads 1"
+    assert reasons[str(results / "cut" / "run.json")].startswith("not a readable JSON record")
+    assert reasons[str(results / "bench" / "bad_step.json")] == "missing field(s) records[1].loss_share"
+    stderr = capsys.readouterr().err
+    assert f"left out {results / 'future' / 'run.json'}: schema_version 2" in stderr
+    text = report.readme.read_text()
+    left = table_rows(text, "## Left out")
+    assert len(left) == 4 and [f"`{results / 'broken' / 'run.json'}`", "missing field(s) metrics.segm.APr"] in left
+    rows = {row[0]: row for row in table_rows(text, "### synth")}
+    assert rows["ce"][1] == "2" and "90.0" not in text.split("## Left out")[0]  # not mixed in
+
+
+def test_cli_writes_report(results, tmp_path, capsys):
+    assert main(["report", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert "7 figure(s), 0 record(s) left out" in capsys.readouterr().out
+    assert (tmp_path / "out" / "README.md").exists()
+
+
+@pytest.mark.parametrize("make", ["empty", "missing", "other_json"])
+def test_cli_folder_without_records(tmp_path, make):
+    folder = tmp_path / "results"
+    if make != "missing":
+        folder.mkdir()
+    if make == "other_json":
+        write(folder / "run1" / "metrics.json", {"iteration": 3})
+    result = subprocess.run([sys.executable, "-m", "suite", "report", "--results", str(folder), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(folder) in lines[0] and lines[0].startswith("suite report: error:")
+    assert not (tmp_path / "out").exists()
