@@ -205,6 +205,15 @@ def test_malformed_records_are_named_and_left_out(results, tmp_path, capsys):
     assert rows["ce"][1] == "2" and "90.0" not in text.split("## Left out")[0]  # not mixed in
 
 
+def test_benchmarks_alone_or_runs_alone(results, tmp_path):
+    only_bench = generate_report([results / "bench"], tmp_path / "bench_out")
+    assert only_bench.figures == ["kernel_time.png", "step_throughput.png"]
+    assert "## Accuracy\n\nNo run records." in only_bench.readme.read_text()
+    only_run = generate_report([results / "ce_1"], tmp_path / "run_out")
+    assert only_run.figures == ["ap_groups_synth.png", "per_category_synth.png"]  # no grad_balance recorded
+    assert "### Kernel (loss forward + backward)\n\nNo records." in only_run.readme.read_text()
+
+
 def test_cli_writes_report(results, tmp_path, capsys):
     assert main(["report", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
     assert "7 figure(s), 0 record(s) left out" in capsys.readouterr().out

@@ -100,6 +100,10 @@ def _classify(path: Path) -> Optional[Dict[str, Any]]:
     """The parsed record at `path`, or None when the file is not a record at all (another JSON
     file of a run folder). Raises RecordError for a record that cannot be used."""
     is_run_file = path.name == "run.json"
+    if not is_run_file:
+        with path.open("rb") as stream:
+            if not stream.read(256).lstrip().startswith(b"{"):
+                return None  # a list (LVIS results, possibly large) or JSON lines: not a record
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:

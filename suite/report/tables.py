@@ -79,7 +79,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return frame
+        return pd.DataFrame(columns=[*GROUP_KEYS, "count", "label"])
     labels = []
     for _, row in frame.iterrows():
         same_loss = frame[(frame["dataset"] == row["dataset"]) & (frame["loss"] == row["loss"])]
