@@ -79,7 +79,8 @@ def results(tmp_path):
     write(root / "seesaw_0" / "run.json", run_record("seesaw", 0, 25.0, 10.0, 20.0, 31.0, params={"p": 0.8, "q": 2.0},
                                                      balance=balance([50, 40, 10, 4, 1, .5], [10, 10, 10, 5, 2, 1])))
     write(root / "lvis" / "run.json", run_record("seesaw", 0, 26.0, 18.0, 25.0, 30.0, dataset="lvis_v1"))
-    write(root / "lvis" / "metrics.json", {"iteration": 1})  # another JSON file of a run folder: not a record
+    (root / "lvis" / "metrics.json").write_text('{"iteration": 1}\n{"iteration": 2}\n')  # JSON lines: not a record
+    write(root / "lvis" / "inference" / "lvis_instances_results.json", [{"image_id": 1}])  # not a record either
     write(root / "bench" / "kernel.json", bench_file("bench_kernel"))
     write(root / "bench" / "step.json", bench_file("bench_step"))
     return root
@@ -215,9 +216,11 @@ def test_benchmarks_alone_or_runs_alone(results, tmp_path):
 
 
 def test_cli_writes_report(results, tmp_path, capsys):
-    assert main(["report", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    # a folder inside another one given too: its records count once
+    assert main(["report", "--results", str(results), str(results / "ce_0"), "--out", str(tmp_path / "out")]) == 0
     assert "7 figure(s), 0 record(s) left out" in capsys.readouterr().out
-    assert (tmp_path / "out" / "README.md").exists()
+    assert "Built from 4 run record(s) and 2 benchmark file(s); 0 record(s) left out." in \
+        (tmp_path / "out" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("make", ["empty", "missing", "other_json"])

@@ -137,12 +137,16 @@ def gather(results: Iterable[Path]) -> Records:
             raise UserError(f"{folder}: no such results folder")
         found = 0
         for path in sorted(folder.rglob("*.json")):
-            if path.resolve() in seen or not path.is_file():
+            if not path.is_file():
+                continue
+            if path.resolve() in seen:  # also under an earlier folder
+                found += 1
                 continue
             try:
                 record = _classify(path)
             except RecordError as error:
                 records.left_out.append((str(path), str(error)))
+                seen.add(path.resolve())
                 found += 1
                 continue
             if record is None:
