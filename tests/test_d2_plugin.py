@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from suite.d2 import LongTailOutputLayers, add_longtail_config
@@ -77,6 +78,23 @@ def test_training_step_and_inference(dataset, loss, head):
         assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
         assert ((instances.pred_classes >= 0) & (instances.pred_classes < dataset.num_classes)).all()
         assert instances.pred_masks.shape == (len(instances), 48, 80)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_TERMS))
+@pytest.mark.parametrize("rois", [0, 3])
+def test_losses_without_foreground_run_backward(dataset, loss, rois):
+    """No RoIs at all, or an image without objects (background RoIs, no gt_boxes)."""
+    cfg = tiny_cfg(dataset, loss)
+    predictor = _model(cfg).roi_heads.box_predictor
+    features = torch.randn(rois, predictor.cls_score.in_features, requires_grad=True)
+    proposal = Instances((64, 64), proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(rois, 1)),
+                         gt_classes=torch.full((rois,), dataset.num_classes))
+    with EventStorage():
+        losses = predictor.losses(predictor(features), [proposal])
+    assert set(losses) == LOSS_TERMS[loss] | {"loss_box_reg"}
+    assert all(torch.isfinite(value) for value in losses.values()), losses
+    sum(losses.values()).backward()
+    assert torch.isfinite(features.grad).all()
 
 
 @pytest.mark.parametrize("loss, width", [("ce", 7), ("focal", 6), ("eql", 7), ("seesaw", 8)])
