@@ -1,125 +1,225 @@
-"""The Detectron2 plugin on the CPU: a tiny Mask R-CNN trained and run with every suite loss."""
+"""The Detectron2 plugin with real Detectron2 on the CPU: Mask R-CNN training steps and inference
+for every loss, classifier width, EQL frequencies from metadata, Seesaw counts through
+checkpoints and resume, repeat-factor sampling, config errors, and the shipped configs."""
 
 from pathlib import Path
 
 import pytest
 import torch
+from d2_helpers import CONFIGS, tiny_cfg, tiny_dataset, train_batches
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from suite.d2 import add_longtail_config
-from suite.losses import LOSSES
+from suite.d2 import LongTailOutputLayers, add_longtail_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-NUM_CLASSES = 3
-
-
-def tiny_cfg(loss: str):
-    cfg = get_cfg()
-    add_longtail_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / "small_cpu.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = NUM_CLASSES
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
-    cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = loss
-    cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER = loss == "seesaw"
-    cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = 64
-    return cfg
+LOSS_TERMS = {"ce": {"loss_cls"}, "focal": {"loss_cls"}, "eql": {"loss_cls"},
+              "seesaw": {"loss_cls_classes", "loss_cls_objectness"}}
+D2_TERMS = {"loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+EQL_LAMBDA = 0.1  # the tiny set's class frequencies are 7, 1, 2, 7, 1, 6 of 24 images
 
 
-def batch(seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    inputs = []
-    for index in range(2):
-        image = torch.randint(0, 255, (3, 64, 64), generator=generator, dtype=torch.uint8).float()
-        instances = Instances((64, 64))
-        instances.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [30.0, 20.0, 60.0, 56.0]]))
-        instances.gt_classes = torch.tensor([index, 2])
-        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
-        masks[0, 8:40, 8:40] = True
-        masks[1, 20:56, 30:60] = True
-        instances.gt_masks = BitMasks(masks)
-        inputs.append({"image": image, "height": 64, "width": 64, "instances": instances})
-    return inputs
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("d2") / "set")
 
 
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_training_step_and_inference(loss):
+def _model(cfg):
     torch.manual_seed(0)
-    cfg = tiny_cfg(loss)
-    if loss == "eql":  # frequencies from metadata only (image_count / num_train_images)
-        MetadataCatalog.get("d2_plugin_test_train").set(
-            class_image_count=[{"id": 1, "image_count": 500}, {"id": 5, "image_count": 100},
-                               {"id": 9, "image_count": 1}], num_train_images=1000)
-        cfg.DATASETS.TRAIN = ("d2_plugin_test_train",)
-    model = build_model(cfg)
-    predictor = model.roi_heads.box_predictor
-    if loss == "eql":
-        # 500, 100 and 1 of 1000 images: only the last class lies under lambda = 1.1e-3.
-        assert predictor.cls_loss.rare.tolist() == [False, False, True, False]
-    assert predictor.cls_score.out_features == predictor.cls_loss.num_logits
+    return build_model(cfg)
+
+
+def _step(model, batch):
+    """One training forward/backward inside an EventStorage: (losses, storage)."""
     model.train()
+    model.zero_grad()
     with EventStorage() as storage:
-        losses = model(batch())
-        total = sum(losses.values())
-        total.backward()
-        scalars = storage.latest()
+        losses = model(batch)
+        sum(losses.values()).backward()
+    return losses, storage
+
+
+@pytest.mark.parametrize("loss, head", [
+    ("ce", {}), ("focal", {}), ("eql", {}), ("seesaw", {}), ("seesaw", {"COSINE_CLASSIFIER": True}),
+])
+def test_training_step_and_inference(dataset, loss, head):
+    cfg = tiny_cfg(dataset, loss, **head)
+    cfg.MODEL.ROI_BOX_HEAD.EQL.LAMBDA = EQL_LAMBDA
+    model = _model(cfg)
+    predictor = model.roi_heads.box_predictor
+    assert isinstance(predictor, LongTailOutputLayers)
+    assert type(predictor.cls_score).__name__ == ("CosineLinear" if head else "Linear")
+    batch = train_batches(cfg, 1)[0]
+
+    losses, storage = _step(model, batch)
+    assert set(losses) == LOSS_TERMS[loss] | D2_TERMS
     assert all(torch.isfinite(value) for value in losses.values()), losses
-    assert {"loss_box_reg", "loss_mask", "loss_rpn_cls"} <= set(losses)
-    assert predictor.cls_score.weight.grad is not None and predictor.cls_score.weight.grad.abs().sum() > 0
-    assert "fast_rcnn/cls_accuracy" in scalars
+    grad = predictor.cls_score.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
     if loss == "seesaw":
-        assert predictor.cls_loss.cum_samples.sum() > 0
+        scalars = storage.latest()
+        assert {"fast_rcnn/acc_classes", "fast_rcnn/acc_objectness"} <= set(scalars)
+        assert 0 <= scalars["fast_rcnn/acc_objectness"][0] <= 100
+        assert int(predictor.cls_loss.cum_samples.sum()) == 2 * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+
     model.eval()
     with torch.no_grad():
-        outputs = model([{k: v for k, v in item.items() if k != "instances"} for item in batch(1)])
-    assert len(outputs) == 2
+        outputs = model([{"image": item["image"], "height": 48, "width": 80} for item in batch])
+    assert len(outputs) == len(batch)
     for output in outputs:
         instances = output["instances"]
+        assert instances.image_size == (48, 80)
+        assert 0 < len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
         assert instances.pred_boxes.tensor.shape == (len(instances), 4)
-        assert instances.pred_masks.shape[0] == len(instances)
         assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
-        assert (instances.pred_classes < NUM_CLASSES).all()
+        assert ((instances.pred_classes >= 0) & (instances.pred_classes < dataset.num_classes)).all()
+        assert instances.pred_masks.shape == (len(instances), 48, 80)
 
 
-def test_seesaw_counts_survive_checkpoint_and_resume(tmp_path):
-    torch.manual_seed(0)
-    model = build_model(tiny_cfg("seesaw"))
-    model.train()
+@pytest.mark.parametrize("loss", sorted(LOSS_TERMS))
+@pytest.mark.parametrize("rois", [0, 3])
+def test_losses_without_foreground_run_backward(dataset, loss, rois):
+    """No RoIs at all, or an image without objects (background RoIs, no gt_boxes)."""
+    cfg = tiny_cfg(dataset, loss)
+    predictor = _model(cfg).roi_heads.box_predictor
+    features = torch.randn(rois, predictor.cls_score.in_features, requires_grad=True)
+    proposal = Instances((64, 64), proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(rois, 1)),
+                         gt_classes=torch.full((rois,), dataset.num_classes))
     with EventStorage():
-        model(batch())
+        losses = predictor.losses(predictor(features), [proposal])
+    assert set(losses) == LOSS_TERMS[loss] | {"loss_box_reg"}
+    assert all(torch.isfinite(value) for value in losses.values()), losses
+    sum(losses.values()).backward()
+    assert torch.isfinite(features.grad).all()
+
+
+@pytest.mark.parametrize("loss, width", [("ce", 7), ("focal", 6), ("eql", 7), ("seesaw", 8)])
+def test_classifier_width_is_the_loss_num_logits(dataset, loss, width):
+    cfg = tiny_cfg(dataset, loss)
+    predictor = _model(cfg).roi_heads.box_predictor
+    assert predictor.cls_loss.num_logits == width == predictor.cls_score.out_features
+    features = torch.randn(5, predictor.cls_score.in_features)
+    probs = predictor.predict_probs(predictor(features), [range(2), range(3)])
+    assert [tuple(p.shape) for p in probs] == [(2, dataset.num_classes + 1), (3, dataset.num_classes + 1)]
+    scores = torch.cat(probs)
+    assert torch.equal(scores, predictor.cls_loss.scores(predictor.cls_score(features)))
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_eql_rare_classes_come_from_the_training_metadata(dataset):
+    cfg = tiny_cfg(dataset, "eql")
+    cfg.MODEL.ROI_BOX_HEAD.EQL.LAMBDA = EQL_LAMBDA
+    rare = _model(cfg).roi_heads.box_predictor.cls_loss.rare
+    metadata = MetadataCatalog.get(dataset.train)
+    counts = {entry["id"]: entry["image_count"] for entry in metadata.class_image_count}
+    expected = [counts[category_id] / metadata.num_train_images < EQL_LAMBDA for category_id in sorted(counts)]
+    assert 0 < sum(expected) < dataset.num_classes  # lambda splits the classes
+    assert rare.tolist() == expected + [False]  # never the background column
+
+
+def test_checkpoint_round_trip_keeps_seesaw_counts(dataset, tmp_path):
+    cfg = tiny_cfg(dataset, "seesaw")
+    model = _model(cfg)
+    for batch in train_batches(cfg, 2):
+        _step(model, batch)
     counts = model.roi_heads.box_predictor.cls_loss.cum_samples.clone()
-    assert counts.sum() > 0
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
-    resumed = build_model(tiny_cfg("seesaw"))
-    assert resumed.roi_heads.box_predictor.cls_loss.cum_samples.sum() == 0
-    DetectionCheckpointer(resumed).load(str(tmp_path / "model.pth"))
-    assert torch.equal(resumed.roi_heads.box_predictor.cls_loss.cum_samples, counts)
+    assert counts.sum() == 2 * 2 * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+    DetectionCheckpointer(model, str(tmp_path)).save("model_final")
+
+    fresh = _model(cfg)
+    assert fresh.roi_heads.box_predictor.cls_loss.cum_samples.sum() == 0
+    DetectionCheckpointer(fresh, str(tmp_path)).load(str(tmp_path / "model_final.pth"))
+    assert torch.equal(fresh.roi_heads.box_predictor.cls_loss.cum_samples, counts)
+
+
+def test_resume_continues_seesaw_counts(dataset, tmp_path):
+    from suite.harness.trainer import LongTailTrainer
+
+    cfg = tiny_cfg(dataset, "seesaw", output=tmp_path)
+    cfg.SOLVER.MAX_ITER = 2
+    cfg.SOLVER.CHECKPOINT_PERIOD = 100
+    first = LongTailTrainer(cfg)
+    first.resume_or_load(resume=False)
+    first.train()
+    saved = first.model.roi_heads.box_predictor.cls_loss.cum_samples.clone()
+    assert saved.sum() == 2 * 2 * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+    assert (tmp_path / "model_final.pth").is_file()
+
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = 3
+    resumed = LongTailTrainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    loss = resumed.model.roi_heads.box_predictor.cls_loss
+    assert torch.equal(loss.cum_samples, saved)
+    seen = []
+    loss.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
     resumed.train()
-    with EventStorage():
-        resumed(batch())
-    assert (resumed.roi_heads.box_predictor.cls_loss.cum_samples > counts).any()
-    assert (resumed.roi_heads.box_predictor.cls_loss.cum_samples >= counts).all()
+    assert len(seen) == 1
+    new = torch.bincount(seen[0], minlength=dataset.num_classes + 1)
+    assert torch.equal(loss.cum_samples, saved + new)
 
 
-def test_unknown_loss_names_the_key():
-    with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.CLS_LOSS"):
-        build_model(tiny_cfg("nope"))
+@pytest.mark.parametrize("threshold", [0.001, 0.2])
+def test_repeat_factor_sampling_trains(dataset, threshold):
+    cfg = tiny_cfg(dataset, "seesaw")
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = threshold
+    records = DatasetCatalog.get(dataset.train)
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, threshold)
+    if threshold == 0.001:  # every class is in more than 0.1% of 24 images
+        assert torch.all(factors == 1)
+    else:
+        frequencies = {}
+        for record in records:
+            for category in {annotation["category_id"] for annotation in record["annotations"]}:
+                frequencies[category] = frequencies.get(category, 0) + 1 / len(records)
+        assert min(frequencies.values()) < threshold < max(frequencies.values())
+        for record, factor in zip(records, factors.tolist()):
+            rarest = min(frequencies[a["category_id"]] for a in record["annotations"]) if record["annotations"] else 1
+            assert factor == pytest.approx(max(1.0, (threshold / rarest) ** 0.5), rel=1e-5)
+        assert factors.max() > 1
+    losses, _ = _step(_model(cfg), train_batches(cfg, 1)[0])
+    assert all(torch.isfinite(value) for value in losses.values())
 
 
-def test_eql_without_frequencies_names_the_key():
-    cfg = tiny_cfg("eql")
-    cfg.DATASETS.TRAIN = ("d2_plugin_test_unregistered",)
-    with pytest.raises(ValueError, match="DATASETS.TRAIN"):
+@pytest.mark.parametrize("key, value, message", [
+    ("MODEL.ROI_BOX_HEAD.CLS_LOSS", "nope", "MODEL.ROI_BOX_HEAD.CLS_LOSS"),
+    ("MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS", 7, "MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS"),
+    ("DATASETS.TRAIN", ("d2test_not_registered",), "DATASETS.TRAIN"),
+    ("DATASETS.TRAIN", ("coco_2017_val",), "DATASETS.TRAIN"),  # registered, no class_image_count
+])
+def test_wrong_config_fails_at_build_naming_the_key(dataset, key, value, message):
+    loss = "seesaw" if key.endswith("NUM_LOGITS") else "eql" if key == "DATASETS.TRAIN" else "ce"
+    cfg = tiny_cfg(dataset, loss)
+    cfg.merge_from_list([key, value])
+    with pytest.raises((ValueError, KeyError)) as error:
         build_model(cfg)
+    assert message in str(error.value)
 
 
-def test_classifier_width_mismatch_names_the_key():
-    cfg = tiny_cfg("seesaw")
-    cfg.MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS = NUM_CLASSES + 1  # seesaw needs C + 2
-    with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS"):
-        build_model(cfg)
+def test_pinned_width_that_matches_builds(dataset):
+    cfg = tiny_cfg(dataset, "seesaw")
+    cfg.MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS = dataset.num_classes + 2
+    assert _model(cfg).roi_heads.box_predictor.cls_score.out_features == dataset.num_classes + 2
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda path: str(path.relative_to(CONFIGS)))
+def test_config_files_merge(path):
+    cfg = get_cfg()
+    add_longtail_config(cfg)
+    cfg.merge_from_file(str(path))
+    assert cfg.MODEL.ROI_HEADS.NAME == "LongTailROIHeads"
+    if path.parent.name == "lvis_v1":
+        stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_")
+        loss, rfs = stem.removesuffix("_rfs"), stem.endswith("_rfs")
+        assert cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == loss
+        assert cfg.DATALOADER.SAMPLER_TRAIN == ("RepeatFactorTrainingSampler" if rfs else "TrainingSampler")
+        if rfs:
+            assert cfg.DATALOADER.REPEAT_THRESHOLD == 0.001
+        assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH) == (0.02, 16)
+        assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER == (loss == "seesaw")
