@@ -1,6 +1,7 @@
 """Seesaw's counts in a real two-process Detectron2 training step on gloo: each rank builds the
 Mask R-CNN, wraps it in DistributedDataParallel, trains one step on its own shard of the train
-loader, and afterwards holds the counts of both ranks' sampled RoIs."""
+loader, and afterwards holds the counts of both ranks' sampled RoIs; the gradient balance
+recorded for the run is the sum of both ranks'."""
 
 import os
 import socket
@@ -32,7 +33,7 @@ def worker(rank: int, port: int, root: str, results) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
     try:
         dataset = register_synthetic_lvis(Path(root), prefix=PREFIX)  # each process has its own catalog
-        cfg = tiny_cfg(dataset, "seesaw")
+        cfg = tiny_cfg(dataset, "seesaw", RECORD_GRAD_BALANCE=True)
         torch.manual_seed(0)
         model = build_model(cfg)
         loss = model.roi_heads.box_predictor.cls_loss
@@ -43,9 +44,12 @@ def worker(rank: int, port: int, root: str, results) -> None:
         ddp = DistributedDataParallel(model, find_unused_parameters=True)
         with EventStorage():
             sum(ddp(batch).values()).backward()
+        balance = model.roi_heads.box_predictor.grad_balance
         results[rank] = {"image_ids": [item["image_id"] for item in batch],
                          "local": torch.bincount(seen[0], minlength=dataset.num_classes + 1).tolist(),
-                         "counts": loss.cum_samples.tolist()}
+                         "counts": loss.cum_samples.tolist(),
+                         "local_neg_grad": balance.neg_grad.tolist(),
+                         "balance": balance.as_record(all_ranks=True)}
     finally:
         dist.destroy_process_group()
 
@@ -60,3 +64,7 @@ def test_every_rank_holds_the_global_counts(tmp_path):
     assert first["local"] != second["local"]
     total = [a + b for a, b in zip(first["local"], second["local"])]
     assert first["counts"] == total == second["counts"]
+    assert first["local_neg_grad"] != second["local_neg_grad"]
+    assert first["balance"] == second["balance"]
+    expected = [a + b for a, b in zip(first["local_neg_grad"], second["local_neg_grad"])]
+    assert first["balance"]["neg_grad"] == expected

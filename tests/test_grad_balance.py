@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from suite.harness.grad_balance import GradientBalance
+from suite.d2.grad_balance import GradientBalance
 from suite.losses import build_loss
 
 

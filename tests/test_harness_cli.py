@@ -67,6 +67,7 @@ def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
     assert record["environment"]["torch"] == torch.__version__
     assert record["environment"]["detectron2"] and "hostname" not in json.dumps(record["environment"])
     assert not list(run_dir.glob(".run.json.*"))  # no temporary file left by the atomic write
+    assert record["grad_balance"] is None  # recorded only when asked
 
 
 def test_finished_run_is_not_overwritten(dataset, tmp_path, capsys):
@@ -80,19 +81,25 @@ def test_finished_run_is_not_overwritten(dataset, tmp_path, capsys):
 
 def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert train(dataset, run_dir, max_iter=2) == 0
+    assert train(dataset, run_dir, "--record-grad-balance", max_iter=2) == 0
+    first_balance = read_run_record(run_dir)["grad_balance"]
+    assert first_balance["class_ids"] == list(range(9)) and sum(first_balance["neg_grad"]) > 0
     first = torch.load(run_dir / "model_final.pth", weights_only=False)["model"]
     counts_key = "roi_heads.box_predictor.cls_loss.cum_samples"
     assert first[counts_key].sum().item() == 2 * 2 * 32  # iterations x images x RoIs per image
     (run_dir / "run.json").unlink()  # as if stopped after the last checkpoint
     assert train(dataset, run_dir, max_iter=4) == 2
     one_error_line(capsys, "interrupted run", "--resume")
-    assert train(dataset, run_dir, "--resume", max_iter=4) == 0
+    assert train(dataset, run_dir, "--resume", "--record-grad-balance", max_iter=4) == 0
     record = read_run_record(run_dir)
     assert record["iterations"] == 4 and record["train"]["start_iter"] == 2
     final = torch.load(run_dir / "model_final.pth", weights_only=False)["model"]
     assert final[counts_key].sum().item() == 4 * 2 * 32  # the resumed run continued the counts
     assert (final[counts_key] >= first[counts_key]).all()
+    # The gradient balance is in the checkpoint too: the resumed run adds to the first two iterations' sums.
+    for name in ("pos_grad", "neg_grad"):
+        assert all(after >= before for after, before in zip(record["grad_balance"][name], first_balance[name]))
+    assert sum(record["grad_balance"]["neg_grad"]) > sum(first_balance["neg_grad"])
 
 
 def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):

@@ -12,6 +12,7 @@ from torch import nn
 from suite.d2.class_freq import class_freq_from_metadata
 from suite.d2.config import loss_params_from_cfg
 from suite.d2.cosine import CosineLinear
+from suite.d2.grad_balance import GradientBalance
 from suite.losses import build_loss
 
 
@@ -75,11 +76,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
             self.cls_score = CosineLinear(input_size, self.cls_loss.num_logits, scale=cosine_scale)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.constant_(self.cls_score.bias, 0)
-        self.grad_balance = None
-        if record_grad_balance:
-            from suite.harness.grad_balance import GradientBalance
-
-            self.grad_balance = GradientBalance(self.num_classes)
+        self.grad_balance = GradientBalance(self.num_classes) if record_grad_balance else None
 
     @classmethod
     def from_config(cls, cfg, input_shape):

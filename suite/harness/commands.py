@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     train.add_argument("--dist-url", default="auto", help="e.g. tcp://HOST:PORT for several machines")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--record-grad-balance", action="store_true",
+                       help="record each class's accumulated positive and negative classifier gradient "
+                       "into run.json (the report's gradient-balance figure)")
     train.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                        help="Detectron2 config overrides, e.g. SOLVER.BASE_LR 0.01")
     train.set_defaults(func=run_train)
@@ -60,7 +63,8 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss, dataset=args.dataset, output=args.output, config_file=args.config,
         max_iter=args.max_iter, device=args.device, num_gpus=args.num_gpus,
         num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
-        resume=args.resume, seed=args.seed, overrides=args.overrides,
+        resume=args.resume, seed=args.seed, record_grad_balance=args.record_grad_balance,
+        overrides=args.overrides,
     ))
     return 0
 

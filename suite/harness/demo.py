@@ -29,7 +29,7 @@ def run_demo(output: Path, max_iter: int = DEMO_ITERATIONS, losses=DEMO_LOSSES) 
         run_dir = output / "runs" / loss
         if not (run_dir / RUN_RECORD).exists():
             train(TrainOptions(loss=loss, dataset=str(data_dir), output=run_dir, max_iter=max_iter,
-                               resume=(run_dir / "last_checkpoint").exists(),
+                               resume=(run_dir / "last_checkpoint").exists(), record_grad_balance=True,
                                overrides=["SOLVER.STEPS", f"({int(max_iter * 0.8)},)"]))
         records.append(read_run_record(run_dir))
     _write_report(output)

@@ -49,6 +49,7 @@ class TrainOptions:
     dist_url: str = "auto"
     resume: bool = False
     seed: int = 0
+    record_grad_balance: bool = False
     overrides: List[str] = field(default_factory=list)
 
 
@@ -77,6 +78,7 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     cfg.OUTPUT_DIR = str(options.output)
     cfg.MODEL.DEVICE = options.device
     cfg.SEED = options.seed
+    cfg.MODEL.ROI_BOX_HEAD.RECORD_GRAD_BALANCE = options.record_grad_balance
     if options.max_iter is not None:
         cfg.SOLVER.MAX_ITER = options.max_iter
     try:
@@ -134,8 +136,9 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer.resume_or_load(resume=options.resume)
     trainer.train()
     evaluation = _evaluate(cfg, trainer.model, dataset)
+    balance = _grad_balance(trainer.model)  # a collective: every rank takes part
     if comm.is_main_process():
-        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer)
+        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer, balance)
         write_run_record(Path(cfg.OUTPUT_DIR), record)
         _summary(record)
 
@@ -163,8 +166,15 @@ def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) 
         model.train()
 
 
+def _grad_balance(model: torch.nn.Module) -> Optional[Dict[str, List]]:
+    """The box predictor's gradient balance summed over all ranks, None when not recorded."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    balance = model.roi_heads.box_predictor.grad_balance
+    return None if balance is None else balance.as_record(all_ranks=True)
+
+
 def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation,
-                trainer: LongTailTrainer) -> Dict[str, Any]:
+                trainer: LongTailTrainer, grad_balance: Optional[Dict[str, List]]) -> Dict[str, Any]:
     from detectron2.data import MetadataCatalog
 
     categories = MetadataCatalog.get(dataset.train).lvis_categories
@@ -182,7 +192,7 @@ def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, eval
         start_iter=trainer.start_iter,
         iterations_timed=trainer.iterations_run,
         curve=loss_curve(Path(cfg.OUTPUT_DIR) / "metrics.json"),
-        grad_balance=None,
+        grad_balance=grad_balance,
         device=cfg.MODEL.DEVICE,
     )
 

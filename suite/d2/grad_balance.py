@@ -11,24 +11,29 @@ are observed.
 from typing import Dict, List
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
 
-class GradientBalance:
+class GradientBalance(nn.Module):
     """Per foreground class j, over every observed batch:
 
         pos_grad[j] = sum over RoIs labelled j          of |dL/dz_j|
         neg_grad[j] = sum over RoIs with another label  of |dL/dz_j|   (background RoIs included)
 
-    accumulated in float64 on the logits' device, with no host sync during training.
+    accumulated in float64 buffers (num_classes,), with no host sync during training. As a
+    submodule of the box predictor the buffers follow the model's device and are saved in its
+    checkpoints, so a resumed run continues its sums. Each process sums its own batches;
+    `as_record(all_ranks=True)` adds up the processes of a distributed run.
     """
 
     def __init__(self, num_classes: int):
+        super().__init__()
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
-        self.pos_grad = torch.zeros(num_classes, dtype=torch.float64)
-        self.neg_grad = torch.zeros(num_classes, dtype=torch.float64)
+        self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float64))
+        self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float64))
 
     def observe(self, class_logits: Tensor, labels: Tensor) -> None:
         """Register a hook on `class_logits` ((N, >= num_classes) float, requires grad) that adds
@@ -48,18 +53,18 @@ class GradientBalance:
             magnitude = grad[:, : self.num_classes].detach().abs().to(torch.float64)  # (N, C)
             own = torch.nn.functional.one_hot(labels, self.num_classes + 1)[:, : self.num_classes]
             pos = (magnitude * own).sum(dim=0)
-            if self.pos_grad.device != magnitude.device:
-                self.pos_grad = self.pos_grad.to(magnitude.device)
-                self.neg_grad = self.neg_grad.to(magnitude.device)
             self.pos_grad += pos
             self.neg_grad += magnitude.sum(dim=0) - pos
 
         class_logits.register_hook(accumulate)
 
-    def as_record(self) -> Dict[str, List]:
-        """The run record's `grad_balance` (docs/records.md): class_ids are the labels 0..C-1."""
-        return {
-            "class_ids": list(range(self.num_classes)),
-            "pos_grad": self.pos_grad.cpu().tolist(),
-            "neg_grad": self.neg_grad.cpu().tolist(),
-        }
+    def as_record(self, all_ranks: bool = False) -> Dict[str, List]:
+        """The run record's `grad_balance` (docs/records.md): class_ids are the labels 0..C-1.
+
+        all_ranks: when torch.distributed is initialised, sum the sums of every process (a
+        collective: every rank must call it); the module's own buffers are left as they are."""
+        sums = torch.stack([self.pos_grad, self.neg_grad])
+        if all_ranks and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        pos_grad, neg_grad = sums.cpu().tolist()
+        return {"class_ids": list(range(self.num_classes)), "pos_grad": pos_grad, "neg_grad": neg_grad}
