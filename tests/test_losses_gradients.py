@@ -213,3 +213,40 @@ def test_focal_modulation_matches_definition():
     p_t = torch.where(targets == 1, prob, 1 - prob)
     expected = (-(1 - p_t) ** 2 * torch.log(p_t)).sum() / 10
     torch.testing.assert_close(loss(logits, labels)["loss_cls"], expected, rtol=1e-12, atol=0)
+
+
+def _focal_definition(logits, labels, alpha, gamma):
+    """torchvision's sigmoid_focal_loss (autograd through its elementwise formula), summed / N."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    targets = F.one_hot(labels, logits.shape[1] + 1)[:, :-1].to(logits.dtype)
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum") / logits.shape[0]
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.6, 0.5), (-1, 1.5), (0.25, 0.0)])
+def test_focal_closed_form_matches_torchvision_and_its_autograd(alpha, gamma):
+    loss = make_loss("focal", 7, alpha=alpha, gamma=gamma).double()
+    logits, labels = make_batch(loss, 40, seed=11)
+    logits = (logits * 4).detach().requires_grad_()  # confident and wrong entries too
+    value = loss(logits, labels)["loss_cls"]
+    expected = _focal_definition(logits, labels, alpha, gamma)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
+    (grad,) = torch.autograd.grad(value, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-15)
+
+
+def test_eql_closed_form_matches_masked_bce_and_its_autograd():
+    freq = torch.tensor([0.5, 1e-4, 0.5, 1e-4, 2e-3, 1e-5])  # classes 1, 3 and 5 rare
+    loss = make_loss("eql", 6, class_freq=freq).double()
+    logits, labels = make_batch(loss, 50, seed=12)
+    logits = (logits * 4).detach().requires_grad_()
+    targets = F.one_hot(labels, 7).double()
+    rare = torch.tensor([False, True, False, True, False, True, False])
+    weights = 1.0 - (labels < 6).double()[:, None] * rare.double()[None, :] * (1 - targets)
+    expected = F.binary_cross_entropy_with_logits(logits, targets, weight=weights, reduction="sum") / 50
+    value = loss(logits, labels)["loss_cls"]
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
+    (grad,) = torch.autograd.grad(value, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-15)

@@ -6,16 +6,17 @@ the negative term of every rare class is dropped:
 
     w_j = 1 - E(r) T_lambda(f_j) (1 - y_j),   E(r) = 1 for foreground RoIs, 0 for background,
     T_lambda(f) = 1 if f < lambda,            f_j = image count of class j / training images.
+
+Computed in closed form (suite.losses.sigmoid_kernel).
 """
 
 from typing import Dict, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassificationLoss
-from .sigmoid import one_hot_targets
+from .sigmoid_kernel import sigmoid_loss_sum
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
 LAMBDA_LVIS_V05 = 1.76e-3
@@ -61,11 +62,8 @@ class EqualizationLoss(ClassificationLoss):
         num_rois = labels.shape[0]
         if num_rois == 0:
             return {"loss_cls": logits.sum() * 0.0}
-        targets = one_hot_targets(labels, self.num_logits, logits.dtype)
-        foreground = (labels < self.num_classes)[:, None]
-        dropped = foreground & self.rare[None, :] & (targets == 0)
-        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        return {"loss_cls": bce.masked_fill(dropped, 0.0).sum() / num_rois}
+        total = sigmoid_loss_sum(logits, labels, self.num_classes, dropped_columns=self.rare)
+        return {"loss_cls": total / num_rois}
 
     def _scores(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)

@@ -7,7 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassificationLoss
-from .sigmoid import independent_background_scores, one_hot_targets
+from .sigmoid_kernel import sigmoid_loss_sum
+
+
+def independent_background_scores(class_logits: Tensor) -> Tensor:
+    """(N, C) sigmoid logits -> (N, C + 1): each class's sigmoid, then the probability that no
+    class is present if the classes are independent, prod_j (1 - sigmoid(z_j)), last."""
+    background = F.logsigmoid(-class_logits).sum(dim=1, keepdim=True).exp()
+    return torch.cat([torch.sigmoid(class_logits), background], dim=1)
 
 
 class SigmoidFocalLoss(ClassificationLoss):
@@ -16,6 +23,7 @@ class SigmoidFocalLoss(ClassificationLoss):
     FL = -alpha_t (1 - p_t)^gamma log(p_t), summed over classes and RoIs, divided by N.
     alpha weights the positive targets and 1 - alpha the negative ones (alpha < 0 disables the
     weighting). Defaults alpha = 0.25, gamma = 2.0, as in the paper. Term: `loss_cls`.
+    Computed in closed form (suite.losses.sigmoid_kernel).
     """
 
     name = "focal"
@@ -37,15 +45,9 @@ class SigmoidFocalLoss(ClassificationLoss):
         num_rois = labels.shape[0]
         if num_rois == 0:
             return {"loss_cls": logits.sum() * 0.0}
-        targets = one_hot_targets(labels, self.num_classes, logits.dtype)
-        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        if self.gamma != 0:
-            prob = torch.sigmoid(logits)
-            p_t = prob * targets + (1 - prob) * (1 - targets)
-            bce = bce * (1 - p_t) ** self.gamma
-        if self.alpha >= 0:
-            bce = bce * (self.alpha * targets + (1 - self.alpha) * (1 - targets))
-        return {"loss_cls": bce.sum() / num_rois}
+        w_pos, w_neg = (self.alpha, 1 - self.alpha) if self.alpha >= 0 else (1.0, 1.0)
+        total = sigmoid_loss_sum(logits, labels, self.num_classes, w_pos=w_pos, w_neg=w_neg, gamma=self.gamma)
+        return {"loss_cls": total / num_rois}
 
     def _scores(self, logits: Tensor) -> Tensor:
         return independent_background_scores(logits)
