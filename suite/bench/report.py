@@ -1,0 +1,18 @@
+"""The benchmark file: environment plus records (docs/records.md), written atomically."""
+
+from pathlib import Path
+from typing import Dict, List
+
+from suite.environment import collect
+from suite.records import SCHEMA_VERSION, write_json_atomic
+
+BENCH_KINDS = ("bench_kernel", "bench_step")
+
+
+def write_bench_file(path: Path, kind: str, device: str, records: List[Dict[str, object]]) -> None:
+    if kind not in BENCH_KINDS:
+        raise ValueError(f"benchmark kind must be one of {BENCH_KINDS}, got {kind!r}")
+    write_json_atomic(path, {
+        "schema_version": SCHEMA_VERSION, "kind": kind,
+        "environment": collect(device), "records": records,
+    })

@@ -1,0 +1,64 @@
+"""Timing of several callables side by side: warm-up, then one measurement per call, taken in
+round-robin order (A B C A B C ...) so that a load change on the machine hits every callable alike
+and their ratios stay fair; median and interquartile range per callable.
+
+On CUDA every call is bracketed by CUDA events (device time) and the host synchronises once, after
+the last call; on the CPU each call is timed with `time.perf_counter`.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """`median_ms` and `iqr_ms` (75th minus 25th percentile) over `repeats` timed calls."""
+
+    median_ms: float
+    iqr_ms: float
+    repeats: int
+
+
+def summarize(samples_ms: List[float]) -> Timing:
+    """Median and interquartile range of per-call times in milliseconds (at least one sample)."""
+    if not samples_ms:
+        raise ValueError("summarize: no samples")
+    if len(samples_ms) == 1:
+        return Timing(samples_ms[0], 0.0, 1)
+    low, _, high = statistics.quantiles(samples_ms, n=4, method="inclusive")
+    return Timing(statistics.median(samples_ms), high - low, len(samples_ms))
+
+
+def time_calls(fns: Mapping[str, Callable[[], object]], *, device: str, warmup: int,
+               repeats: int) -> Dict[str, Timing]:
+    """Call each of `fns` `warmup` times untimed, then `repeats` rounds in which each is called and
+    timed once. Returns a Timing per name."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"time_calls: warmup must be >= 0 and repeats >= 1, got {warmup}, {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        torch.cuda.synchronize(device)
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if on_cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                samples[name].append((start, end))
+            else:
+                start_s = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start_s) * 1e3)
+    if on_cuda:
+        torch.cuda.synchronize(device)
+        samples = {name: [start.elapsed_time(end) for start, end in pairs] for name, pairs in samples.items()}
+    return {name: summarize(values) for name, values in samples.items()}
