@@ -14,6 +14,7 @@ Usage: python scripts/install_detectron2.py   (run with the environment's own in
 """
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -21,6 +22,9 @@ import tarfile
 import tempfile
 
 SDIST = "pb1-detectron2==0.6"
+# pip 25 and newer refuse to download that sdist (its metadata declares a direct-URL extra,
+# panopticapi @ https://...); an older pip, installed into a temporary folder, fetches it.
+DOWNLOAD_PIP = "pip>=23,<25"
 # Runtime needs of Detectron2 v0.6 on current Python packages (see shared ENVIRONMENT notes):
 # Pillow<10 because v0.6 evaluates Image.LINEAR at import; setuptools<81 because model_zoo
 # imports pkg_resources. Its own pin on black==21.4b2 (LazyConfig pretty-printing only) is dropped.
@@ -69,16 +73,26 @@ def __getattr__(name):
 '''
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+def pip(*args: str, env=None) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True, env=env)
+
+
+def download_sdist(folder: pathlib.Path) -> pathlib.Path:
+    """Download SDIST into folder with DOWNLOAD_PIP; returns the archive."""
+    with tempfile.TemporaryDirectory() as old_pip:
+        pip("install", "--quiet", "--target", old_pip, DOWNLOAD_PIP)
+        path = os.pathsep.join(filter(None, [old_pip, os.environ.get("PYTHONPATH")]))
+        # Its setup.py imports torch even to report metadata: no build isolation.
+        pip("download", "--quiet", "--no-deps", "--no-build-isolation", "-d", str(folder), SDIST,
+            env={**os.environ, "PYTHONPATH": path})
+    (archive,) = folder.glob("*.tar.gz")
+    return archive
 
 
 def install_from_sdist() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = pathlib.Path(tmp)
-        # Its setup.py imports torch even to report metadata: no build isolation.
-        pip("download", "--quiet", "--no-deps", "--no-build-isolation", "-d", tmp, SDIST)
-        (archive,) = tmp_path.glob("*.tar.gz")
+        archive = download_sdist(tmp_path)
         with tarfile.open(archive) as tar:
             tar.extractall(tmp_path, filter="data")
         (src,) = [p for p in tmp_path.iterdir() if p.is_dir()]
