@@ -97,6 +97,18 @@ def test_losses_without_foreground_run_backward(dataset, loss, rois):
     assert torch.isfinite(features.grad).all()
 
 
+@pytest.mark.parametrize("loss, prior", [("ce", None), ("seesaw", None), ("focal", 0.01), ("eql", 0.01)])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_classifier_starts_sigmoid_losses_at_the_prior(dataset, loss, prior, cosine):
+    # With a zero bias every sigmoid starts at 0.5: EQL diverged in the demo at lr 0.02.
+    predictor = _model(tiny_cfg(dataset, loss, COSINE_CLASSIFIER=cosine)).roi_heads.box_predictor
+    bias = predictor.cls_score.bias
+    if prior is None:
+        assert (bias == 0).all()
+    else:
+        torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, prior))
+
+
 @pytest.mark.parametrize("loss, width", [("ce", 7), ("focal", 6), ("eql", 7), ("seesaw", 8)])
 def test_classifier_width_is_the_loss_num_logits(dataset, loss, width):
     cfg = tiny_cfg(dataset, loss)

@@ -75,7 +75,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
         else:
             self.cls_score = CosineLinear(input_size, self.cls_loss.num_logits, scale=cosine_scale)
         nn.init.normal_(self.cls_score.weight, std=0.01)
-        nn.init.constant_(self.cls_score.bias, 0)
+        nn.init.constant_(self.cls_score.bias, self.cls_loss.initial_logit_bias)
         self.grad_balance = GradientBalance(self.num_classes) if record_grad_balance else None
 
     @classmethod

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import ClassificationLoss
-from .sigmoid_kernel import sigmoid_loss_sum
+from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
 LAMBDA_LVIS_V05 = 1.76e-3
@@ -34,6 +34,7 @@ class EqualizationLoss(ClassificationLoss):
     """
 
     name = "eql"
+    initial_logit_bias = PRIOR_LOGIT_BIAS
 
     def __init__(self, num_classes: int, class_freq: Sequence[float] = None, lambda_: float = LAMBDA_LVIS_V1):
         super().__init__(num_classes)

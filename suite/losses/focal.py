@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassificationLoss
-from .sigmoid_kernel import sigmoid_loss_sum
+from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
 
 
 def independent_background_scores(class_logits: Tensor) -> Tensor:
@@ -27,6 +27,7 @@ class SigmoidFocalLoss(ClassificationLoss):
     """
 
     name = "focal"
+    initial_logit_bias = PRIOR_LOGIT_BIAS
 
     def __init__(self, num_classes: int, alpha: float = 0.25, gamma: float = 2.0):
         super().__init__(num_classes)

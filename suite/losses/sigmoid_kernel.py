@@ -13,11 +13,18 @@ are left out. This touches the (N, K) logits a handful of times instead of the d
 that autograd keeps for the same expression; the backward recomputes p instead of storing it.
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: Initial sigmoid probability of every class (Lin et al. 2017, section 4.1): with a zero bias each
+#: of the K sigmoids starts at 0.5 and the summed negative terms (K log 2 per RoI) swamp training;
+#: focal and EQL start their classifier bias at log(PRIOR / (1 - PRIOR)).
+PRIOR_PROBABILITY = 0.01
+PRIOR_LOGIT_BIAS = math.log(PRIOR_PROBABILITY / (1 - PRIOR_PROBABILITY))
 
 
 def _negative_mask(labels: Tensor, num_classes: int, dropped_columns: Optional[Tensor]) -> Optional[Tensor]:
