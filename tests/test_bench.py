@@ -1,5 +1,5 @@
-"""suite bench: the timing helper, kernel and step records on tiny shapes (the real shapes are the
-guard's and the CLI's), the files the report reads, and the CLI's errors."""
+"""suite bench: the timing helper, kernel records on tiny shapes (the real shapes are the guard's
+and the CLI's) and the file the report reads, and the CLI's errors (steps: test_bench_step.py)."""
 
 import json
 
@@ -8,7 +8,6 @@ import torch
 
 from suite.bench.kernel import run_kernel_bench
 from suite.bench.report import write_bench_file
-from suite.bench.step import STEP_LOSSES, run_step_bench
 from suite.bench.timing import summarize, time_calls
 from suite.cli import main
 from suite.report.records import gather
@@ -53,33 +52,6 @@ def test_kernel_records_and_ratios(tmp_path):
         assert record["ratio_to_official"] == pytest.approx(record["median_ms"] / same_shape["seesaw_official"]["median_ms"])
     assert all(r["ratio_to_floor"] == 1.0 for r in records if r["name"] == "memory_floor")
     assert _read_back(tmp_path, "bench_kernel", records)["records"] == json.loads(json.dumps(records))
-
-
-def test_step_records_for_every_loss_and_scope(tmp_path):
-    records = run_step_bench("cpu", quick=True, num_classes=10, box_images=(1,), mask_images=2, image_size=64, repeats=2)
-    assert [(r["scope"], r["name"]) for r in records] == \
-        [("box_predictor", name) for name in STEP_LOSSES] + [("mask_rcnn", name) for name in STEP_LOSSES]
-    for record in records:
-        assert record["median_ms"] > 0 and record["iters_per_s"] == pytest.approx(1e3 / record["median_ms"])
-        assert 0 < record["loss_share"] < 1.5
-        ce = next(r for r in records if r["scope"] == record["scope"] and r["name"] == "ce")
-        assert record["ratio_to_ce"] == pytest.approx(record["median_ms"] / ce["median_ms"])
-    assert {r["num_rois"] for r in records if r["scope"] == "box_predictor"} == {512}
-    # mask_rcnn: RoIs sampled per image (configs/small_cpu.yaml: 128) x 2 images
-    assert {r["num_rois"] for r in records if r["scope"] == "mask_rcnn"} == {256}
-    _read_back(tmp_path, "bench_step", records)
-
-
-def test_a_mask_rcnn_step_trains_the_model():
-    from suite.bench import step
-
-    step._register_zipf_metadata(10)
-    run = step.MaskRCNNStep("seesaw", 10, "cpu", 64, 2)
-    model = run.model
-    before = model.roi_heads.box_predictor.cls_score.weight.detach().clone()
-    run()
-    assert not torch.equal(before, model.roi_heads.box_predictor.cls_score.weight)
-    assert model.roi_heads.box_predictor.cls_loss.cum_samples.sum() == 2 * 128
 
 
 @pytest.mark.parametrize("command", ["kernel", "step"])

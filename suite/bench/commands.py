@@ -54,21 +54,22 @@ def _progress(line: str) -> None:
 
 def run_kernel(args: argparse.Namespace) -> int:
     from suite.bench.kernel import run_kernel_bench
-    from suite.bench.report import write_bench_file
 
-    _check(args)
-    records = run_kernel_bench(args.device, args.quick, progress=_progress)
-    write_bench_file(args.output, "bench_kernel", args.device, records)
-    print(f"wrote {len(records)} records to {args.output}")
-    return 0
+    return _run(args, "bench_kernel", run_kernel_bench)
 
 
 def run_step(args: argparse.Namespace) -> int:
-    from suite.bench.report import write_bench_file
     from suite.bench.step import run_step_bench
 
+    return _run(args, "bench_step", run_step_bench)
+
+
+def _run(args: argparse.Namespace, kind: str, bench) -> int:
+    """Check the arguments, run `bench(device, quick, progress=...)` and write its records."""
+    from suite.bench.report import write_bench_file
+
     _check(args)
-    records = run_step_bench(args.device, args.quick, progress=_progress)
-    write_bench_file(args.output, "bench_step", args.device, records)
+    records = bench(args.device, args.quick, progress=_progress)
+    write_bench_file(args.output, kind, args.device, records)
     print(f"wrote {len(records)} records to {args.output}")
     return 0

@@ -1,14 +1,19 @@
 """Training steps per loss, and the loss's share of them.
 
 Scopes (record `scope`, docs/records.md):
-  box_predictor  RoI features (N, 1024) -> linear classifier (1024 -> num_logits) -> loss ->
-                 backward to the features and the classifier: the part of the box head a loss changes.
+  box_predictor  RoI features (N, 1024) float32 -> linear classifier (1024 -> num_logits) -> loss ->
+                 gradients of the features and the classifier: the part of the box head a loss changes.
+                 N = 512 RoIs x {2, 16} images on the CPU ({2} with --quick), 512 x 16 on CUDA.
   mask_rcnn      one whole Detectron2 Mask R-CNN training step through the plugin (forward with
-                 losses, backward, SGD step): the small model of configs/small_cpu.yaml at 128 px on
-                 the CPU, R50-FPN (configs/Base-LVISv1-MaskRCNN-FPN-2x.yaml) at 1024 px on CUDA,
-                 randomly initialised, LVIS's 1203 classes, on generated images held in memory.
-In every group the loss alone (forward + backward on logits of the step's shape, suite.bench.kernel)
-is timed beside the steps, round-robin, and `loss_share` = its median / the step's median.
+                 losses, backward, SGD step): the small model of configs/small_cpu.yaml with 128 px
+                 images on the CPU (8 a batch, 2 with --quick), R50-FPN
+                 (configs/Base-LVISv1-MaskRCNN-FPN-2x.yaml, trained BatchNorm for its FrozenBN) with 2
+                 images of 1024 px on CUDA; randomly initialised, SGD at LEARNING_RATE, on generated images
+                 held in memory. N = ROI_HEADS.BATCH_SIZE_PER_IMAGE x images.
+Both scopes use LVIS v1's 1203 classes, Zipf-distributed labels and EQL frequencies
+(suite.bench.kernel.zipf_class_freq). In every group the loss alone (forward + backward on (N,
+num_logits) logits, suite.bench.kernel.build_kernel) is timed beside the steps, round-robin, and
+`loss_share` = its median / the step's median; `ratio_to_ce` = step median / the ce step's median.
 """
 
 from pathlib import Path
@@ -17,100 +22,117 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from suite.bench.kernel import (build_kernel, build_loss_module, make_labels, timing_record,
-                                zipf_class_freq)
+from suite.bench.kernel import build_kernel, build_loss_module, make_labels, timing_record, zipf_class_freq
 from suite.bench.timing import time_calls
 
 STEP_LOSSES = ("ce", "focal", "eql", "seesaw")
+LVIS_NUM_CLASSES = 1203
 FEATURE_DIM = 1024  # Detectron2's box head FC_DIM
 ROIS_PER_IMAGE = 512
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METADATA_NAME = "suite_bench_zipf"  # metadata only: EQL's class frequencies for the mask_rcnn step
+# Enough images that rounding the counts moves no class across EQL's lambda (100,000 moved rank 273).
+METADATA_NUM_IMAGES = 1_000_000
 INSTANCES_PER_IMAGE = 8
+# Small enough that 12 steps of the random R50-FPN with focal loss stay finite (1e-4 diverged).
+LEARNING_RATE = 1e-5
+
+Record = Dict[str, object]
 
 
 def _box_predictor_step(name: str, num_rois: int, num_classes: int, device: str) -> Callable[[], None]:
-    """Classifier + loss forward and backward on fixed features and Zipf labels."""
+    """Classifier + loss forward and backward (torch.autograd.grad, nothing accumulates) on fixed
+    (num_rois, FEATURE_DIM) features and Zipf labels."""
     generator = torch.Generator().manual_seed(0)
     loss = build_loss_module(name, num_classes, device)
     classifier = nn.Linear(FEATURE_DIM, loss.num_logits).to(device)
     features = torch.randn(num_rois, FEATURE_DIM, generator=generator).to(device).requires_grad_()
     labels = make_labels(num_rois, num_classes).to(device)
-    params = (features, classifier.weight, classifier.bias)
+    inputs = (features, classifier.weight, classifier.bias)
 
     def step():
-        torch.autograd.grad(sum(loss(classifier(features), labels).values()), params)
+        torch.autograd.grad(sum(loss(classifier(features), labels).values()), inputs)
 
     return step
 
 
 def _register_zipf_metadata(num_classes: int) -> None:
-    """Metadata with LVIS v1's fields for EQL (class_image_count, num_train_images), Zipf counts."""
+    """(Re)register METADATA_NAME with LVIS v1's fields that EQL reads (suite.d2.class_freq):
+    class_image_count from zipf_class_freq over METADATA_NUM_IMAGES images, category ids 1..C."""
     from detectron2.data import MetadataCatalog
 
-    num_images = 100_000
-    counts = [{"id": label + 1, "image_count": round(freq * num_images)}
+    counts = [{"id": label + 1, "image_count": round(freq * METADATA_NUM_IMAGES)}
               for label, freq in enumerate(zipf_class_freq(num_classes).tolist())]
     if METADATA_NAME in MetadataCatalog.list():
         MetadataCatalog.remove(METADATA_NAME)
-    MetadataCatalog.get(METADATA_NAME).set(class_image_count=counts, num_train_images=num_images)
+    MetadataCatalog.get(METADATA_NAME).set(class_image_count=counts, num_train_images=METADATA_NUM_IMAGES)
 
 
-def mask_rcnn_cfg(name: str, num_classes: int, device: str, image_size: int, images: int):
-    """The model's config: small CPU model on the CPU, R50-FPN on CUDA; no weights."""
+def mask_rcnn_cfg(name: str, num_classes: int, device: str):
+    """The plugin's Mask R-CNN config with loss `name`: small CPU model on the CPU, R50-FPN
+    otherwise; no weights; EQL's frequencies from METADATA_NAME (see _register_zipf_metadata)."""
     from detectron2.config import get_cfg
 
     from suite.d2 import add_longtail_config
 
+    on_cpu = torch.device(device).type == "cpu"
     cfg = get_cfg()
     add_longtail_config(cfg)
-    base = "small_cpu.yaml" if device == "cpu" else "Base-LVISv1-MaskRCNN-FPN-2x.yaml"
-    cfg.merge_from_file(str(CONFIGS / base))
+    cfg.merge_from_file(str(CONFIGS / ("small_cpu.yaml" if on_cpu else "Base-LVISv1-MaskRCNN-FPN-2x.yaml")))
+    if not on_cpu:
+        # Without ImageNet weights, R50's identity FrozenBN lets activations grow through its residual
+        # blocks (loss_cls ~1e5 at the first step, NaN at the second, measured at 320 px on the CPU);
+        # trained BatchNorm, as in small_cpu.yaml, keeps the steps finite at a little more cost.
+        cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = name
     cfg.DATASETS.TRAIN = (METADATA_NAME,)
-    cfg.INPUT.MIN_SIZE_TRAIN = (image_size,)
-    cfg.INPUT.MAX_SIZE_TRAIN = image_size
-    cfg.SOLVER.IMS_PER_BATCH = images
     return cfg
 
 
-def make_batch(num_classes: int, image_size: int, images: int, seed: int = 0) -> List[Dict]:
-    """Detectron2 training inputs: `images` dicts with a (3, S, S) uint8 image of noise and
-    INSTANCES_PER_IMAGE boxes with rectangle masks and Zipf-distributed classes."""
+def make_batch(num_classes: int, image_size: int, images: int, seed: int = 0) -> List[Dict[str, object]]:
+    """Detectron2 training inputs, deterministic in `seed`: `images` dicts with a (3, S, S) uint8 noise
+    "image" and "instances" holding INSTANCES_PER_IMAGE boxes (XYXY, at least S / 16 wide and high where
+    the image allows), their filled-rectangle BitMasks and int64 classes in [0, num_classes) drawn
+    with Zipf weights (zipf_class_freq)."""
     from detectron2.structures import BitMasks, Boxes, Instances
 
     generator = torch.Generator().manual_seed(seed)
+    grid = torch.arange(image_size, dtype=torch.float32)
     batch = []
-    for index in range(images):
+    for _ in range(images):
         corners = torch.rand(INSTANCES_PER_IMAGE, 2, 2, generator=generator) * image_size
-        low, high = corners.min(dim=1).values, corners.max(dim=1).values + image_size / 16
-        boxes = torch.cat([low, high.clamp(max=image_size)], dim=1).floor()
-        grid = torch.arange(image_size, dtype=torch.float32)
-        inside_x = (grid[None, :] >= boxes[:, None, 0]) & (grid[None, :] < boxes[:, None, 2])
-        inside_y = (grid[None, :] >= boxes[:, None, 1]) & (grid[None, :] < boxes[:, None, 3])
+        low = corners.min(dim=1).values.floor()
+        high = (corners.max(dim=1).values + image_size / 16).clamp(max=image_size).floor()
+        inside_x = (grid >= low[:, None, 0]) & (grid < high[:, None, 0])  # (K, S)
+        inside_y = (grid >= low[:, None, 1]) & (grid < high[:, None, 1])
         instances = Instances((image_size, image_size))
-        instances.gt_boxes = Boxes(boxes)
-        labels = make_labels(INSTANCES_PER_IMAGE * 4, num_classes, seed + index)  # a quarter foreground
-        instances.gt_classes = labels[labels < num_classes][:INSTANCES_PER_IMAGE]
+        instances.gt_boxes = Boxes(torch.cat([low, high], dim=1))
+        instances.gt_classes = torch.multinomial(zipf_class_freq(num_classes), INSTANCES_PER_IMAGE,
+                                                 replacement=True, generator=generator)
         instances.gt_masks = BitMasks(inside_y[:, :, None] & inside_x[:, None, :])
         image = torch.randint(0, 256, (3, image_size, image_size), generator=generator, dtype=torch.uint8)
-        batch.append({"image": image, "instances": instances, "height": image_size, "width": image_size})
+        batch.append({"image": image, "instances": instances})
     return batch
 
 
 class MaskRCNNStep:
-    """One SGD training step (`step()`) of the plugin's Mask R-CNN (`model`) on a fixed generated batch."""
+    """One SGD training step (a call) of the plugin's Mask R-CNN (`model`, initialised from seed 0
+    without touching the global generator) on a fixed batch of make_batch; the loss sees `num_rois`
+    RoIs a step."""
 
     def __init__(self, name: str, num_classes: int, device: str, image_size: int, images: int):
         from detectron2.modeling import build_model
 
-        torch.manual_seed(0)
-        self.model = build_model(mask_rcnn_cfg(name, num_classes, device, image_size, images)).train()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9)
+        cfg = mask_rcnn_cfg(name, num_classes, device)
+        with torch.random.fork_rng(devices=[]):  # build_model initialises on the CPU
+            torch.manual_seed(0)
+            self.model = build_model(cfg).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=0.9)
         self.batch = make_batch(num_classes, image_size, images)
+        self.num_rois = cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE * images
 
     def __call__(self) -> None:
         from detectron2.utils.events import EventStorage
@@ -123,8 +145,8 @@ class MaskRCNNStep:
 
 
 def _time_group(scope: str, steps: Dict[str, Callable[[], None]], num_rois: int, num_classes: int,
-                device: str, warmup: int, repeats: int) -> List[Dict[str, object]]:
-    """Time each loss's step and its loss kernel side by side; one record per step."""
+                device: str, warmup: int, repeats: int) -> List[Record]:
+    """Time each loss's step and its loss kernel side by side; one record per step, in `steps` order."""
     kernels = {f"{name}/loss": build_kernel(name, num_rois, num_classes, "float32", device) for name in steps}
     timings = time_calls({**steps, **kernels}, device=device, warmup=warmup, repeats=repeats)
     records = []
@@ -140,35 +162,50 @@ def _time_group(scope: str, steps: Dict[str, Callable[[], None]], num_rois: int,
     return records
 
 
+def box_predictor_records(device: str, num_rois: int, num_classes: int = LVIS_NUM_CLASSES, *,
+                          losses: Iterable[str] = STEP_LOSSES, warmup: int = 1, repeats: int = 3) -> List[Record]:
+    """The box_predictor scope at one shape: a record per loss."""
+    steps = {name: _box_predictor_step(name, num_rois, num_classes, device) for name in losses}
+    return _time_group("box_predictor", steps, num_rois, num_classes, device, warmup, repeats)
+
+
+def mask_rcnn_records(device: str, images: int, image_size: int, num_classes: int = LVIS_NUM_CLASSES, *,
+                      losses: Iterable[str] = STEP_LOSSES, warmup: int = 1, repeats: int = 3) -> List[Record]:
+    """The mask_rcnn scope: a record per loss, each step with its own model and optimizer."""
+    _register_zipf_metadata(num_classes)
+    steps = {name: MaskRCNNStep(name, num_classes, device, image_size, images) for name in losses}
+    (num_rois,) = {step.num_rois for step in steps.values()}
+    return _time_group("mask_rcnn", steps, num_rois, num_classes, device, warmup, repeats)
+
+
 def run_step_bench(device: str, quick: bool, progress: Optional[Callable[[str], None]] = None, *,
-                   losses: Iterable[str] = STEP_LOSSES, num_classes: int = 1203,
+                   losses: Iterable[str] = STEP_LOSSES, num_classes: int = LVIS_NUM_CLASSES,
                    box_images: Optional[Iterable[int]] = None, mask_images: Optional[int] = None,
-                   image_size: Optional[int] = None, repeats: Optional[int] = None) -> List[Dict[str, object]]:
-    """Both scopes for every loss. Defaults: box predictor at 512 RoIs x {2, 16} images ({2} with
-    quick); Mask R-CNN with 8 images of 128 px on the CPU (2 with quick), 2 of 1024 px on CUDA."""
+                   image_size: Optional[int] = None, repeats: Optional[int] = None) -> List[Record]:
+    """Both scopes for every loss, at the shapes of the module docstring unless given: box predictor
+    at ROIS_PER_IMAGE x `box_images` RoIs, Mask R-CNN with `mask_images` images of `image_size` px.
+    Warm-up 1 and 3 repeats with `quick`, else 2 and 10. Returns the records, box_predictor first."""
     losses = tuple(losses)
     on_cpu = torch.device(device).type == "cpu"
     warmup = 1 if quick else 2
     repeats = repeats or (3 if quick else 10)
-    box_images = tuple(box_images or ((2,) if quick else (2, 16)))
-    mask_images = mask_images or (2 if quick or not on_cpu else 8)
+    box_images = tuple(box_images or (((2,) if quick else (2, 16)) if on_cpu else (16,)))
+    mask_images = mask_images or (8 if on_cpu and not quick else 2)
     image_size = image_size or (128 if on_cpu else 1024)
+    timing = {"losses": losses, "warmup": warmup, "repeats": repeats}
     records = []
     for images in box_images:
-        num_rois = images * ROIS_PER_IMAGE
-        steps = {name: _box_predictor_step(name, num_rois, num_classes, device) for name in losses}
-        records += _report(progress, _time_group("box_predictor", steps, num_rois, num_classes, device, warmup, repeats))
-    _register_zipf_metadata(num_classes)
-    steps = {name: MaskRCNNStep(name, num_classes, device, image_size, mask_images) for name in losses}
-    num_rois = mask_images * mask_rcnn_cfg("ce", num_classes, device, image_size, mask_images).MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
-    records += _report(progress, _time_group("mask_rcnn", steps, num_rois, num_classes, device, warmup, repeats))
+        group = box_predictor_records(device, images * ROIS_PER_IMAGE, num_classes, **timing)
+        records += _report(progress, group)
+    records += _report(progress, mask_rcnn_records(device, mask_images, image_size, num_classes, **timing))
     return records
 
 
-def _report(progress: Optional[Callable[[str], None]], records: List[Dict[str, object]]) -> List[Dict[str, object]]:
+def _report(progress: Optional[Callable[[str], None]], records: List[Record]) -> List[Record]:
+    """Pass one group's records through, telling `progress` one line about them."""
     if progress and records:
         first = records[0]
         progress(f"{first['scope']} {first['num_rois']} RoIs x {first['num_classes']}: " + ", ".join(
-            f"{r['name']} {r['median_ms']:.1f} ms ({r['iters_per_s']:.1f} it/s, loss {100 * r['loss_share']:.0f} %)"
+            f"{r['name']} {r['median_ms']:.1f} ms ({r['iters_per_s']:.1f} it/s, loss {100 * r['loss_share']:.1f} %)"
             for r in records))
     return records

@@ -109,13 +109,7 @@ def kernel_time(bench: pd.DataFrame, out: Path) -> Optional[str]:
     if data.empty:
         return None
     data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"])
-    _theme()
-    grid = sns.catplot(data=data, kind="bar", x="name", y="median_ms", hue="shape", col="setting",
-                       order=sorted(data["name"].unique()), hue_order=sorted(data["shape"].unique()),
-                       col_order=sorted(data["setting"].unique()), errorbar=None, height=3.5, aspect=1.4)
-    grid.set_axis_labels("", "median ms")
-    grid.set_xticklabels(rotation=30, ha="right")
-    return _save(grid.figure, out / "kernel_time.png")
+    return _bars_per_loss(data, "median_ms", "median ms", out / "kernel_time.png")
 
 
 def step_throughput(bench: pd.DataFrame, out: Path) -> Optional[str]:
@@ -124,10 +118,15 @@ def step_throughput(bench: pd.DataFrame, out: Path) -> Optional[str]:
     if data.empty:
         return None
     data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"] + " " + data["scope"])
+    return _bars_per_loss(data, "iters_per_s", "it/s", out / "step_throughput.png")
+
+
+def _bars_per_loss(data: pd.DataFrame, value: str, label: str, path: Path) -> str:
+    """Bars of `value` per benchmark row name, coloured by shape, one panel per `setting`."""
     _theme()
-    grid = sns.catplot(data=data, kind="bar", x="name", y="iters_per_s", hue="shape", col="setting",
+    grid = sns.catplot(data=data, kind="bar", x="name", y=value, hue="shape", col="setting",
                        order=sorted(data["name"].unique()), hue_order=sorted(data["shape"].unique()),
                        col_order=sorted(data["setting"].unique()), errorbar=None, height=3.5, aspect=1.4)
-    grid.set_axis_labels("", "it/s")
+    grid.set_axis_labels("", label)
     grid.set_xticklabels(rotation=30, ha="right")
-    return _save(grid.figure, out / "step_throughput.png")
+    return _save(grid.figure, path)
