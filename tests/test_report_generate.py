@@ -236,3 +236,12 @@ def test_cli_folder_without_records(tmp_path, make):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(folder) in lines[0] and lines[0].startswith("suite report: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_committed_report_is_what_the_committed_results_give(tmp_path):
+    """reports/README.md in the repository regenerates from results/ (figures: same records, but
+    their bytes depend on the matplotlib version, so only the README is compared)."""
+    root = Path(__file__).resolve().parents[1]
+    generate_report([root / "results"], tmp_path)
+    assert (tmp_path / "README.md").read_text() == (root / "reports" / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in (root / "reports").glob("*.png"))
