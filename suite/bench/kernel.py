@@ -46,9 +46,8 @@ def make_labels(num_rois: int, num_classes: int, seed: int = 0) -> Tensor:
     """(num_rois,) int64 labels: FOREGROUND_FRACTION foreground, Zipf-distributed, the rest background (num_classes)."""
     generator = torch.Generator().manual_seed(seed)
     num_fg = round(num_rois * FOREGROUND_FRACTION)
-    weights = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float64)
     labels = torch.full((num_rois,), num_classes, dtype=torch.int64)
-    labels[:num_fg] = torch.multinomial(weights, num_fg, replacement=True, generator=generator)
+    labels[:num_fg] = torch.multinomial(zipf_class_freq(num_classes), num_fg, replacement=True, generator=generator)
     return labels[torch.randperm(num_rois, generator=generator)]
 
 

@@ -47,12 +47,13 @@ class GradientBalance(nn.Module):
                 or labels.shape[0] != class_logits.shape[0]:
             raise ValueError(f"labels must be a 1-D int64 tensor of {class_logits.shape[0]} entries, got "
                              + (f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else repr(type(labels))))
-        labels = labels.detach()
+        foreground = torch.nonzero(labels.detach() < self.num_classes).squeeze(1)
+        own_class = labels.detach()[foreground]
 
         def accumulate(grad: Tensor) -> None:
             magnitude = grad[:, : self.num_classes].detach().abs().to(torch.float64)  # (N, C)
-            own = torch.nn.functional.one_hot(labels, self.num_classes + 1)[:, : self.num_classes]
-            pos = (magnitude * own).sum(dim=0)
+            # Each foreground RoI's gradient on its own class logit (no (N, C) one-hot).
+            pos = torch.zeros_like(self.pos_grad).index_add_(0, own_class, magnitude[foreground, own_class])
             self.pos_grad += pos
             self.neg_grad += magnitude.sum(dim=0) - pos
 
