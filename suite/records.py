@@ -23,11 +23,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, record: Dict[str, Any]) -> None:
-    """Write `record` to `path` so that a reader sees the old file or the new one, never a part."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_json_safe(record), indent=1, sort_keys=True, allow_nan=False) + "\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as stream:
@@ -38,6 +37,11 @@ def write_json_atomic(path: Path, record: Dict[str, Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, record: Dict[str, Any]) -> None:
+    """Write `record` to `path` atomically (see write_text_atomic); NaN and infinities as null."""
+    write_text_atomic(path, json.dumps(_json_safe(record), indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_record(path: Path, kind: str, required: Iterable[str]) -> Dict[str, Any]:

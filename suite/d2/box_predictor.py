@@ -10,7 +10,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from suite.d2.class_freq import class_freq_from_metadata
-from suite.d2.config import loss_params_from_cfg
+from suite.d2.config import check_parent_loss_keys, loss_params_from_cfg
 from suite.d2.cosine import CosineLinear
 from suite.d2.grad_balance import GradientBalance
 from suite.losses import build_loss
@@ -80,6 +80,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        check_parent_loss_keys(cfg)
         head = cfg.MODEL.ROI_BOX_HEAD
         ret = super().from_config(cfg, input_shape)
         ret.update({

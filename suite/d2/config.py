@@ -40,6 +40,34 @@ def add_longtail_config(cfg: CN) -> None:
     # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
     # and whether to run its kernels through torch.compile.
     head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": False})
+    add_parent_loss_keys(cfg)
+
+
+# Detectron2's own classification-loss switches of FastRCNNOutputLayers (current versions; v0.6
+# has neither). The suite's predictor replaces that classification loss, so they would be
+# silently ignored: a config that turns one on is refused, naming the suite's equivalent.
+PARENT_LOSS_KEYS = {
+    "USE_SIGMOID_CE": "MODEL.ROI_BOX_HEAD.CLS_LOSS focal (per-class sigmoid; FOCAL.GAMMA 0 and "
+                      "FOCAL.ALPHA -1 make it plain sigmoid cross-entropy)",
+    "USE_FED_LOSS": "MODEL.ROI_BOX_HEAD.CLS_LOSS fed (the suite's federated loss)",
+}
+
+
+def add_parent_loss_keys(cfg: CN) -> None:
+    """Give `cfg` the keys of PARENT_LOSS_KEYS (False) where the installed Detectron2 lacks them,
+    so that setting one reaches `check_parent_loss_keys` on every version."""
+    head = cfg.MODEL.ROI_BOX_HEAD
+    for key in PARENT_LOSS_KEYS:
+        if key not in head:
+            head[key] = False
+
+
+def check_parent_loss_keys(cfg: CN) -> None:
+    """ValueError naming the first key of PARENT_LOSS_KEYS that is on, and what to use instead."""
+    for key, equivalent in PARENT_LOSS_KEYS.items():
+        if cfg.MODEL.ROI_BOX_HEAD.get(key, False):
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.{key} is Detectron2's own loss switch, which the suite's "
+                             f"box predictor does not use; set {equivalent} instead")
 
 
 def loss_params_from_cfg(cfg: CN) -> Dict[str, Any]:

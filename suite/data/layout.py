@@ -50,8 +50,8 @@ class SyntheticLayout:
 
 def detectron2_datasets_root() -> Path:
     """The root Detectron2's builtin data sets live under: `$DETECTRON2_DATASETS`, else ./datasets
-    (read now, not at import, so that a later change of the variable counts)."""
-    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    (read now, not at import, so that a later change of the variable counts; `~` is expanded)."""
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
 
 
 def lvis_v1_split(root: Path, split: str) -> SplitFiles:

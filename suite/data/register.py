@@ -25,6 +25,7 @@ from typing import Any, Dict, List
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_lvis_json
 
+from suite.data.check import check_split
 from suite.data.layout import SplitFiles, SyntheticLayout, check_lvis_v1_files, detectron2_datasets_root, lvis_v1_split
 from suite.data.lvis_format import read_lvis_json
 from suite.errors import UserError
@@ -59,10 +60,14 @@ def _register_split(name: str, files: SplitFiles, metadata: Dict[str, Any]) -> N
                                   **metadata)
 
 
-def _register_pair(prefix: str, train: SplitFiles, val: SplitFiles) -> Dict[str, Any]:
-    """Check both JSON files, register `{prefix}_train` and `{prefix}_val`; return the metadata."""
+def _register_pair(prefix: str, train: SplitFiles, val: SplitFiles, check_files: bool) -> Dict[str, Any]:
+    """Check both JSON files (and with `check_files` their annotations and images, see
+    suite.data.check), register `{prefix}_train` and `{prefix}_val`; return the metadata."""
     train_set = read_lvis_json(train.json_file)
     val_set = read_lvis_json(val.json_file)
+    if check_files:
+        check_split(train_set, train.json_file, train.image_root, "train")
+        check_split(val_set, val.json_file, val.image_root, "val")
     categories: List[dict] = sorted(train_set["categories"], key=lambda category: category["id"])
     val_names = [category["name"] for category in sorted(val_set["categories"], key=lambda c: c["id"])]
     if val_names != [category["name"] for category in categories]:
@@ -84,29 +89,34 @@ def _register_pair(prefix: str, train: SplitFiles, val: SplitFiles) -> Dict[str,
     return metadata
 
 
-def register_synthetic_lvis(root: Path, prefix: str = "synth") -> RegisteredDataset:
+def register_synthetic_lvis(root: Path, prefix: str = "synth", check_files: bool = False) -> RegisteredDataset:
     """Register a set written by `suite data synth --out root` as `{prefix}_train`/`{prefix}_val`.
-    UserError if a file is missing or not LVIS format."""
+    UserError if a file is missing or not LVIS format (or, with `check_files`, if an annotation
+    or an image fails suite.data.check)."""
     layout = SyntheticLayout(Path(root))
     if not layout.root.is_dir():
         raise UserError(f"{layout.root}: no such data set folder (write one with: suite data synth --out {layout.root})")
-    metadata = _register_pair(prefix, layout.split("train"), layout.split("val"))
+    metadata = _register_pair(prefix, layout.split("train"), layout.split("val"), check_files)
     return RegisteredDataset(f"{prefix}_train", f"{prefix}_val", "synthetic", str(layout.root.resolve()),
                              len(metadata["thing_classes"]), metadata["num_train_images"])
 
 
-def register_lvis_v1(root: Path = None) -> RegisteredDataset:
+def register_lvis_v1(root: Path = None, check_files: bool = False) -> RegisteredDataset:
     """Register LVIS v1 as `lvis_v1_train`/`lvis_v1_val` from `root` (default
     `$DETECTRON2_DATASETS`, read now), laid out as Detectron2's builtin registration expects:
     root/lvis/lvis_v1_{train,val}.json and COCO 2017 images at root/coco/{train2017,val2017}/.
-    UserError naming the expected path and where to download it if a file is missing."""
+    UserError naming the expected path and where to download it if a file is missing;
+    `check_files` as for `register_synthetic_lvis`."""
     root = Path(root) if root is not None else detectron2_datasets_root()
     check_lvis_v1_files(root)
-    metadata = _register_pair(LVIS_V1, lvis_v1_split(root, "train"), lvis_v1_split(root, "val"))
+    metadata = _register_pair(LVIS_V1, lvis_v1_split(root, "train"), lvis_v1_split(root, "val"), check_files)
     return RegisteredDataset(f"{LVIS_V1}_train", f"{LVIS_V1}_val", LVIS_V1, str(root.resolve()),
                              len(metadata["thing_classes"]), metadata["num_train_images"])
 
 
-def register_dataset(dataset: str) -> RegisteredDataset:
-    """`dataset`: "lvis_v1" (under `$DETECTRON2_DATASETS`) or the folder of a synthetic set."""
-    return register_lvis_v1() if dataset == LVIS_V1 else register_synthetic_lvis(Path(dataset))
+def register_dataset(dataset: str, check_files: bool = False) -> RegisteredDataset:
+    """`dataset`: "lvis_v1" (under `$DETECTRON2_DATASETS`) or the folder of a synthetic set;
+    `check_files`: also check annotations and images (suite.data.check), before a run."""
+    if dataset == LVIS_V1:
+        return register_lvis_v1(check_files=check_files)
+    return register_synthetic_lvis(Path(dataset), check_files=check_files)

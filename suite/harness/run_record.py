@@ -2,7 +2,6 @@
 atomically, read back with checks."""
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,31 +19,13 @@ def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()
 
 
-def loss_curve(metrics_json: Path) -> List[Dict[str, float]]:
-    """The loss terms Detectron2's JSONWriter logged to metrics.json (one JSON object per line),
-    one entry per logged iteration; a resumed run's repeated iterations keep their last value."""
-    by_iteration: Dict[int, Dict[str, float]] = {}
-    if metrics_json.exists():
-        for line in metrics_json.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by an interruption
-            if "iteration" not in entry or "total_loss" not in entry:
-                continue
-            point = {"iter": int(entry["iteration"]) + 1}  # iterations run so far
-            point.update({key: value for key, value in entry.items()
-                          if key == "total_loss" or key.startswith("loss_")})
-            by_iteration[point["iter"]] = point
-    return [by_iteration[iteration] for iteration in sorted(by_iteration)]
-
-
 def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Dict[str, Any],
                      config: Dict[str, Any], config_yaml: str, iterations: int, seed: int,
                      metrics: Dict[str, Any], per_category: List[Dict[str, Any]], wall_s: float,
-                     start_iter: int, iterations_timed: int, curve: List[Dict[str, float]],
+                     start_iter: int, segments: int, curve: List[Dict[str, float]],
                      grad_balance: Optional[Dict[str, Any]], device: str) -> Dict[str, Any]:
-    """Everything docs/records.md lists for a finished run."""
+    """Everything docs/records.md lists for a finished run. `wall_s`: training time over all
+    `segments` (1 + resumes); `start_iter`: where the last segment started."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
@@ -58,8 +39,9 @@ def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Di
         "per_category": per_category,
         "train": {
             "start_iter": start_iter,
+            "segments": segments,
             "wall_s": wall_s,
-            "iters_per_s": iterations_timed / wall_s if wall_s > 0 else None,
+            "iters_per_s": iterations / wall_s if wall_s > 0 else None,
             "loss_curve": curve,
         },
         "grad_balance": grad_balance,

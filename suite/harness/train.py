@@ -19,17 +19,20 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from suite.d2 import add_longtail_config, loss_params_from_cfg
+from suite.d2 import add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.harness.evaluate import evaluate_model, metrics_record, per_category_record
-from suite.harness.run_record import (RUN_RECORD, build_run_record, loss_curve, read_run_record,
-                                      write_run_record)
+from suite.harness.run_lock import RunLock
+from suite.records import write_text_atomic
+from suite.harness.run_record import RUN_RECORD, build_run_record, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import LOSSES
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_FILE = "config.yaml"
+# What `--resume` may change: the iteration budget.
+RESUMABLE_KEYS = ("SOLVER.MAX_ITER",)
 logger = logging.getLogger("suite.train")
 
 
@@ -60,13 +63,31 @@ def default_config_file(dataset: str, loss: str) -> Path:
     return CONFIGS_DIR / "small_cpu.yaml"
 
 
-def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
-    """The full config of a run: defaults + plugin keys + config file + the run's own settings +
-    the user's KEY VALUE overrides (last, so they win)."""
+def default_cfg() -> CfgNode:
+    """The running Detectron2's defaults with the plugin's keys."""
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_longtail_config(cfg)
+    return cfg
+
+
+def load_run_cfg(config_path: Path) -> CfgNode:
+    """A run's saved config.yaml on the running version's defaults (a run written under another
+    Detectron2 version lacks the keys this one added)."""
+    cfg = default_cfg()
+    try:
+        cfg.merge_from_file(str(config_path))
+    except (KeyError, ValueError, AssertionError) as error:
+        raise UserError(f"{config_path}: cannot be read as a config of this Detectron2 and suite ({error})") from None
+    cfg.freeze()
+    return cfg
+
+
+def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
+    """The full config of a run: defaults + plugin keys + config file + the run's own settings +
+    the user's KEY VALUE overrides (last, so they win)."""
+    cfg = default_cfg()
     config_file = Path(options.config_file or default_config_file(options.dataset, options.loss))
     if not config_file.is_file():
         raise UserError(f"{config_file}: no such config file")
@@ -86,17 +107,69 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     except (KeyError, ValueError, AssertionError) as error:
         raise UserError(f"bad KEY VALUE override {' '.join(options.overrides)}: {error}") from None
     cfg.TEST.EVAL_PERIOD = 0  # evaluated once, at the end
+    check_parent_loss_keys(cfg)
     cfg.freeze()
     return cfg
 
 
-def check_run_dir(options: TrainOptions) -> None:
-    """Refuse to overwrite a finished run, or to restart an interrupted one without --resume."""
+def _flat(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """{"A.B.C": value} for every leaf of a config, tuples as lists (YAML has only lists)."""
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: _plain(node)}
+
+
+def changed_keys(saved: CfgNode, new: CfgNode) -> List[str]:
+    """The config keys whose values differ between two configs (present in only one counts)."""
+    saved_flat, new_flat = _flat(saved), _flat(new)
+    return sorted(key for key in saved_flat.keys() | new_flat.keys() if saved_flat.get(key) != new_flat.get(key))
+
+
+def check_run_dir(options: TrainOptions, cfg: CfgNode) -> None:
+    """Refuse to overwrite a finished run, to restart an interrupted one without --resume, or to
+    resume one with other options than its config.yaml's (but the iteration budget)."""
     run_dir = Path(options.output)
     if (run_dir / RUN_RECORD).exists():
         raise UserError(f"{run_dir} already holds a finished run ({RUN_RECORD}); choose another --output")
     if (run_dir / "last_checkpoint").exists() and not options.resume:
         raise UserError(f"{run_dir} holds an interrupted run: add --resume to continue it, or choose another --output")
+    config_path = run_dir / CONFIG_FILE
+    if options.resume and config_path.is_file():
+        changed = [key for key in changed_keys(load_run_cfg(config_path), cfg) if key not in RESUMABLE_KEYS]
+        if changed:
+            raise UserError(f"--resume: the options differ from {config_path} in {', '.join(changed)}; "
+                            "only the iteration budget (--max-iter) may change")
+
+
+def _check_output(output: Path) -> None:
+    if Path(output).exists() and not Path(output).is_dir():
+        raise UserError(f"--output {output} is a file; give a directory for the run")
+
+
+def check_weights(cfg: CfgNode) -> None:
+    """Fetch MODEL.WEIGHTS now (Detectron2 caches a download), so that a file that is missing or
+    cannot be downloaded is one line before the run starts, not a traceback inside it."""
+    from detectron2.utils.file_io import Detectron2Handler, PathManager
+
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        return
+    url = weights
+    if weights.startswith(Detectron2Handler.PREFIX):
+        url = Detectron2Handler.S3_DETECTRON2_PREFIX + weights[len(Detectron2Handler.PREFIX):]
+    if "://" not in url:
+        if not Path(weights).is_file():
+            raise UserError(f"MODEL.WEIGHTS {weights}: no such file")
+        return
+    try:
+        PathManager.get_local_path(weights)
+    except Exception as error:  # urllib, iopath and OS errors alike: the download failed
+        raise UserError(f"MODEL.WEIGHTS {weights}: cannot download {url} ({type(error).__name__}: {error}); "
+                        f"download it where there is internet access and pass MODEL.WEIGHTS /path/to/"
+                        f"{url.rsplit('/', 1)[-1]}") from None
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -111,16 +184,28 @@ def _check_options(options: TrainOptions) -> None:
 
 
 def train(options: TrainOptions) -> Dict[str, Any]:
-    """Check, train (through Detectron2's `launch`), evaluate, write run.json; return the record."""
+    """Check (options, data files, weights, the run directory), then train (through
+    Detectron2's `launch`), evaluate and write run.json, holding the run directory's lock
+    throughout; return the record. Nothing is written before the checks have passed."""
     _check_options(options)
-    check_run_dir(options)
-    dataset = register_dataset(options.dataset)
+    _check_output(options.output)
+    dataset = register_dataset(options.dataset, check_files=True)
     cfg = build_run_cfg(options, dataset)
     run_dir = Path(options.output)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(cfg.dump())
-    launch(_train_worker, options.num_gpus, num_machines=options.num_machines,
-           machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()))
+    if not (options.resume and (run_dir / "last_checkpoint").exists()):
+        check_weights(cfg)
+    # Every machine of a multi-machine run may share one file system: machine 0 holds the lock.
+    lock = RunLock(run_dir) if options.machine_rank == 0 else None
+    if lock:
+        lock.acquire()
+    try:
+        check_run_dir(options, cfg)
+        write_text_atomic(run_dir / CONFIG_FILE, cfg.dump())
+        launch(_train_worker, options.num_gpus, num_machines=options.num_machines,
+               machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()))
+    finally:
+        if lock:
+            lock.release()
     if options.machine_rank != 0:
         return {}
     return read_run_record(run_dir)
@@ -190,8 +275,8 @@ def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, eval
         per_category=per_category_record(evaluation, categories),
         wall_s=trainer.wall_s,
         start_iter=trainer.start_iter,
-        iterations_timed=trainer.iterations_run,
-        curve=loss_curve(Path(cfg.OUTPUT_DIR) / "metrics.json"),
+        segments=trainer.segments,
+        curve=trainer.loss_curve.points,
         grad_balance=grad_balance,
         device=cfg.MODEL.DEVICE,
     )
@@ -212,36 +297,42 @@ def _summary(record: Dict[str, Any]) -> None:
     def ap(metrics, key):
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.1f}"
 
+    segments = record["train"].get("segments", 1)
     logger.info(
-        "done: %s on %s, %d iterations in %.0f s | bbox AP %s (r %s c %s f %s) | segm AP %s (r %s c %s f %s)",
+        "done: %s on %s, %d iterations in %.0f s of training%s | bbox AP %s (r %s c %s f %s) | "
+        "segm AP %s (r %s c %s f %s)",
         record["loss"]["name"], record["dataset"]["name"], record["iterations"], record["train"]["wall_s"],
+        f" over {segments} segments (resumed {segments - 1} times)" if segments > 1 else "",
         ap(bbox, "AP"), ap(bbox, "APr"), ap(bbox, "APc"), ap(bbox, "APf"),
         ap(segm, "AP"), ap(segm, "APr"), ap(segm, "APc"), ap(segm, "APf"),
     )
 
 
 def evaluate_run(run_dir: Path) -> Dict[str, Any]:
-    """`suite eval`: re-evaluate a run's final checkpoint; rewrites its run.json metrics."""
+    """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock);
+    rewrites its run.json metrics. The run's config.yaml is read on the running Detectron2's
+    defaults, so a run written under another version evaluates too."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    record = read_run_record(run_dir)
-    config_yaml = config_path.read_text()
-    cfg = CfgNode.load_cfg(config_yaml)
-    dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1")
-    configure_logging()
-    model = LongTailTrainer.build_model(cfg)
-    checkpointer = DetectionCheckpointer(model, str(run_dir))
-    if not checkpointer.has_checkpoint():
-        raise UserError(f"{run_dir}: no checkpoint to evaluate")
-    checkpointer.resume_or_load("", resume=True)
-    evaluation = _evaluate(cfg, model, dataset)
-    from detectron2.data import MetadataCatalog
+    with RunLock(run_dir):
+        record = read_run_record(run_dir)
+        cfg = load_run_cfg(config_path)
+        dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1",
+                                   check_files=True)
+        configure_logging()
+        model = LongTailTrainer.build_model(cfg)
+        checkpointer = DetectionCheckpointer(model, str(run_dir))
+        if not checkpointer.has_checkpoint():
+            raise UserError(f"{run_dir}: no checkpoint to evaluate")
+        checkpointer.resume_or_load("", resume=True)
+        evaluation = _evaluate(cfg, model, dataset)
+        from detectron2.data import MetadataCatalog
 
-    record["metrics"] = metrics_record(evaluation)
-    record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
-    record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_run_record(run_dir, record)
+        record["metrics"] = metrics_record(evaluation)
+        record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
+        record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_run_record(run_dir, record)
     _summary(record)
     return record

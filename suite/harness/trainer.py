@@ -1,17 +1,84 @@
-"""Detectron2's DefaultTrainer with the LVIS evaluator and the suite's training record."""
+"""Detectron2's DefaultTrainer with the LVIS evaluator, atomic checkpoints and a resume that
+continues exactly where the checkpoint was taken (see suite.harness.run_state)."""
 
+import logging
 import os
-import time
+import tempfile
+import weakref
 
-from detectron2.engine import DefaultTrainer, hooks
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, HookBase, hooks
 
 from suite.harness.evaluate import build_lvis_evaluator
+from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
+
+logger = logging.getLogger("suite.train")
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer whose checkpoint and `last_checkpoint` files are written to a
+    temporary file and renamed: a process killed while saving leaves the previous checkpoint
+    and a `last_checkpoint` that names a complete file."""
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        self.logger.info("Saving checkpoint to %s", os.path.join(self.save_dir, basename))
+        self._write_atomic(basename, lambda stream: torch.save(data, stream), "wb")
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        self._write_atomic("last_checkpoint", lambda stream: stream.write(last_filename_basename), "w")
+
+    def _write_atomic(self, basename, write, mode):
+        handle, temporary = tempfile.mkstemp(dir=self.save_dir, prefix=f".{basename}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, mode) as stream:
+                write(stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, os.path.join(self.save_dir, basename))
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+
+class SegmentClock(HookBase):
+    """Times `train()` into the trainer's `TrainingTime` (kept in the checkpoints)."""
+
+    def __init__(self, training_time: TrainingTime):
+        self.training_time = training_time
+
+    def before_train(self):
+        self.training_time.start()
+
+    def after_train(self):
+        self.training_time.stop()
+
+    def state_dict(self):
+        return self.training_time.state_dict()
+
+    def load_state_dict(self, state):
+        self.training_time.load_state_dict(state)
 
 
 class LongTailTrainer(DefaultTrainer):
     """DefaultTrainer (hooks, checkpoints, progress printing, metrics.json) that evaluates with
-    the official `lvis` API (with per-category AP) and measures the wall time of the iterations
-    it runs."""
+    the official `lvis` API (with per-category AP), records the loss curve and the training time
+    across segments, and resumes bit for bit on the CPU: the checkpoint also holds every
+    process's random states, and the data loader is fast-forwarded by replaying the batches
+    the run had consumed (the sampler is seeded from cfg.SEED, so it gives the same batches)."""
+
+    def __init__(self, cfg):
+        self.training_time = TrainingTime()
+        self.loss_curve = LossCurve()
+        super().__init__(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -19,15 +86,41 @@ class LongTailTrainer(DefaultTrainer):
         os.makedirs(output_folder, exist_ok=True)
         return build_lvis_evaluator(dataset_name, output_folder, cfg.TEST.DETECTIONS_PER_IMAGE)
 
-    def build_hooks(self):
-        # Evaluation runs once, after training, from the harness (also for a run resumed at its
-        # end), not from Detectron2's EvalHook, which would evaluate a second time.
-        return [hook for hook in super().build_hooks() if not isinstance(hook, hooks.EvalHook)]
+    def _is_checkpoint_iteration(self, iteration: int) -> bool:
+        """When Detectron2's PeriodicCheckpointer saves (fvcore's rule)."""
+        period = self.cfg.SOLVER.CHECKPOINT_PERIOD
+        return (iteration + 1) % period == 0 or iteration >= self.max_iter - 1
 
-    def train(self):
-        """Train from `start_iter` (> 0 when resumed) to `max_iter`; sets `wall_s` and `iterations_run`."""
-        self.iterations_run = max(self.max_iter - self.start_iter, 0)
-        start = time.perf_counter()
-        result = super().train()
-        self.wall_s = time.perf_counter() - start
-        return result
+    def build_hooks(self):
+        self.checkpointer = AtomicCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.random_states = RandomStates(self._is_checkpoint_iteration)
+        # Evaluation runs once, after training, from the harness (also for a run resumed at its
+        # end), not from Detectron2's EvalHook, which would evaluate a second time. The suite's
+        # hooks run before the checkpointer, so that a checkpoint holds this iteration's state.
+        default = [hook for hook in super().build_hooks() if not isinstance(hook, hooks.EvalHook)]
+        first_saver = next((index for index, hook in enumerate(default)
+                            if isinstance(hook, hooks.PeriodicCheckpointer)), len(default))
+        suite_hooks = [SegmentClock(self.training_time), self.loss_curve, self.random_states]
+        return default[:first_saver] + suite_hooks + default[first_saver:]
+
+    def resume_or_load(self, resume=True):
+        """As DefaultTrainer's; when resumed mid-run, also replay the data loader up to the
+        checkpoint and restore the random states it was taken with."""
+        super().resume_or_load(resume=resume)
+        if 0 < self.start_iter < self.max_iter:
+            data_loader = self._trainer._data_loader_iter
+            for _ in range(self.start_iter):
+                next(data_loader)
+            restored = self.random_states.restore()
+            logger.info("Resumed at iteration %d: replayed %d batches of the data loader%s", self.start_iter,
+                        self.start_iter, "" if restored else " (the checkpoint has no random states: "
+                        "the rest of the run will differ from an uninterrupted one)")
+
+    @property
+    def segments(self) -> int:
+        return self.training_time.segments
+
+    @property
+    def wall_s(self) -> float:
+        """Training time over all segments."""
+        return self.training_time.wall_s
