@@ -5,7 +5,8 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from contextlib import contextmanager
+from typing import IO, Any, Dict, Iterable, Iterator
 
 from suite.errors import UserError
 
@@ -23,20 +24,36 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
+def _file_mode() -> int:
+    """The permissions `open()` would give a new file (mkstemp's are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def open_atomic(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A stream whose content replaces `path` when the block ends without an exception, so that a
+    reader (or a process killed meanwhile) sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        os.fchmod(handle, _file_mode())
+        with os.fdopen(handle, mode) as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (see open_atomic)."""
+    with open_atomic(path) as stream:
+        stream.write(text)
 
 
 def write_json_atomic(path: Path, record: Dict[str, Any]) -> None:

@@ -3,15 +3,16 @@ continues exactly where the checkpoint was taken (see suite.harness.run_state)."
 
 import logging
 import os
-import tempfile
 import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.engine.train_loop import TrainerBase
 
 from suite.harness.evaluate import build_lvis_evaluator
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
+from suite.records import open_atomic, write_text_atomic
 
 logger = logging.getLogger("suite.train")
 
@@ -29,24 +30,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
         data.update(kwargs)
         basename = f"{name}.pth"
         self.logger.info("Saving checkpoint to %s", os.path.join(self.save_dir, basename))
-        self._write_atomic(basename, lambda stream: torch.save(data, stream), "wb")
+        with open_atomic(os.path.join(self.save_dir, basename), "wb") as stream:
+            torch.save(data, stream)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        self._write_atomic("last_checkpoint", lambda stream: stream.write(last_filename_basename), "w")
-
-    def _write_atomic(self, basename, write, mode):
-        handle, temporary = tempfile.mkstemp(dir=self.save_dir, prefix=f".{basename}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, mode) as stream:
-                write(stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, os.path.join(self.save_dir, basename))
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
 
 class SegmentClock(HookBase):
@@ -102,6 +91,19 @@ class LongTailTrainer(DefaultTrainer):
                             if isinstance(hook, hooks.PeriodicCheckpointer)), len(default))
         suite_hooks = [SegmentClock(self.training_time), self.loss_curve, self.random_states]
         return default[:first_saver] + suite_hooks + default[first_saver:]
+
+    def state_dict(self):
+        """Iteration, stateful hooks (LR scheduler, the suite's) and the optimizer. Detectron2
+        v0.6's DefaultTrainer leaves the optimizer out (its SGD momentum was lost on resume);
+        later versions save it the same way, under "_trainer"."""
+        state = TrainerBase.state_dict(self)
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        TrainerBase.load_state_dict(self, state)
+        if "_trainer" in state:
+            self._trainer.load_state_dict(state["_trainer"])
 
     def resume_or_load(self, resume=True):
         """As DefaultTrainer's; when resumed mid-run, also replay the data loader up to the
