@@ -7,6 +7,7 @@ missing or malformed field is not used: it goes to `left_out` as (path, reason).
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -52,8 +53,10 @@ def _require(mapping: Any, fields: Iterable[str], where: str) -> None:
 
 
 def _number_or_null(value: Any, where: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise RecordError(f"{where} is {value!r}, not a number or null")
+    """A finite number or null (JSON has no NaN or infinity; Python's json module reads them)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+        raise RecordError(f"{where} is {value!r}, not a finite number or null")
 
 
 def check_run(record: Dict[str, Any]) -> None:
@@ -74,13 +77,27 @@ def check_run(record: Dict[str, Any]) -> None:
         _require(category, CATEGORY_FIELDS, f"per_category[{index}]")
         if category["frequency"] not in ("r", "c", "f"):
             raise RecordError(f"per_category[{index}].frequency is {category['frequency']!r}, not r/c/f")
+        for name in ("bbox_AP", "segm_AP"):
+            _number_or_null(category[name], f"per_category[{index}].{name}")
     _require(record["train"], ("start_iter", "wall_s", "iters_per_s", "loss_curve"), "train")
+    for name in ("wall_s", "iters_per_s"):
+        _number_or_null(record["train"][name], f"train.{name}")
+    if not isinstance(record["train"]["loss_curve"], list):
+        raise RecordError("train.loss_curve is not a list")
+    for index, point in enumerate(record["train"]["loss_curve"]):
+        if not isinstance(point, dict):
+            raise RecordError(f"train.loss_curve[{index}] is not an object")
+        for name, value in point.items():
+            _number_or_null(value, f"train.loss_curve[{index}].{name}")
     balance = record["grad_balance"]
     if balance is not None:
         _require(balance, ("class_ids", "pos_grad", "neg_grad"), "grad_balance")
         lengths = {len(balance[name]) for name in ("class_ids", "pos_grad", "neg_grad")}
         if len(lengths) != 1:
             raise RecordError("grad_balance: class_ids, pos_grad and neg_grad differ in length")
+        for name in ("pos_grad", "neg_grad"):
+            for index, value in enumerate(balance[name]):
+                _number_or_null(value, f"grad_balance.{name}[{index}]")
     _require(record["environment"], ENVIRONMENT_FIELDS, "environment")
 
 
@@ -93,7 +110,9 @@ def check_bench(record: Dict[str, Any]) -> None:
     fields = BENCH_FIELDS + (STEP_FIELDS if record["kind"] == "bench_step" else ())
     for index, entry in enumerate(record["records"]):
         _require(entry, fields, f"records[{index}]")
-        _number_or_null(entry["median_ms"], f"records[{index}].median_ms")
+        for name in ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official") + (
+                STEP_FIELDS if record["kind"] == "bench_step" else ()):
+            _number_or_null(entry[name], f"records[{index}].{name}")
 
 
 def _classify(path: Path) -> Optional[Dict[str, Any]]:
@@ -128,7 +147,7 @@ def _classify(path: Path) -> Optional[Dict[str, Any]]:
 
 def gather(results: Iterable[Path]) -> Records:
     """Every record under each folder in `results` (recursively). A folder that does not exist or
-    holds no record at all is a UserError."""
+    holds no record at all, or results whose every record is left out, are a UserError."""
     records = Records()
     seen = set()
     for folder in results:
@@ -156,6 +175,10 @@ def gather(results: Iterable[Path]) -> Records:
             (records.runs if record["kind"] == RUN_KIND else records.benches).append((str(path), record))
         if not found:
             raise UserError(f"{folder}: no run.json or benchmark record in it")
+    if not records.runs and not records.benches:
+        path, reason = records.left_out[0]
+        raise UserError(f"every record was left out ({len(records.left_out)}), nothing to report; "
+                        f"the first: {path}: {reason}")
     records.runs.sort(key=lambda item: item[0])
     records.benches.sort(key=lambda item: item[0])
     records.left_out.sort()
