@@ -8,6 +8,7 @@ from the library) becomes one line on stderr and exit code 2, never a traceback.
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
 
 from suite.errors import UserError
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Detectron2's modules apply torch.jit.script at import, which current torch deprecates with a
+    # warning per use: nothing a user can act on, and it would bury a one-line error.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

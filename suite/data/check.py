@@ -34,6 +34,7 @@ from suite.records import write_json_atomic
 
 BOX_TOLERANCE_PX = 1.0
 HEADER_READ_THREADS = 16
+CHUNK = 256  # images per thread task
 CACHE_VERSION = 1
 
 
@@ -128,29 +129,37 @@ def _check_images(images: Sequence[Dict[str, Any]], json_file: Path, image_root:
     cache_file = _cache_file(json_file, image_root)
     passed = _read_cache(cache_file)
     paths = [image_path(image_root, image) for image in images]
-
-    def check(index: int) -> Tuple[str, Optional[List[int]]]:
-        path, image = paths[index], images[index]
+    signatures: List[Optional[List[int]]] = [None] * len(images)
+    problems: Dict[int, str] = {}
+    for index, path in enumerate(paths):  # a stat each: far cheaper than a header read
         signature = passed.get(path)
         if signature is not None and _file_signature(path) == signature:
-            return "", signature
-        return _image_problem(path, image["width"], image["height"])
+            signatures[index] = signature
+    unchecked = [index for index, signature in enumerate(signatures) if signature is None]
 
-    with ThreadPoolExecutor(HEADER_READ_THREADS) as pool:
-        results = list(tqdm(pool.map(check, range(len(images)), chunksize=64), total=len(images),
-                            desc=f"checking {split} images", unit="img", file=sys.stderr, disable=None,
-                            leave=False))
-    problems = [(paths[index], images[index]["id"], problem)
-                for index, (problem, _) in enumerate(results) if problem]
+    def check(chunk: Sequence[int]) -> List[Tuple[int, str, Optional[List[int]]]]:
+        return [(index, *_image_problem(paths[index], images[index]["width"], images[index]["height"]))
+                for index in chunk]
+
+    chunks = [unchecked[start:start + CHUNK] for start in range(0, len(unchecked), CHUNK)]
+    with ThreadPoolExecutor(HEADER_READ_THREADS) as pool, \
+            tqdm(total=len(unchecked), desc=f"checking {split} images", unit="img", file=sys.stderr,
+                 disable=None, leave=False) as progress:
+        for results in pool.map(check, chunks):
+            for index, problem, signature in results:
+                signatures[index] = signature
+                if problem:
+                    problems[index] = problem
+            progress.update(len(results))
     if problems:
-        path, image_id, problem = problems[0]
+        first = min(problems)
         more = f"; {len(problems) - 1} more image(s) have problems" if len(problems) > 1 else ""
-        raise UserError(f"{path}: {problem} (image {image_id} of {json_file}){more}")
-    try:
-        write_json_atomic(cache_file, {"version": CACHE_VERSION, "images": {
-            path: signature for path, (_, signature) in zip(paths, results)}})
-    except OSError:
-        pass  # an unwritable cache only costs the next run the same check
+        raise UserError(f"{paths[first]}: {problems[first]} (image {images[first]['id']} of {json_file}){more}")
+    if unchecked:
+        try:
+            write_json_atomic(cache_file, {"version": CACHE_VERSION, "images": dict(zip(paths, signatures))})
+        except OSError:
+            pass  # an unwritable cache only costs the next run the same check
 
 
 def check_split(dataset: Dict[str, Any], json_file: Path, image_root: str, split: str) -> None:

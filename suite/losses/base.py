@@ -12,6 +12,8 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
+from .checks import fail_on_out_of_range_labels
+
 
 def _compute_dtype(logits: Tensor) -> torch.dtype:
     """float32 for half-precision logits (autocast), float64 kept for gradient checks."""
@@ -114,6 +116,8 @@ class ClassificationLoss(nn.Module):
                     f"{self.name}: labels must lie in [0, {self.num_classes}] ({self.num_classes} is "
                     f"background), got values in [{low}, {high}]"
                 )
+        elif labels.numel():  # unchecked: still no silent training on a bad label
+            fail_on_out_of_range_labels(labels, self.num_classes)
 
     def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
         raise NotImplementedError

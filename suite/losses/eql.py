@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import ClassificationLoss
+from .checks import check_finite_params
 from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
@@ -38,6 +39,7 @@ class EqualizationLoss(ClassificationLoss):
 
     def __init__(self, num_classes: int, class_freq: Sequence[float] = None, lambda_: float = LAMBDA_LVIS_V1):
         super().__init__(num_classes)
+        check_finite_params(self.name, lambda_=lambda_)
         if class_freq is None:
             raise ValueError(
                 "eql: class_freq is required: the fraction of training images that contain each "

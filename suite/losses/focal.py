@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassificationLoss
+from .checks import check_finite_params
 from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
 
 
@@ -31,6 +32,7 @@ class SigmoidFocalLoss(ClassificationLoss):
 
     def __init__(self, num_classes: int, alpha: float = 0.25, gamma: float = 2.0):
         super().__init__(num_classes)
+        check_finite_params(self.name, alpha=alpha, gamma=gamma)
         if gamma < 0:
             raise ValueError(f"focal: gamma must be >= 0, got {gamma}")
         if alpha > 1:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassificationLoss
+from .checks import check_finite_params
 from .seesaw_kernel import seesaw_terms
 
 
@@ -40,6 +41,7 @@ class SeesawLoss(ClassificationLoss):
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
                  compiled: bool = False):
         super().__init__(num_classes)
+        check_finite_params(self.name, p=p, q=q, eps=eps)
         if p < 0 or q < 0:
             raise ValueError(f"seesaw: p and q must be >= 0, got p={p}, q={q}")
         if not eps > 0:
