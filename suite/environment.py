@@ -1,5 +1,6 @@
 """What a measurement ran on, recorded with every run and benchmark (never the host name)."""
 
+import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
@@ -28,14 +29,39 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def collect(device: str = "cpu") -> Dict[str, object]:
-    """The environment record described in docs/records.md."""
+def _git_commit(folder: Path) -> Optional[str]:
+    try:
+        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def detectron2_install() -> Optional[Dict[str, Optional[str]]]:
+    """Which Detectron2 was imported: {"version", "path" (the folder holding the detectron2
+    package), "distribution" ("<name> <version>" of the installed distribution it came from, None
+    for a source tree on the path), "commit" (the source tree's git commit, None when not a git
+    checkout)}. Its `__version__` alone says 0.6 for the release and for today's main branch."""
     try:
         import detectron2
-
-        detectron2_version = detectron2.__version__
     except ImportError:
-        detectron2_version = None
+        return None
+    package_init = Path(detectron2.__file__).resolve()
+    distribution = None
+    for name in importlib.metadata.packages_distributions().get("detectron2", []):
+        dist = importlib.metadata.distribution(name)
+        if Path(dist.locate_file("detectron2/__init__.py")).resolve() == package_init:
+            distribution = f"{dist.metadata['Name']} {dist.version}"
+            break
+    root = package_init.parent.parent
+    return {"version": detectron2.__version__, "path": str(root), "distribution": distribution,
+            "commit": None if distribution else _git_commit(root)}
+
+
+def collect(device: str = "cpu") -> Dict[str, object]:
+    """The environment record described in docs/records.md."""
+    install = detectron2_install()
     import torchvision
 
     on_cuda = device.startswith("cuda") and torch.cuda.is_available()
@@ -44,7 +70,8 @@ def collect(device: str = "cpu") -> Dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "detectron2": detectron2_version,
+        "detectron2": install["version"] if install else None,
+        "detectron2_install": install,
         "cuda": torch.version.cuda if on_cuda else None,
         "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else _cpu_name(),
         "cpu": _cpu_name(),
