@@ -10,7 +10,16 @@ an error naming what is missing. Mask R-CNN training, inference and the LVIS eva
 this route (they use torchvision's ROIAlign and NMS); deformable convolution, rotated boxes and the
 fast COCO evaluator need route 1.
 
-Usage: python scripts/install_detectron2.py   (run with the environment's own interpreter)
+Route 3 (checked here, installs nothing): a Detectron2 source tree put on PYTHONPATH, e.g. today's
+main branch for the tox environment `d2-current`. It is used as pure Python, without building its
+compiled ops: current Detectron2 imports `detectron2._C` only where an op needs it (deformable
+convolution, rotated boxes, the fast COCO evaluator), none of which the suite uses, so no
+placeholder is needed (a read-only source tree could not take one anyway).
+`--check-source PATH` verifies that `import detectron2` resolves to PATH and that the modules the
+suite imports load; a missing `_C` is reported, not an error.
+
+Usage: python scripts/install_detectron2.py                      (run with the environment's own interpreter)
+       PYTHONPATH=PATH python scripts/install_detectron2.py --check-source PATH
 """
 
 import importlib.util
@@ -116,7 +125,31 @@ def install_from_sdist() -> None:
         pip("install", "--quiet", "--no-deps", "--no-build-isolation", str(src))
 
 
+def check_source(source: str) -> None:
+    """Route 3: exit with a message unless `import detectron2` gives the source tree at `source`
+    and the modules the suite uses import from it."""
+    if not source:
+        sys.exit("install_detectron2: --check-source needs a Detectron2 source tree (set SUITE_D2_SOURCE)")
+    tree = pathlib.Path(source).expanduser().resolve()
+    if not (tree / "detectron2" / "__init__.py").is_file():
+        sys.exit(f"install_detectron2: {tree} is not a Detectron2 source tree (no detectron2/__init__.py)")
+    import detectron2
+
+    imported = pathlib.Path(detectron2.__file__).resolve().parent.parent
+    if imported != tree:
+        sys.exit(f"install_detectron2: import detectron2 gives {imported}, not {tree}: put {tree} first on PYTHONPATH")
+    for module in ("detectron2.layers", "detectron2.modeling", "detectron2.engine", "detectron2.evaluation",
+                   "detectron2.data.datasets.lvis"):
+        importlib.import_module(module)
+    compiled = importlib.util.find_spec("detectron2._C") is not None
+    print(f"install_detectron2: using the Detectron2 {detectron2.__version__} source tree at {tree} "
+          f"({'with' if compiled else 'without'} compiled ops)")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--check-source"]:
+        check_source(sys.argv[2] if len(sys.argv) > 2 else "")
+        return
     if importlib.util.find_spec("detectron2") is not None:
         import detectron2
 
