@@ -3,6 +3,7 @@
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 
 from suite.d2.box_predictor import LongTailOutputLayers
+from suite.d2.config import check_parent_loss_keys
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -13,6 +14,7 @@ class LongTailROIHeads(StandardROIHeads):
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
+        check_parent_loss_keys(cfg)  # before the parent builds (and, today, asserts on) its own predictor
         ret = super()._init_box_head(cfg, input_shape)
         # The only difference from StandardROIHeads: the box predictor.
         ret["box_predictor"] = LongTailOutputLayers(cfg, ret["box_head"].output_shape)
