@@ -20,13 +20,11 @@ LOCK_FILE = ".suite.lock"
 
 class RunLock:
     """Context manager: exclusive use of `run_dir` (created if missing; a directory created here
-    and left empty is removed again on release). `command` names the refused command's purpose
-    in the message. UserError (one line naming the directory and the holder's pid) if another
-    process holds it."""
+    and left empty is removed again on release). UserError (one line naming the directory and
+    the holder's pid) if another process holds it, or if `run_dir` is a file."""
 
-    def __init__(self, run_dir: Path, command: str = "run"):
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.command = command
         self._handle: Optional[int] = None
         self._created_dir = False
 

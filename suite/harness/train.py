@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -24,10 +24,10 @@ from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.harness.evaluate import evaluate_model, metrics_record, per_category_record
 from suite.harness.run_lock import RunLock
-from suite.records import write_text_atomic
 from suite.harness.run_record import RUN_RECORD, build_run_record, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import LOSSES
+from suite.records import write_text_atomic
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_FILE = "config.yaml"
@@ -302,7 +302,7 @@ def _summary(record: Dict[str, Any]) -> None:
         "done: %s on %s, %d iterations in %.0f s of training%s | bbox AP %s (r %s c %s f %s) | "
         "segm AP %s (r %s c %s f %s)",
         record["loss"]["name"], record["dataset"]["name"], record["iterations"], record["train"]["wall_s"],
-        f" over {segments} segments (resumed {segments - 1} times)" if segments > 1 else "",
+        f" over {segments} segments" if segments > 1 else "",
         ap(bbox, "AP"), ap(bbox, "APr"), ap(bbox, "APc"), ap(bbox, "APf"),
         ap(segm, "AP"), ap(segm, "APr"), ap(segm, "APc"), ap(segm, "APf"),
     )
