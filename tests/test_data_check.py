@@ -131,3 +131,12 @@ def test_bad_validation_image_stops_train_before_anything_is_written(layout, tmp
     assert main(["train", "--loss", "ce", "--dataset", str(layout.root), "--output", str(run_dir)]) == 2
     one_error_line(capsys, path, "empty file")
     assert not run_dir.exists()
+
+
+def test_data_check_command(layout, capsys):
+    assert main(["data", "check", "--dataset", str(layout.root)]) == 0
+    assert f"{SET.num_train_images} training images and the validation split checked" in capsys.readouterr().out
+    _, _, path = first_image(layout, "train")
+    os.remove(path)
+    assert main(["data", "check", "--dataset", str(layout.root)]) == 2
+    one_error_line(capsys, path, "no such image file")
