@@ -63,3 +63,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys, command):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a folder" in err[0]
     assert not (tmp_path / "b.json").exists()
+
+
+def test_contended_kernel_records_say_so_and_the_competitor_stops(monkeypatch):
+    import contextlib
+
+    import suite.bench.kernel as kernel
+
+    started, real = [], kernel.competing_process
+
+    @contextlib.contextmanager
+    def watched():
+        with real() as process:
+            started.append(process.poll() is None)  # the competitor runs while the kernels are timed
+            yield process
+        started.append(process.poll() is not None)  # and is stopped afterwards
+
+    monkeypatch.setattr(kernel, "competing_process", watched)
+    records = run_kernel_bench("cpu", quick=True, rows=("seesaw", "torch_cross_entropy"), images=(1,), classes=(12,),
+                               dtypes=("float32",), contended=True)
+    assert [record["contended"] for record in records] == [True, True]
+    assert records[0]["ratio_to_ce"] == pytest.approx(records[0]["median_ms"] / records[1]["median_ms"])
+    assert started == [True, True]

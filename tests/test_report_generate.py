@@ -245,3 +245,22 @@ def test_committed_report_is_what_the_committed_results_give(tmp_path):
     generate_report([root / "results"], tmp_path)
     assert (tmp_path / "README.md").read_text() == (root / "reports" / "README.md").read_text()
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in (root / "reports").glob("*.png"))
+
+
+def test_contended_kernel_measurements_stand_beside_the_quiet_ones(results, tmp_path):
+    contended = bench_file("bench_kernel")
+    for entry in contended["records"]:
+        entry["contended"] = True
+        entry["median_ms"] *= 3.0 if entry["name"] == "seesaw" else 2.0
+        entry["ratio_to_ce"] = entry["median_ms"] / 4.0
+    write(results / "bench" / "kernel_contended.json", contended)
+    text = generate_report([results], tmp_path / "out").readme.read_text()
+    quiet = {row[5]: row for row in table_rows(text, "### Kernel (loss forward + backward)")}
+    assert quiet["seesaw"][6] == "5.000" and len(quiet) == 5  # the quiet table keeps only the quiet ones
+    side_by_side = {row[4]: row for row in table_rows(text, "### Kernel beside a competing process")}
+    # quiet ms, contended ms, quiet x CE, contended x CE, contended / quiet x CE
+    assert side_by_side["seesaw"][5:10] == ["5.000", "15.000", "2.50", "3.75", "1.50"]
+    assert side_by_side["ce"][5:10] == ["2.500", "5.000", "1.25", "1.25", "1.00"]
+    contended["records"][0]["contended"] = "yes"
+    write(results / "bench" / "kernel_contended.json", contended)
+    assert any("contended is 'yes'" in reason for _, reason in gather([results]).left_out)

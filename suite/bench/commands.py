@@ -23,7 +23,23 @@ def register(subparsers) -> None:
         "the logits) and the official Seesaw code.",
         epilog="example: suite bench kernel --quick --output bench/kernel_cpu.json")
     _common_arguments(kernel)
+    kernel.add_argument("--contended", action="store_true",
+                        help="measure while a competing multi-threaded torch process runs (started and stopped "
+                        "by the benchmark); the records say contended: true")
     kernel.set_defaults(func=run_kernel)
+
+    guard = commands.add_parser(
+        "guard", help="the CI speed guard: loss ratios at LVIS shape against baselines/bench_limits.json",
+        description="Time every loss beside F.cross_entropy, the memory floor and the official Seesaw at the "
+        "limits' shape (each row's smallest median over interleaved blocks) and check the ratios against "
+        "baselines/bench_limits.json; exit status 1 when a limit is exceeded (the test "
+        "tests/test_bench_guard.py runs the same check).",
+        epilog="example: suite bench guard --contended")
+    guard.add_argument("--contended", action="store_true",
+                       help="measure while a competing multi-threaded torch process runs")
+    guard.add_argument("--demo-slower-seesaw", type=int, default=1, metavar="TIMES",
+                       help="failure demonstration: run Seesaw's forward + backward TIMES times per timed call")
+    guard.set_defaults(func=run_guard)
 
     step = commands.add_parser(
         "step", help="box-predictor and Mask R-CNN training steps per loss",
@@ -55,7 +71,29 @@ def _progress(line: str) -> None:
 def run_kernel(args: argparse.Namespace) -> int:
     from suite.bench.kernel import run_kernel_bench
 
-    return _run(args, "bench_kernel", run_kernel_bench)
+    def bench(device, quick, progress):
+        return run_kernel_bench(device, quick, contended=args.contended, progress=progress)
+
+    return _run(args, "bench_kernel", bench)
+
+
+def run_guard(args: argparse.Namespace) -> int:
+    from suite.bench.guard import guard_table, limit_violations, load_limits, measure_guard, slower
+    from suite.bench.kernel import build_kernel
+
+    if args.demo_slower_seesaw < 1:
+        raise UserError(f"--demo-slower-seesaw {args.demo_slower_seesaw}: must be >= 1")
+    limits = load_limits()
+    shape = limits["shape"]
+    replace = {}
+    if args.demo_slower_seesaw > 1:
+        seesaw = build_kernel("seesaw", shape["num_rois"], shape["num_classes"], shape["dtype"], shape["device"])
+        replace["seesaw"] = slower(seesaw, args.demo_slower_seesaw)
+    records = measure_guard(limits, contended=args.contended, replace=replace)
+    violations = limit_violations(records, limits)
+    print(guard_table(records))
+    print("FAIL: " + "; ".join(violations) if violations else "PASS")
+    return 1 if violations else 0
 
 
 def run_step(args: argparse.Namespace) -> int:

@@ -14,14 +14,18 @@ Rows (`name`):
                            loss(cls_score, labels, avg_factor=N); its count update loops over the
                            labels present with one .item() each
 Each timed call is one forward and one backward (torch.autograd.grad, so no gradient accumulates).
+With `contended=True` everything is timed while a competing multi-threaded torch process runs
+(suite.bench.contention); the records say so in `contended`.
 """
 
+import contextlib
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from suite.bench.contention import competing_process
 from suite.bench.timing import Timing, time_calls
 from suite.losses import build_loss
 from suite.losses.official import load_official_seesaw
@@ -118,9 +122,11 @@ def build_kernel(name: str, num_rois: int, num_classes: int, dtype_name: str, de
 
 def add_ratios(records: List[Dict[str, object]]) -> None:
     """Set ratio_to_ce / _floor / _official of each record, in place: its median over the median of
-    the reference row with the same scope, device, dtype and shape (None where that row is absent)."""
+    the reference row with the same scope, device, dtype, shape and contention (None where that row
+    is absent)."""
     def key(record):
-        return record["scope"], record["device"], record["dtype"], record["num_rois"], record["num_classes"]
+        return (record["scope"], record["device"], record["dtype"], record["num_rois"], record["num_classes"],
+                record.get("contended", False))
 
     medians = {(record["name"], key(record)): record["median_ms"] for record in records}
     for record in records:
@@ -130,22 +136,29 @@ def add_ratios(records: List[Dict[str, object]]) -> None:
 
 
 def timing_record(name: str, scope: str, device: str, dtype_name: str, num_rois: int, num_classes: int,
-                  timing: Timing) -> Dict[str, object]:
+                  timing: Timing, contended: bool = False) -> Dict[str, object]:
     return {
         "name": name, "scope": scope, "device": device, "dtype": dtype_name,
-        "num_rois": num_rois, "num_classes": num_classes,
+        "num_rois": num_rois, "num_classes": num_classes, "contended": contended,
         "median_ms": timing.median_ms, "iqr_ms": timing.iqr_ms, "repeats": timing.repeats,
     }
 
 
 def run_kernel_bench(device: str, quick: bool, rows: Iterable[str] = LOSS_ROWS + REFERENCE_ROWS,
                      images: Iterable[int] = (2, 16), classes: Iterable[int] = (1203, 80),
-                     dtypes: Iterable[str] = tuple(DTYPES),
+                     dtypes: Iterable[str] = tuple(DTYPES), contended: bool = False,
                      progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, object]]:
     """Time every row at every shape (images x ROIS_PER_IMAGE RoIs, classes) and dtype; one group of
-    rows is timed interleaved (suite.bench.timing). Returns the records with their ratios."""
+    rows is timed interleaved (suite.bench.timing), beside a competing process when `contended`.
+    Returns the records with their ratios."""
+    with competing_process() if contended else contextlib.nullcontext():
+        records = _time_kernels(device, quick, tuple(rows), images, classes, dtypes, contended, progress)
+    add_ratios(records)
+    return records
+
+
+def _time_kernels(device, quick, rows, images, classes, dtypes, contended, progress) -> List[Dict[str, object]]:
     warmup, repeats = (2, 5) if quick else (3, 20)
-    rows = tuple(rows)
     records = []
     for num_classes in classes:
         for dtype_name in dtypes:
@@ -154,9 +167,9 @@ def run_kernel_bench(device: str, quick: bool, rows: Iterable[str] = LOSS_ROWS +
                 kernels = {name: build_kernel(name, num_rois, num_classes, dtype_name, device) for name in rows}
                 timings = time_calls(kernels, device=device, warmup=warmup, repeats=repeats)
                 for name, timing in timings.items():
-                    records.append(timing_record(name, "kernel", device, dtype_name, num_rois, num_classes, timing))
+                    records.append(timing_record(name, "kernel", device, dtype_name, num_rois, num_classes, timing,
+                                                 contended))
                 if progress:
                     progress(f"{num_rois} x {num_classes} {dtype_name}: " + ", ".join(
                         f"{name} {timing.median_ms:.2f} ms" for name, timing in timings.items()))
-    add_ratios(records)
     return records

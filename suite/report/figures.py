@@ -108,7 +108,8 @@ def kernel_time(bench: pd.DataFrame, out: Path) -> Optional[str]:
     data = bench[bench["kind"] == "bench_kernel"].dropna(subset=["median_ms"])
     if data.empty:
         return None
-    data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"])
+    load = data["contended"].astype(bool).map({True: " contended", False: ""})
+    data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"] + load)
     return _bars_per_loss(data, "median_ms", "median ms", out / "kernel_time.png")
 
 

@@ -113,6 +113,8 @@ def check_bench(record: Dict[str, Any]) -> None:
         for name in ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official") + (
                 STEP_FIELDS if record["kind"] == "bench_step" else ()):
             _number_or_null(entry[name], f"records[{index}].{name}")
+        if not isinstance(entry.get("contended", False), bool):
+            raise RecordError(f"records[{index}].contended is {entry['contended']!r}, not true or false")
 
 
 def _classify(path: Path) -> Optional[Dict[str, Any]]:

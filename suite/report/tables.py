@@ -143,15 +143,18 @@ def delta_table(experiments: pd.DataFrame) -> str:
 BENCH_VALUES = ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official", "iters_per_s",
                 "loss_share")
 BENCH_COLUMNS = ["path", "kind", "env", "name", "scope", "device", "dtype", "num_rois", "num_classes", "repeats",
-                 *BENCH_VALUES]
-BENCH_SORT = ["kind", "env", "device", "dtype", "scope", "num_classes", "num_rois", "name", "path"]
+                 "contended", *BENCH_VALUES]
+BENCH_SORT = ["kind", "env", "device", "dtype", "scope", "num_classes", "num_rois", "contended", "name", "path"]
+# Rows of a quiet and a contended kernel measurement that pair up in the side-by-side table.
+PAIR_KEYS = ["env", "device", "dtype", "scope", "shape", "name"]
 
 
 def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
-    """One row per benchmark measurement, with its file's kind, environment id and `shape`."""
+    """One row per benchmark measurement, with its file's kind, environment id and `shape`;
+    `contended` False where a record predates the field."""
     ids = _env_ids(envs)
     rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
-             **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}}
+             **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}, "contended": entry.get("contended", False)}
             for path, record in records.benches for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=BENCH_COLUMNS)
     for column in BENCH_VALUES:
@@ -161,12 +164,29 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
 
 
 def kernel_table(bench: pd.DataFrame) -> str:
+    """The quiet kernel measurements (contended ones: contention_table)."""
+    quiet = bench[(bench["kind"] == "bench_kernel") & ~bench["contended"].astype(bool)]
     rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 3),
              fmt(row["iqr_ms"], 3), fmt(row["ratio_to_ce"], 2), fmt(row["ratio_to_floor"], 2),
              fmt(row["ratio_to_official"], 2)]
-            for _, row in bench[bench["kind"] == "bench_kernel"].iterrows()]
+            for _, row in quiet.iterrows()]
     return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "IQR ms", "× CE",
                      "× floor", "× official"], rows)
+
+
+def contention_table(bench: pd.DataFrame) -> str:
+    """Each contended kernel measurement beside the quiet one of the same environment, setting,
+    shape and row ("–" where there is none): medians, × CE, and contended × CE over quiet × CE."""
+    kernel = bench[bench["kind"] == "bench_kernel"]
+    flags = kernel["contended"].astype(bool)
+    paired = kernel[flags].merge(kernel[~flags], on=PAIR_KEYS, how="left", suffixes=("", "_quiet"))
+    rows = [[row["env"], row["device"], row["dtype"], row["shape"], row["name"], fmt(row["median_ms_quiet"], 3),
+             fmt(row["median_ms"], 3), fmt(row["ratio_to_ce_quiet"], 2), fmt(row["ratio_to_ce"], 2),
+             fmt(row["ratio_to_ce"] / row["ratio_to_ce_quiet"], 2), fmt(row["ratio_to_official_quiet"], 2),
+             fmt(row["ratio_to_official"], 2)]
+            for _, row in paired.iterrows()]
+    return markdown(["env", "device", "dtype", "RoIs x classes", "name", "quiet ms", "contended ms", "quiet × CE",
+                     "contended × CE", "contended / quiet × CE", "quiet × official", "contended × official"], rows)
 
 
 def step_table(bench: pd.DataFrame) -> str:
