@@ -85,3 +85,9 @@ def test_contended_kernel_records_say_so_and_the_competitor_stops(monkeypatch):
     assert [record["contended"] for record in records] == [True, True]
     assert records[0]["ratio_to_ce"] == pytest.approx(records[0]["median_ms"] / records[1]["median_ms"])
     assert started == [True, True]
+
+
+def test_guard_cli_rejects_a_slowdown_below_one(capsys):
+    assert main(["bench", "guard", "--demo-slower-seesaw", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--demo-slower-seesaw 0" in err[0]

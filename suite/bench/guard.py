@@ -9,6 +9,20 @@ burst of load that hits one row more than another. So the guard times the rows r
 BLOCKS separate blocks, the order rotated from block to block (so that no row always follows the
 same one), and keeps, per row, the smallest of its block medians: a burst inflates one block, a
 slower loss is slower in every block.
+
+It times on GUARD_THREADS intra-op thread ("pinned threads"): with two threads every parallel
+region ends in a barrier that waits for whichever thread a competing process descheduled, which on
+a loaded 2-core machine moved Seesaw's ratio to F.cross_entropy from about 0.5 to 1.2-1.3 (its
+eleven regions against cross-entropy's four) and made the guard fail correct code. One thread
+waits on no barrier, so every row slows alike under load; what contention does to the
+multi-threaded kernels is measured by `suite bench kernel --contended` instead.
+
+And it keeps freed memory in the process (glibc's malloc: no mmap, no trimming, for the duration
+of the measurement; elsewhere the allocator is left as it is). By default every (N, C) buffer of
+40 MB is a fresh mapping whose pages the kernel faults in and zeroes on first touch; on the loaded
+machine that cost swung from run to run by up to 3x for the same F.cross_entropy (two identical
+rows measured 38 and 100 ms in one run), more than any loss's own compute, and it dragged every
+ratio with it. With the pages reused, identical rows agree within about 15 %.
 """
 
 import contextlib
