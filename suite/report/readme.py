@@ -96,7 +96,7 @@ def build_report(results: Iterable[Path], out: Path) -> Report:
         if kind == "bench_kernel" and bench["contended"].astype(bool).any():
             lines += ["### Kernel beside a competing process", "",
                       "`suite bench kernel --contended`: the same measurements while another torch process "
-                      "multiplies matrices on as many threads as there are cores (suite.bench.contention), "
+                      "multiplies matrices on two threads (suite.bench.contention), "
                       "beside the quiet ones.", "", tables.contention_table(bench), ""]
 
     lines += ["## Environments", "", "Where each number above came from (`env` columns).", ""]
