@@ -145,8 +145,10 @@ BENCH_VALUES = ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_t
 BENCH_COLUMNS = ["path", "kind", "env", "name", "scope", "device", "dtype", "num_rois", "num_classes", "repeats",
                  "contended", *BENCH_VALUES]
 BENCH_SORT = ["kind", "env", "device", "dtype", "scope", "num_classes", "num_rois", "contended", "name", "path"]
-# Rows of a quiet and a contended kernel measurement that pair up in the side-by-side table.
-PAIR_KEYS = ["env", "device", "dtype", "scope", "shape", "name"]
+# Rows of a quiet and a contended kernel measurement that pair up in the side-by-side table:
+# `machine_code` is the environment without git_dirty (writing the quiet file dirties the tree
+# before the contended run records its environment).
+PAIR_KEYS = ["machine_code", "device", "dtype", "scope", "shape", "name"]
 
 
 def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
@@ -154,9 +156,10 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     `contended` False where a record predates the field."""
     ids = _env_ids(envs)
     rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
+             "machine_code": _env_key(dict(record["environment"], git_dirty=None)),
              **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}, "contended": entry.get("contended", False)}
             for path, record in records.benches for entry in record["records"]]
-    frame = pd.DataFrame(rows, columns=BENCH_COLUMNS)
+    frame = pd.DataFrame(rows, columns=BENCH_COLUMNS + ["machine_code"])
     for column in BENCH_VALUES:
         frame[column] = frame[column].map(_float).astype(float)
     frame["shape"] = [f"{rois} x {classes}" for rois, classes in zip(frame["num_rois"], frame["num_classes"])]
@@ -175,8 +178,9 @@ def kernel_table(bench: pd.DataFrame) -> str:
 
 
 def contention_table(bench: pd.DataFrame) -> str:
-    """Each contended kernel measurement beside the quiet one of the same environment, setting,
-    shape and row ("–" where there is none): medians, × CE, and contended × CE over quiet × CE."""
+    """Each contended kernel measurement beside the quiet one of the same environment (git_dirty
+    aside), setting, shape and row ("–" where there is none): medians, × CE, and contended × CE
+    over quiet × CE. `env` is the contended measurement's."""
     kernel = bench[bench["kind"] == "bench_kernel"]
     flags = kernel["contended"].astype(bool)
     paired = kernel[flags].merge(kernel[~flags], on=PAIR_KEYS, how="left", suffixes=("", "_quiet"))
