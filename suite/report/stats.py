@@ -1,0 +1,159 @@
+"""Statistics of a loss comparison: mean and sample standard deviation over seeds, the paired
+difference to a reference loss with its 95 % t-interval over seeds, a percentile bootstrap
+interval over validation images, and the verdict they give.
+
+Pairing: seed s of every loss in a study starts from the same initial weights and sees the same
+data order (suite.harness.study), so the per-seed difference d_s = metric(loss, s) - metric(ref, s)
+removes what the seed does to both. With n paired seeds, mean d and sample sd s_d:
+
+    interval = mean d -+ t_{0.975, n-1} * s_d / sqrt(n)
+
+The bootstrap interval measures the other source of noise, the finite validation set: every run
+of one validation set stores its metric on the same B resampled image sets (suite.harness.
+bootstrap), so replicate b of the difference is mean_s [rep_b(loss, s) - rep_b(ref, s)], and the
+interval is its 2.5th and 97.5th percentile.
+
+No SciPy: Student's t quantile is found by bisection on its CDF, integrated numerically
+(Simpson's rule on the closed-form density; accurate to about 1e-9, checked against tables).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BETTER, WORSE, NO_DIFFERENCE, UNDECIDED = "better", "worse", "no detectable difference", "n/a"
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with `df` >= 1 degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if t == 0:
+        return 0.5
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    # Integrate over u = atan(x) on [0, atan|t|]: the integrand is smooth and bounded there.
+    steps = 4000
+    u = np.linspace(0.0, math.atan(abs(t)), steps + 1)
+    x = np.tan(u)
+    density = np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df)) * (1 + x * x)
+    weights = np.ones(steps + 1)
+    weights[1:-1:2], weights[2:-1:2] = 4, 2
+    area = float(np.dot(weights, density)) * (u[1] - u[0]) / 3
+    return 0.5 + math.copysign(area, t)
+
+
+def t_quantile(probability: float, df: int) -> float:
+    """The t with P(T <= t) = `probability` (0 < probability < 1), by bisection."""
+    if not 0 < probability < 1:
+        raise ValueError(f"probability must be in (0, 1), got {probability}")
+    if probability < 0.5:
+        return -t_quantile(1 - probability, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < probability:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_cdf(middle, df) < probability else (low, middle)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class MeanSd:
+    n: int
+    mean: float
+    sd: float  # sample standard deviation (ddof 1); NaN for fewer than 2 values
+
+
+def mean_sd(values: Sequence[float]) -> MeanSd:
+    """Mean and sample sd of the finite values (NaN/None dropped)."""
+    kept = np.array([value for value in values if value is not None and math.isfinite(value)], float)
+    if kept.size == 0:
+        return MeanSd(0, math.nan, math.nan)
+    return MeanSd(int(kept.size), float(kept.mean()), float(kept.std(ddof=1)) if kept.size > 1 else math.nan)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """loss minus reference over `n` paired seeds: mean, sd, the 95 % t-interval (NaN below 2
+    pairs) and, where detections were kept, the bootstrap interval over validation images."""
+
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+    boot_low: float = math.nan
+    boot_high: float = math.nan
+
+    @property
+    def verdict(self) -> str:
+        """better / worse when the t-interval excludes 0, else no detectable difference."""
+        return verdict(self.low, self.high)
+
+
+def verdict(low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return UNDECIDED
+    if low > 0:
+        return BETTER
+    if high < 0:
+        return WORSE
+    return NO_DIFFERENCE
+
+
+def paired_difference(loss: Sequence[Optional[float]], reference: Sequence[Optional[float]],
+                      loss_replicates: Optional[Sequence[Sequence[float]]] = None,
+                      reference_replicates: Optional[Sequence[Sequence[float]]] = None) -> PairedDifference:
+    """The paired difference of two equally long per-seed lists (element s of each is seed s;
+    a pair with a missing value is dropped). `*_replicates`: per seed, the metric on the same B
+    bootstrap resamples of the validation images (None: no bootstrap interval)."""
+    if len(loss) != len(reference):
+        raise ValueError(f"paired values differ in length: {len(loss)} and {len(reference)}")
+    pairs = [index for index, (a, b) in enumerate(zip(loss, reference))
+             if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+    differences = np.array([loss[index] - reference[index] for index in pairs], float)
+    n = int(differences.size)
+    if n == 0:
+        return PairedDifference(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(differences.mean())
+    sd = float(differences.std(ddof=1)) if n > 1 else math.nan
+    low = high = math.nan
+    if n > 1:
+        half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
+        low, high = mean - half, mean + half
+    boot_low = boot_high = math.nan
+    if loss_replicates is not None and reference_replicates is not None:
+        boot_low, boot_high = bootstrap_interval([loss_replicates[index] for index in pairs],
+                                                 [reference_replicates[index] for index in pairs])
+    return PairedDifference(n, mean, sd, low, high, boot_low, boot_high)
+
+
+def bootstrap_interval(loss_replicates: Sequence[Sequence[float]],
+                       reference_replicates: Sequence[Sequence[float]]) -> tuple:
+    """Percentile interval of mean_s [loss_s[b] - reference_s[b]] over resamples b; (NaN, NaN)
+    when a seed lacks replicates or their numbers differ. A resample where a value is missing
+    (no ground truth of a group in it) is dropped."""
+    if not loss_replicates or any(rep is None for rep in [*loss_replicates, *reference_replicates]):
+        return math.nan, math.nan
+    lengths = {len(rep) for rep in [*loss_replicates, *reference_replicates]}
+    if len(lengths) != 1:
+        return math.nan, math.nan
+    difference = (np.array(loss_replicates, float) - np.array(reference_replicates, float)).mean(axis=0)
+    difference = difference[np.isfinite(difference)]
+    if difference.size == 0:
+        return math.nan, math.nan
+    low, high = np.percentile(difference, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return float(low), float(high)
+
+
+def bootstrap_se(replicates: Optional[Sequence[float]]) -> float:
+    """Sample sd of one run's bootstrap replicates: the standard error of its metric over
+    validation images (NaN when absent)."""
+    if not replicates:
+        return math.nan
+    values = np.array([value for value in replicates if value is not None], float)
+    values = values[np.isfinite(values)]
+    return float(values.std(ddof=1)) if values.size > 1 else math.nan
