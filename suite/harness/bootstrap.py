@@ -1,0 +1,116 @@
+"""Bootstrap over validation images of a run's AP, APr, APc and APf, with the official `lvis` API.
+
+An LVIS match is decided per (image, category): it depends on that image's detections and
+ground truth only. So `LVISEval.evaluate` runs once, and each resample b (the validation images
+drawn with replacement, B times, from a seeded generator) re-runs the official
+`LVISEval.accumulate` and summary on the per-image results of the drawn images, an image drawn
+twice counting twice. Only the area range "all" is kept (the four metrics need no other).
+
+Every run on one validation set draws the same resamples (same seed, same sorted image ids),
+so the report can pair them: replicate b of two runs is the same image set.
+
+The record, `RUN_DIR/bootstrap.json` (kind "ap_bootstrap", docs/records.md):
+    {"schema_version", "kind", "resamples", "seed", "num_images", "image_ids_sha256",
+     "replicates": {"bbox": {"AP": [B values], "APr": [...], "APc": [...], "APf": [...]}, "segm": {...}},
+     "se": {"bbox": {"AP": sd of the replicates, ...}, "segm": {...}}}
+AP in percent; a replicate without ground truth of a group is null.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Union
+
+import numpy as np
+from lvis import LVIS
+
+from suite.harness.evaluate import TASKS, run_lvis_eval
+from suite.harness.numpy_compat import lvis_numpy_aliases
+from suite.records import SCHEMA_VERSION, write_json_atomic
+
+BOOTSTRAP_RECORD = "bootstrap.json"
+KIND = "ap_bootstrap"
+BOOTSTRAP_METRICS = ("AP", "APr", "APc", "APf")
+DEFAULT_RESAMPLES = 200
+DEFAULT_SEED = 0
+RESULTS_FILE = Path("inference") / "lvis_instances_results.json"  # written by the run's evaluator
+
+
+def _percent(value: float) -> float:
+    return math.nan if value == -1 else float(value) * 100
+
+
+def image_ids_sha256(image_ids: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(sorted(int(i) for i in image_ids)).encode()).hexdigest()
+
+
+def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, num_images) indices into the sorted image ids, drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
+
+
+def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
+               seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
+    """{metric: [value on resample b for b in range(resamples)]} for BOOTSTRAP_METRICS."""
+    lvis_eval = run_lvis_eval(lvis_gt, results, task)
+    params = lvis_eval.params
+    num_images, num_areas = len(params.img_ids), len(params.area_rng)
+    all_areas = params.area_rng_lbl.index("all")
+    per_category = [lvis_eval.eval_imgs[(k * num_areas + all_areas) * num_images:
+                                        (k * num_areas + all_areas + 1) * num_images]
+                    for k in range(len(params.cat_ids))]
+    boot = copy.copy(lvis_eval)  # shares the ground truth and frequency groups, not the params
+    boot.params = copy.deepcopy(params)
+    boot.params.area_rng, boot.params.area_rng_lbl = [params.area_rng[all_areas]], ["all"]
+    groups = {"AP": None, "APr": 0, "APc": 1, "APf": 2}
+    values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
+    lvis_logger = logging.getLogger(lvis_eval.logger.name)
+    level = lvis_logger.level
+    lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
+    try:
+        with lvis_numpy_aliases():
+            for draw in resample_indices(num_images, resamples, seed):
+                boot.params.img_ids = [params.img_ids[index] for index in draw]
+                boot.eval_imgs = [images[index] for images in per_category for index in draw]
+                boot.accumulate()
+                for metric in BOOTSTRAP_METRICS:
+                    values[metric].append(_percent(boot._summarize("ap", freq_group_idx=groups[metric])))
+    finally:
+        lvis_logger.setLevel(level)
+    return values
+
+
+def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """The ap_bootstrap record of detections `results` (LVIS results format) on `lvis_gt`."""
+    if resamples < 2:
+        raise ValueError(f"resamples must be >= 2, got {resamples}")
+    if not isinstance(lvis_gt, LVIS):
+        lvis_gt = LVIS(str(lvis_gt))
+    tasks = [task for task in TASKS if task == "bbox" or any("segmentation" in r for r in results)]
+    reps = {task: replicates(lvis_gt, results, task, resamples, seed) for task in tasks} if results else {}
+    se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
+    image_ids = lvis_gt.get_img_ids()
+    return {"schema_version": SCHEMA_VERSION, "kind": KIND, "resamples": resamples, "seed": seed,
+            "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
+            "replicates": reps, "se": se}
+
+
+def _sd(values: Sequence[float]) -> float:
+    finite = np.array([value for value in values if math.isfinite(value)], float)
+    return float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+
+
+def write_run_bootstrap(run_dir: Path, val_json: Path, resamples: int = DEFAULT_RESAMPLES,
+                        seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """Bootstrap the detections a finished run kept (RUN_DIR/inference/lvis_instances_results.json)
+    against `val_json`; write RUN_DIR/bootstrap.json atomically and return the record."""
+    results_path = Path(run_dir) / RESULTS_FILE
+    if not results_path.is_file():
+        raise ValueError(f"{results_path}: no detections kept, nothing to bootstrap")
+    record = bootstrap_record(val_json, json.loads(results_path.read_text()), resamples, seed)
+    write_json_atomic(Path(run_dir) / BOOTSTRAP_RECORD, record)
+    return record
