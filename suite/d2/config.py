@@ -11,6 +11,7 @@ LOSS_CONFIG_KEYS = {
     "focal": ("FOCAL", {"ALPHA": "alpha", "GAMMA": "gamma"}),
     "eql": ("EQL", {"LAMBDA": "lambda_"}),
     "seesaw": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}),
+    "seesaw_official": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps"}),  # mmdet's code, same keys
 }
 
 

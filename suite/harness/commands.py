@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from suite.losses import LOSSES
+from suite.losses import LOSSES, REFERENCE_LOSSES
 
 
 def register(subparsers) -> None:
@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         epilog="example: suite data synth --out data/synth && "
         "suite train --loss seesaw --dataset data/synth --output runs/seesaw --max-iter 200",
     )
-    train.add_argument("--loss", required=True, help=f"classification loss: {', '.join(sorted(LOSSES))}")
+    train.add_argument("--loss", required=True, help=f"classification loss: {', '.join(sorted(LOSSES))}; reference: "
+                       f"{', '.join(sorted(REFERENCE_LOSSES))} (mmdet 3.3.0's own code)")
     train.add_argument("--dataset", required=True,
                        help="lvis_v1 (LVIS v1 under $DETECTRON2_DATASETS) or the folder of a set written by "
                        "'suite data synth'")

@@ -26,7 +26,7 @@ from suite.harness.evaluate import evaluate_model, metrics_record, per_category_
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, build_run_record, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
-from suite.losses import LOSSES
+from suite.losses import trainable_losses
 from suite.records import write_text_atomic
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -173,8 +173,8 @@ def check_weights(cfg: CfgNode) -> None:
 
 
 def _check_options(options: TrainOptions) -> None:
-    if options.loss not in LOSSES:
-        raise UserError(f"unknown loss {options.loss!r}; known losses: {', '.join(sorted(LOSSES))}")
+    if options.loss not in trainable_losses():
+        raise UserError(f"unknown loss {options.loss!r}; known losses: {', '.join(sorted(trainable_losses()))}")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")
     if options.num_gpus * options.num_machines > 1 and not options.device.startswith("cuda"):

@@ -12,24 +12,34 @@ from .ce import CrossEntropyLoss
 from .eql import LAMBDA_LVIS_V05, LAMBDA_LVIS_V1, EqualizationLoss
 from .focal import SigmoidFocalLoss
 from .seesaw import SeesawLoss
+from .seesaw_official import OfficialSeesawLoss
 
 LOSSES: Dict[str, Type[ClassificationLoss]] = {
     cls.name: cls for cls in (CrossEntropyLoss, SigmoidFocalLoss, EqualizationLoss, SeesawLoss)
 }
+# Reference implementations: trainable like LOSSES, but not part of the suite's own set (no
+# benchmark limits or property tests of their own; they are what ours is checked against).
+REFERENCE_LOSSES: Dict[str, Type[ClassificationLoss]] = {OfficialSeesawLoss.name: OfficialSeesawLoss}
+
+
+def trainable_losses() -> Dict[str, Type[ClassificationLoss]]:
+    """Every loss `build_loss` (and so `suite train`) accepts: LOSSES and REFERENCE_LOSSES."""
+    return {**LOSSES, **REFERENCE_LOSSES}
 
 
 def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
-    """Build the loss called `name` ("ce", "focal", "eql", "seesaw") for `num_classes` foreground
-    classes, with its own keyword parameters (see each class)."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
+    """Build the loss called `name` (a name of LOSSES or REFERENCE_LOSSES) for `num_classes`
+    foreground classes, with its own keyword parameters (see each class)."""
+    known = trainable_losses()
+    if name not in known:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(known))}")
     try:
-        return LOSSES[name](num_classes, **params)
+        return known[name](num_classes, **params)
     except TypeError as error:  # an unknown or missing keyword argument
         raise ValueError(f"{name}: bad parameters {sorted(params)}: {error}") from None
 
 
 __all__ = [
-    "LOSSES", "build_loss", "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
+    "LOSSES", "REFERENCE_LOSSES", "trainable_losses", "build_loss", "OfficialSeesawLoss", "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
     "EqualizationLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
 ]
