@@ -14,8 +14,8 @@ from typing import List, Optional
 from suite.errors import UserError
 
 # Modules that add sub-commands, in the order `suite --help` lists them.
-COMMAND_MODULES = ("suite.data.commands", "suite.harness.commands", "suite.bench.commands",
-                   "suite.report.commands")
+COMMAND_MODULES = ("suite.data.commands", "suite.harness.commands", "suite.harness.study_commands",
+                   "suite.bench.commands", "suite.report.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

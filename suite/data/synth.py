@@ -58,7 +58,10 @@ class SynthSpec:
     is in; `extra_instance_prob`: chance that a class present in an image has a second instance.
     How alike a family's members look: `hue_step`, the hue (0-1 circle) between two members
     (0.035 is about 13 degrees; 0 makes texture the only cue), and `texture_contrast`, how much
-    darker a texture's second colour is (0 makes every texture look solid)."""
+    darker a texture's second colour is (0 makes every texture look solid). `hue_offset` turns
+    every class's hue by that much (0-1 circle): a set with another offset has classes of its
+    own - same shapes and textures, other colours - as a pretraining set is separate from the
+    set a detector is fine-tuned on."""
 
     num_train_images: int = 400
     num_val_images: int = 100
@@ -71,6 +74,7 @@ class SynthSpec:
     extra_instance_prob: float = 0.25
     hue_step: float = 0.035
     texture_contrast: float = 0.55
+    hue_offset: float = 0.0
 
     def check(self) -> None:
         """ValueError naming the first bad field."""
@@ -89,6 +93,8 @@ class SynthSpec:
             raise ValueError(f"min_val_images must be in [1, num_val_images], got {self.min_val_images}")
         if not 0 <= self.hue_step <= 1 / MEMBERS_PER_FAMILY:
             raise ValueError(f"hue_step must be in [0, {1 / MEMBERS_PER_FAMILY}], got {self.hue_step}")
+        if not 0 <= self.hue_offset < 1:
+            raise ValueError(f"hue_offset must be in [0, 1), got {self.hue_offset}")
         for name in ("neg_fraction", "extra_instance_prob", "texture_contrast"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -139,7 +145,7 @@ def train_image_counts(spec: SynthSpec) -> List[int]:
             + _geometric(rare_max, 1, sizes["r"]))
 
 
-def make_classes(num_classes: int, hue_step: float) -> List[SynthClass]:
+def make_classes(num_classes: int, hue_step: float, hue_offset: float = 0.0) -> List[SynthClass]:
     """Classes by rank. Names say shape and texture (and hue step past the fourth member).
     Textures rotate with the family so that no texture marks a frequency group."""
     families = min(NUM_FAMILIES, num_classes)
@@ -148,7 +154,7 @@ def make_classes(num_classes: int, hue_step: float) -> List[SynthClass]:
         family, member = rank % families, rank // families
         texture = TEXTURES[(member + family) % len(TEXTURES)]
         suffix = "" if member < len(TEXTURES) else f"_{member // len(TEXTURES) + 1}"
-        hue = (family / NUM_FAMILIES + member * hue_step) % 1.0
+        hue = (hue_offset + family / NUM_FAMILIES + member * hue_step) % 1.0
         classes.append(SynthClass(rank, family, member, f"{SHAPES[family]}_{texture}{suffix}", texture, hue))
     return classes
 
@@ -342,7 +348,7 @@ def generate(spec: SynthSpec, out: Path) -> Dict[str, Any]:
 
 def _write(spec: SynthSpec, layout: SyntheticLayout) -> Dict[str, Any]:
     rng = np.random.default_rng(spec.seed)
-    classes = make_classes(spec.num_classes, spec.hue_step)
+    classes = make_classes(spec.num_classes, spec.hue_step, spec.hue_offset)
     by_name = sorted(classes, key=lambda c: c.name)  # ids in name order, as LVIS's are
     category_ids = [0] * len(classes)
     for position, cls in enumerate(by_name):

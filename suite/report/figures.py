@@ -131,3 +131,45 @@ def _bars_per_loss(data: pd.DataFrame, value: str, label: str, path: Path) -> st
     grid.set_axis_labels("", label)
     grid.set_xticklabels(rotation=30, ha="right")
     return _save(grid.figure, path)
+
+
+def paired_differences(frame: pd.DataFrame, title: str, path: Path) -> Optional[str]:
+    """Mean paired difference to each reference with its 95 % t-interval, per frequency group
+    (AP, APr, APc, APf; boxes and masks): one panel per task and reference, one colour per arm."""
+    data = frame.dropna(subset=["mean"])
+    if data.empty:
+        return None
+    _theme()
+    references = sorted(data["reference"].unique())
+    groups = ["AP", "APr", "APc", "APf"]
+    arms = sorted(data["arm"].unique())
+    figure, axes = plt.subplots(len(references), 2, figsize=(10, 3.2 * len(references)), squeeze=False)
+    palette = dict(zip(arms, sns.color_palette(n_colors=len(arms))))
+    for row, reference in enumerate(references):
+        for col, task in enumerate(("bbox", "segm")):
+            ax = axes[row][col]
+            chosen = data[(data["reference"] == reference) & data["column"].str.startswith(task + "_")]
+            present = [arm for arm in arms if arm in set(chosen["arm"])]
+            for index, arm in enumerate(present):
+                points = chosen[chosen["arm"] == arm].set_index("column")
+                offset = (index - (len(present) - 1) / 2) * 0.8 / max(len(present), 1)
+                xs, means, lows, highs = [], [], [], []
+                for position, group in enumerate(groups):
+                    column = f"{task}_{group}"
+                    if column in points.index:
+                        xs.append(position + offset)
+                        means.append(points.loc[column, "mean"])
+                        lows.append(points.loc[column, "low"])
+                        highs.append(points.loc[column, "high"])
+                lower = [mean - low if low == low else 0 for mean, low in zip(means, lows)]
+                upper = [high - mean if high == high else 0 for mean, high in zip(means, highs)]
+                ax.errorbar(xs, means, yerr=[lower, upper], fmt="o", capsize=3, color=palette[arm], label=arm)
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_xticks(range(len(groups)))
+            ax.set_xticklabels(groups)
+            ax.set_ylabel(f"{task}: Δ AP vs {reference} (points)")
+            if present:
+                ax.legend(fontsize=8)
+    figure.suptitle(f"{title}: paired difference to CE per seed, mean and 95 % t-interval", y=1.02)
+    figure.tight_layout()
+    return _save(figure, path)

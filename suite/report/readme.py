@@ -10,7 +10,7 @@ from typing import Iterable, List, Tuple
 import pandas as pd
 
 from suite.environment import REPO_ROOT
-from suite.report import figures, tables
+from suite.report import figures, paired, tables
 from suite.report.records import gather
 
 PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
@@ -54,6 +54,41 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
     return lines
 
 
+def paired_section(records, out: Path, written: List[str]) -> List[str]:
+    """## Paired comparisons: per protocol with >= 2 seeds of CE, mean ± sd per arm and the
+    paired differences to CE with their intervals and verdicts (suite.report.paired)."""
+    found = paired.protocols(records)
+    if not found:
+        return []
+    lines = ["## Paired comparisons", "",
+             "Runs of one protocol (same data, iterations and config apart from seed, initial weights and "
+             "the loss's own keys) paired by seed. `+cos`: cosine classifier (temperature 20). Difference: "
+             "arm minus reference at the same seed, in AP points; mean [95 % t-interval over paired seeds] "
+             "and verdict: better / worse when the interval excludes 0, n.d. (no detectable difference at 95 %) "
+             "otherwise. Bootstrap: 2.5-97.5 percentiles of the mean difference over resampled validation images "
+             "(the same resamples for every run); it shows the validation set's share of the noise only. "
+             "SE: bootstrap standard error of a run's APr over validation images (mean over seeds).", ""]
+    for index, protocol in enumerate(found, start=1):
+        frame = paired.comparisons_frame(protocol)
+        title = f"{protocol.dataset}, {protocol.iterations} iterations, protocol {protocol.key[:8]}"
+        lines += [f"### {title}", ""]
+        lines += [f"**Flag:** {note}" for note in protocol.flags]
+        if protocol.flags:
+            lines += [""]
+        lines += ["Mean ± sd over seeds:", "", paired.summary_table(protocol), ""]
+        for reference in sorted(frame["reference"].unique()):
+            lines += [f"Paired difference to {reference} (t-interval over seeds):", "",
+                      paired.difference_table(frame, reference, bootstrap=False), ""]
+            if frame[frame["reference"] == reference]["boot_low"].notna().any():
+                lines += [f"Paired difference to {reference} (bootstrap interval over validation images):", "",
+                          paired.difference_table(frame, reference, bootstrap=True), ""]
+        name = figures.paired_differences(frame, title, out / f"paired_{figures.slug(protocol.dataset)}_{protocol.key[:8]}.png")
+        if name:
+            written.append(name)
+        lines += _figure_link(name, f"{title}: paired differences")
+    return lines
+
+
 def build_report(results: Iterable[Path], out: Path) -> Report:
     """Gather the records under `results`, write `out/README.md` and its figures, and name every
     record left out on stderr."""
@@ -78,6 +113,8 @@ def build_report(results: Iterable[Path], out: Path) -> Report:
         lines += ["No run records.", ""]
     for dataset in sorted(experiments["dataset"].unique()) if not experiments.empty else []:
         lines += _dataset_section(dataset, experiments, categories, balance, out, written)
+
+    lines += paired_section(records, out, written)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
               "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and `seesaw_official` (× official).", ""]

@@ -17,6 +17,9 @@ from suite.records import SCHEMA_VERSION
 
 RUN_KIND = "train_run"
 BENCH_KINDS = ("bench_kernel", "bench_step")
+# Records read elsewhere, not gathered: a study's own record, a run's bootstrap (read beside
+# its run.json by suite.report.paired).
+SKIPPED_KINDS = ("study", "ap_bootstrap")
 RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
               "train", "grad_balance", "environment", "finished_at")
 METRIC_FIELDS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -26,8 +29,10 @@ ENVIRONMENT_FIELDS = ("python", "torch", "torchvision", "detectron2", "cuda", "d
 BENCH_FIELDS = ("name", "scope", "device", "dtype", "num_rois", "num_classes", "median_ms", "iqr_ms", "repeats",
                 "ratio_to_ce", "ratio_to_floor", "ratio_to_official")
 STEP_FIELDS = ("iters_per_s", "loss_share")
-# Config keys that say where or with which seed a run ran, not what it ran.
+# Config keys that say where or with which seed a run ran, not what it ran; MODEL.WEIGHTS too,
+# since a study's seed s starts from its own file of initial weights (OUT/init/seed<s>.pth).
 CONFIG_KEYS_IGNORED = ("SEED", "OUTPUT_DIR")
+MODEL_KEYS_IGNORED = ("WEIGHTS",)
 
 
 class RecordError(ValueError):
@@ -135,6 +140,8 @@ def _classify(path: Path) -> Optional[Dict[str, Any]]:
         if is_run_file:
             raise RecordError("not a JSON object with a kind")
         return None
+    if not is_run_file and record["kind"] in SKIPPED_KINDS:
+        return None
     if record.get("schema_version") != SCHEMA_VERSION:
         raise RecordError(f"schema_version {record.get('schema_version')!r}, this report reads {SCHEMA_VERSION}")
     kind = record.get("kind")
@@ -189,6 +196,9 @@ def gather(results: Iterable[Path]) -> Records:
 
 def config_key(config: Dict[str, Any]) -> str:
     """sha256 of the config without the keys that differ between seeds of one experiment
-    (CONFIG_KEYS_IGNORED): runs with equal keys differ only in seed and output folder."""
+    (CONFIG_KEYS_IGNORED, MODEL.MODEL_KEYS_IGNORED): runs with equal keys differ only in seed,
+    output folder and initial weights file."""
     kept = {key: value for key, value in config.items() if key not in CONFIG_KEYS_IGNORED}
+    if isinstance(kept.get("MODEL"), dict):
+        kept["MODEL"] = {key: value for key, value in kept["MODEL"].items() if key not in MODEL_KEYS_IGNORED}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()

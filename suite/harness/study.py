@@ -1,0 +1,352 @@
+"""`suite study`: a grid of losses x seeds on one data set and one protocol, with paired seeds.
+
+Layout of a study folder OUT:
+
+    OUT/study.json                 the study record (kind "study", docs/records.md), rewritten
+                                   atomically after every cell
+    OUT/data/                      the study set (generated unless --dataset names one)
+    OUT/pretrain/data/             the pretraining set (own seed and classes)
+    OUT/pretrain/seed<s>/          the pretraining run of seed s and its backbone.pth
+    OUT/init/seed<s>.pth           the shared initial weights of seed s
+    OUT/runs/<arm>/seed<s>/        a cell: an ordinary run directory (run.json, config.yaml,
+                                   checkpoints, inference/lvis_instances_results.json) and
+                                   bootstrap.json (AP over resampled validation images)
+
+Pairing: seed s gives every arm the same data order (Detectron2 seeds its sampler and
+augmentations from cfg.SEED before anything loss-specific is drawn) and the same initial weights
+for every module but the classifier (OUT/init/seed<s>.pth, suite.harness.pretrain). Running the
+study again keeps finished cells and resumes an interrupted one from its last checkpoint.
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from suite.environment import collect
+from suite.errors import UserError
+from suite.harness import pretrain as pretraining
+from suite.harness.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.harness.run_record import RUN_RECORD, read_run_record
+from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
+
+STUDY_RECORD = "study.json"
+KIND = "study"
+logger = logging.getLogger("suite.study")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the grid: a loss and its classifier."""
+
+    name: str
+    loss: str
+    cosine: bool  # normalized (cosine) linear classifier, temperature 20
+
+
+ARMS = {arm.name: arm for arm in (
+    Arm("ce", "ce", False),
+    Arm("ce_cosine", "ce", True),  # the control: the official Seesaw classifier with plain CE
+    Arm("focal", "focal", False),
+    Arm("eql", "eql", False),
+    Arm("seesaw", "seesaw", True),  # the official configuration
+    Arm("seesaw_official", "seesaw_official", True),  # mmdet's code, a reference
+)}
+DEFAULT_ARMS = ("ce", "focal", "eql", "seesaw", "ce_cosine")
+DEFAULT_SEEDS = (0, 1, 2)
+
+# The protocol on a generated set (README "Loss study" argues each number).
+STUDY_ITERATIONS = 250
+STUDY_VAL_IMAGES = 250
+STUDY_MIN_VAL_IMAGES = 40
+BASE_LR = 0.01  # the paper's 0.02 at batch 16, scaled to the small model's batch of 8
+
+
+def study_set_spec():
+    """The study set: the demo's training set (LVIS-like frequencies: rare classes in 1-10
+    training images) with a validation split grown so that every class, rare ones included, is
+    in at least STUDY_MIN_VAL_IMAGES validation images."""
+    from suite.data.synth import SynthSpec
+
+    return SynthSpec(num_val_images=STUDY_VAL_IMAGES, min_val_images=STUDY_MIN_VAL_IMAGES)
+
+
+def schedule_overrides(iterations: int, pretrained: bool) -> List[str]:
+    """The paper's 2x recipe scaled to `iterations`: steps at 16/24 and 22/24 of training, lr
+    0.02 x 8/16; from a pretrained backbone, Detectron2's fine-tuning setting (FrozenBN, stem and
+    res2 frozen, as with ImageNet weights); from scratch, the small config's trainable BN."""
+    overrides = ["SOLVER.STEPS", pretraining.steps(iterations, (16 / 24, 22 / 24)),
+                 "SOLVER.BASE_LR", str(BASE_LR), "SOLVER.CHECKPOINT_PERIOD", "50"]
+    if pretrained:
+        overrides += ["MODEL.RESNETS.NORM", "FrozenBN", "MODEL.BACKBONE.FREEZE_AT", "2"]
+    return overrides
+
+
+@dataclass
+class StudyOptions:
+    """What `suite study` was asked; see its --help."""
+
+    out: Path
+    arms: Sequence[str] = DEFAULT_ARMS
+    seeds: Sequence[int] = DEFAULT_SEEDS
+    official_seeds: int = 0
+    dataset: Optional[str] = None  # None: generate the study set in OUT/data
+    max_iter: Optional[int] = None
+    pretrain_iter: int = pretraining.PRETRAIN_ITERATIONS
+    pretrain_images: int = pretraining.PRETRAIN_IMAGES
+    config_file: Optional[Path] = None
+    device: str = "cpu"
+    num_gpus: int = 1
+    bootstrap_resamples: int = DEFAULT_RESAMPLES
+    overrides: List[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cell:
+    arm: Arm
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.arm.name / f"seed{self.seed}"
+
+
+def cells(options: StudyOptions) -> List[Cell]:
+    """Seed-major order, so that a study cut short holds complete paired seeds; seesaw_official
+    joins the first `official_seeds` seeds."""
+    grid = []
+    for index, seed in enumerate(options.seeds):
+        names = list(options.arms)
+        if index < options.official_seeds and "seesaw_official" not in names:
+            names.append("seesaw_official")
+        grid += [Cell(ARMS[name], seed) for name in names]
+    return grid
+
+
+def check_options(options: StudyOptions) -> None:
+    unknown = [name for name in options.arms if name not in ARMS]
+    if unknown:
+        raise UserError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+    if not options.arms:
+        raise UserError("--losses names no arm")
+    if len(set(options.seeds)) != len(options.seeds) or not options.seeds:
+        raise UserError(f"--seeds must be distinct and at least one, got {list(options.seeds)}")
+    if options.official_seeds < 0 or options.official_seeds > len(options.seeds):
+        raise UserError(f"--official-seeds must be in [0, {len(options.seeds)}], got {options.official_seeds}")
+    if options.pretrain_iter < 0:
+        raise UserError(f"--pretrain-iter must be >= 0, got {options.pretrain_iter}")
+    if options.max_iter is not None and options.max_iter < 1:
+        raise UserError(f"--max-iter must be >= 1, got {options.max_iter}")
+    if options.bootstrap_resamples < 2:
+        raise UserError(f"--bootstrap-resamples must be >= 2, got {options.bootstrap_resamples}")
+
+
+class Study:
+    """Runs the cells of one study folder; see the module docstring."""
+
+    def __init__(self, options: StudyOptions):
+        check_options(options)
+        self.options = options
+        self.out = Path(options.out)
+        self.lvis = options.dataset == "lvis_v1"
+        self.data_dir = None if self.lvis else Path(options.dataset) if options.dataset else self.out / "data"
+        self.pretrained = self.lvis or options.pretrain_iter > 0
+        self.iterations = options.max_iter if options.max_iter is not None else (None if self.lvis else STUDY_ITERATIONS)
+
+    # -- the protocol ---------------------------------------------------------------------------
+    def protocol(self) -> Dict[str, Any]:
+        """What every cell shares (the study record's `protocol`): a rerun must match it."""
+        return {
+            "iterations": self.iterations,
+            "start": ("ImageNet weights of the config (MODEL.WEIGHTS)" if self.lvis else
+                      f"backbone pretrained {self.options.pretrain_iter} iterations on a separate set"
+                      if self.pretrained else "from scratch"),
+            "pretrain_iterations": None if self.lvis else self.options.pretrain_iter,
+            "pretrain_images": None if self.lvis or not self.pretrained else self.options.pretrain_images,
+            "config_file": str(self.options.config_file) if self.options.config_file else None,
+            "overrides": self._protocol_overrides(),
+            "device": self.options.device, "num_gpus": self.options.num_gpus,
+            "bootstrap_resamples": self.options.bootstrap_resamples,
+        }
+
+    def _protocol_overrides(self) -> List[str]:
+        protocol = [] if self.lvis else schedule_overrides(self.iterations, self.pretrained)
+        return protocol + list(self.options.overrides)
+
+    def _arm_overrides(self, arm: Arm) -> List[str]:
+        overrides = ["MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", str(arm.cosine)]
+        if arm.loss == "eql" and not self.lvis:
+            from suite.harness.demo import eql_lambda
+            from suite.data.synth import SynthSpec
+
+            overrides += ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA",
+                          str(eql_lambda(SynthSpec(num_train_images=self._num_train_images())))]
+        return overrides
+
+    def _config_file(self, arm: Arm) -> Optional[Path]:
+        if self.options.config_file:
+            return Path(self.options.config_file)
+        from suite.harness.train import default_config_file
+
+        config_loss = "seesaw" if arm.loss == "seesaw_official" else arm.loss
+        return default_config_file("lvis_v1" if self.lvis else "synthetic", config_loss)
+
+    def _num_train_images(self) -> int:
+        import json
+
+        from suite.data.layout import SyntheticLayout
+
+        return len(json.loads(SyntheticLayout(self.data_dir).split("train").json_file.read_text())["images"])
+
+    def _train_options(self, arm: Arm, seed: int, output: Path, weights: Optional[Path], resume: bool):
+        from suite.harness.train import TrainOptions
+
+        overrides = self._protocol_overrides() + self._arm_overrides(arm)
+        if weights is not None:
+            overrides += ["MODEL.WEIGHTS", str(weights)]
+        return TrainOptions(loss=arm.loss, dataset="lvis_v1" if self.lvis else str(self.data_dir), output=output,
+                            config_file=self._config_file(arm), max_iter=self.iterations, device=self.options.device,
+                            num_gpus=self.options.num_gpus, resume=resume, seed=seed, record_grad_balance=True,
+                            overrides=overrides)
+
+    # -- shared parts ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate the study set (default) and, with pretraining, the pretraining set."""
+        from suite.data.layout import SyntheticLayout
+        from suite.data.synth import generate
+
+        if self.lvis:
+            return
+        if self.options.dataset is None and not SyntheticLayout(self.data_dir).split("train").json_file.exists():
+            generate(study_set_spec(), self.data_dir)
+        if not SyntheticLayout(self.data_dir).split("train").json_file.exists():
+            raise UserError(f"{self.data_dir}: no data set (write one with: suite data synth --out {self.data_dir})")
+        if self.pretrained and not SyntheticLayout(self._pretrain_data()).split("train").json_file.exists():
+            generate(self._pretrain_spec(), self._pretrain_data())
+
+    def _pretrain_data(self) -> Path:
+        return self.out / "pretrain" / "data"
+
+    def _pretrain_spec(self):
+        import json
+
+        from suite.data.layout import SyntheticLayout
+
+        train = json.loads(SyntheticLayout(self.data_dir).split("train").json_file.read_text())
+        return pretraining.pretrain_set_spec(len(train["categories"]), int(train["images"][0]["height"]),
+                                             self.options.pretrain_images)
+
+    def initial_weights(self, seed: int) -> Path:
+        """OUT/init/seed<s>.pth, made once: the pretraining of seed s (synthetic) and the model
+        of seed s built on it."""
+        path = self.out / "init" / f"seed{seed}.pth"
+        if path.is_file():
+            return path
+        pretrained = None
+        if self.lvis:
+            pretrained = None  # taken from the config below
+        elif self.pretrained:
+            pretrained = str(pretraining.pretrain_backbone(
+                self._pretrain_data(), self.out / "pretrain" / f"seed{seed}", seed, self.options.pretrain_iter,
+                overrides=self.options.overrides, device=self.options.device, num_gpus=self.options.num_gpus))
+        from suite.data.register import register_dataset
+        from suite.harness.train import build_run_cfg
+
+        options = self._train_options(ARMS["ce"], seed, self.out / "init", None, resume=False)
+        cfg = build_run_cfg(options, register_dataset(options.dataset))
+        if self.lvis:
+            pretrained = cfg.MODEL.WEIGHTS
+        return pretraining.write_initial_weights(cfg, seed, pretrained, path)
+
+    # -- running --------------------------------------------------------------------------------
+    def _val_json(self) -> Path:
+        if self.lvis:
+            from suite.data.layout import detectron2_datasets_root, lvis_v1_split
+
+            return lvis_v1_split(detectron2_datasets_root(), "val").json_file
+        from suite.data.layout import SyntheticLayout
+
+        return SyntheticLayout(self.data_dir).split("val").json_file
+
+    def run_cell(self, cell: Cell) -> Dict[str, Any]:
+        """Train (or resume, or keep) one cell, then bootstrap its detections; its run record."""
+        from suite.harness.train import train
+
+        run_dir = cell.run_dir(self.out)
+        if not (run_dir / RUN_RECORD).exists():
+            weights = self.initial_weights(cell.seed)
+            train(self._train_options(cell.arm, cell.seed, run_dir, weights,
+                                      resume=(run_dir / "last_checkpoint").exists()))
+        if not (run_dir / BOOTSTRAP_RECORD).exists():
+            write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples)
+        return read_run_record(run_dir)
+
+    def record(self, grid: List[Cell], wall_s: float) -> Dict[str, Any]:
+        dataset: Dict[str, Any] = {"name": "lvis_v1"} if self.lvis else {"name": "synthetic", "path": str(self.data_dir)}
+        if self.options.dataset is None and not self.lvis:
+            dataset["spec"] = asdict(study_set_spec())
+        if self.pretrained and not self.lvis:
+            dataset["pretrain_spec"] = asdict(self._pretrain_spec())
+        return {
+            "schema_version": SCHEMA_VERSION, "kind": KIND,
+            "grid": {"arms": list(self.options.arms), "seeds": list(self.options.seeds),
+                     "official_seeds": self.options.official_seeds},
+            "protocol": self.protocol(),
+            "dataset": dataset,
+            "cells": [{"arm": cell.arm.name, "loss": cell.arm.loss, "cosine": cell.arm.cosine, "seed": cell.seed,
+                       "run_dir": str(cell.run_dir(Path("."))),
+                       "done": (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()} for cell in grid],
+            "wall_s": wall_s,
+            "environment": collect(self.options.device),
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def previous_wall_s(self) -> float:
+        """The time earlier invocations spent; UserError if OUT holds a study of another protocol."""
+        path = self.out / STUDY_RECORD
+        if not path.exists():
+            return 0.0
+        previous = read_record(path, KIND, ("protocol", "wall_s"))
+        if previous["protocol"] != self.protocol():
+            raise UserError(f"{self.out} holds a study with another protocol ({STUDY_RECORD}); "
+                            "rerun it with the same options or choose another --out")
+        return float(previous["wall_s"])
+
+    def run(self) -> Dict[str, Any]:
+        start = time.perf_counter()
+        earlier = self.previous_wall_s()
+        self.prepare_data()
+        grid = cells(self.options)
+        todo = [cell for cell in grid if not (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()]
+        print(f"study {self.out}: {len(grid)} cells ({len(grid) - len(todo)} done), "
+              f"arms {', '.join(self.options.arms)}, seeds {', '.join(map(str, self.options.seeds))}", flush=True)
+        write_json_atomic(self.out / STUDY_RECORD, self.record(grid, earlier))
+        for done, cell in enumerate(todo, start=1):
+            cell_start = time.perf_counter()
+            run = self.run_cell(cell)
+            elapsed = time.perf_counter() - start
+            write_json_atomic(self.out / STUDY_RECORD, self.record(grid, earlier + elapsed))
+            print(progress_line(grid.index(cell) + 1, len(grid), cell, run, time.perf_counter() - cell_start,
+                                elapsed, elapsed / done * (len(todo) - done)), flush=True)
+        record = self.record(grid, earlier + time.perf_counter() - start)
+        write_json_atomic(self.out / STUDY_RECORD, record)
+        print(f"study done: {len(grid)} cells, {record['wall_s'] / 60:.1f} min in all; "
+              f"report: suite report --results {self.out / 'runs'} --out {self.out / 'report'}", flush=True)
+        return record
+
+
+def _ap(metrics: Dict[str, Any], key: str) -> str:
+    return "n/a" if metrics.get(key) is None else f"{metrics[key]:.1f}"
+
+
+def progress_line(position: int, total: int, cell: Cell, run: Dict[str, Any], cell_s: float, elapsed_s: float,
+                  eta_s: float) -> str:
+    """One line per finished cell: which, how long, its AP and AP_r, and the study's ETA."""
+    bbox, segm = run["metrics"]["bbox"], run["metrics"]["segm"]
+    return (f"[{position}/{total}] {cell.arm.name} seed {cell.seed}: {cell_s:.0f} s | bbox AP {_ap(bbox, 'AP')} "
+            f"APr {_ap(bbox, 'APr')} | segm AP {_ap(segm, 'AP')} APr {_ap(segm, 'APr')} | study "
+            f"{elapsed_s / 60:.1f} min, ETA {eta_s / 60:.1f} min")
+
+
+def run_study(options: StudyOptions) -> Dict[str, Any]:
+    return Study(options).run()

@@ -1,0 +1,127 @@
+"""`suite study` and `suite pretrain`."""
+
+import argparse
+from pathlib import Path
+
+from suite.harness import pretrain as pretraining
+from suite.harness import study
+
+STUDY_EPILOG = f"""\
+grid
+  arms (--losses, comma-separated, any subset; default {','.join(study.DEFAULT_ARMS)}):
+    ce               softmax CE, linear classifier (Detectron2's default)
+    ce_cosine        softmax CE with the cosine classifier (temperature 20): the control that
+                     tells Seesaw's loss from its classifier
+    focal, eql       sigmoid focal loss, EQL (lambda just above the set's common classes)
+    seesaw           Seesaw in the official configuration: cosine classifier, temperature 20
+    seesaw_official  mmdet 3.3.0's Seesaw code, cosine classifier (a reference; not a default:
+                     add it to --losses, or to the first K seeds with --official-seeds K)
+  seeds (--seeds, default {','.join(map(str, study.DEFAULT_SEEDS))}): paired - seed s gives every arm the same data
+    order and the same initial weights for every module but the classifier.
+
+protocol (generated set; README "Loss study" gives the reasons)
+  data      the demo's training set (400 images, 24 classes, LVIS-like frequencies: rare classes
+            in 1-10 training images), validation grown to {study.STUDY_VAL_IMAGES} images with every class in at
+            least {study.STUDY_MIN_VAL_IMAGES} of them (for AP_r's standard error); --dataset DIR uses a set of yours
+  start     a ResNet body pretrained once per seed ({pretraining.PRETRAIN_ITERATIONS} iterations of CE, from scratch) on a
+            separate generated set ({pretraining.PRETRAIN_IMAGES} images, own seed, own classes), the CPU stand-in
+            for ImageNet weights, loaded through MODEL.WEIGHTS; --pretrain-iter 0 trains from scratch
+  schedule  {study.STUDY_ITERATIONS} iterations, batch 8, lr {study.BASE_LR} (the paper's 0.02 at batch 16), warm-up 50,
+            steps at 16/24 and 22/24, FrozenBN with stem and res2 frozen (fine-tuning)
+  lvis_v1   --dataset lvis_v1: the configs/lvis_v1 files (ImageNet R-50, the 2x schedule); with
+            --device cuda --num-gpus N this is the LVIS v1 study on your GPUs
+
+outputs
+  OUT/study.json             grid, protocol, data set, cells done, total time (atomic, per cell)
+  OUT/runs/<arm>/seed<s>/    ordinary run directories (run.json, config.yaml, checkpoints,
+                             inference/lvis_instances_results.json) + bootstrap.json: AP, APr,
+                             APc, APf on resampled validation images (same resamples for all)
+  OUT/pretrain/, OUT/init/   the pretraining runs and each seed's shared initial weights
+  a progress line per cell with the study's ETA; then: suite report --results OUT/runs
+  (mean +- sd per arm, paired differences to CE with 95% intervals and verdicts)
+
+Running the same command again keeps finished cells and resumes an interrupted one.
+"""
+
+
+def _names(text: str):
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _seeds(text: str):
+    try:
+        return [int(seed) for seed in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study", help="a losses x seeds grid with paired seeds, for statistics (about 2 hours on 2 cores)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate every arm (loss and classifier) at every seed on one data set and one "
+        "protocol; keep each run's detections and bootstrap its AP over validation images.",
+        epilog=STUDY_EPILOG)
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="study folder (created, or continued)")
+    parser.add_argument("--losses", type=_names, default=list(study.DEFAULT_ARMS), metavar="ARM,...",
+                        help=f"arms (default {','.join(study.DEFAULT_ARMS)}; known: {','.join(study.ARMS)})")
+    parser.add_argument("--seeds", type=_seeds, default=list(study.DEFAULT_SEEDS), metavar="S,...",
+                        help=f"seeds (default {','.join(map(str, study.DEFAULT_SEEDS))})")
+    parser.add_argument("--official-seeds", type=int, default=0, metavar="K",
+                        help="also run seesaw_official at the first K seeds (default 0)")
+    parser.add_argument("--dataset", metavar="DIR|lvis_v1",
+                        help="a set written by 'suite data synth', or lvis_v1 (default: generate the study set in OUT/data)")
+    parser.add_argument("--max-iter", type=int, help=f"iterations per cell (default {study.STUDY_ITERATIONS}; "
+                        "lvis_v1: the config's)")
+    parser.add_argument("--pretrain-iter", type=int, default=pretraining.PRETRAIN_ITERATIONS, metavar="N",
+                        help="pretraining iterations per seed; 0 trains every cell from scratch (default %(default)s)")
+    parser.add_argument("--pretrain-images", type=int, default=pretraining.PRETRAIN_IMAGES, metavar="N",
+                        help="training images of the pretraining set (default %(default)s)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="Detectron2 config for every cell and the pretraining (default: configs/small_cpu.yaml; "
+                        "lvis_v1: configs/lvis_v1/mask_rcnn_R_50_FPN_2x_<loss>.yaml)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--bootstrap-resamples", type=int, default=study.DEFAULT_RESAMPLES, metavar="B",
+                        help="resamples of the validation images per run (default %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY VALUE",
+                        help="Detectron2 config overrides for every cell and the pretraining")
+    parser.set_defaults(func=run_study)
+
+    pretrain = subparsers.add_parser(
+        "pretrain", help="pretrain a backbone on a separate generated set (the study's stand-in for ImageNet)",
+        description="Generate the pretraining set in OUT/data (own seed, own classes) unless it is there, train CE "
+        "from scratch on it as OUT/seed<S> (an ordinary run directory) and write OUT/seed<S>/backbone.pth: the "
+        "ResNet body, for MODEL.WEIGHTS.")
+    pretrain.add_argument("--out", required=True, type=Path, metavar="OUT")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--iterations", type=int, default=pretraining.PRETRAIN_ITERATIONS)
+    pretrain.add_argument("--images", type=int, default=pretraining.PRETRAIN_IMAGES)
+    pretrain.add_argument("--classes", type=int, default=24, help="classes of the pretraining set (default 24)")
+    pretrain.add_argument("--size", type=int, default=128, metavar="PX", help="image side (default 128)")
+    pretrain.add_argument("overrides", nargs="*", metavar="KEY VALUE")
+    pretrain.set_defaults(func=run_pretrain)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    study.run_study(study.StudyOptions(
+        out=args.out, arms=args.losses, seeds=args.seeds, official_seeds=args.official_seeds, dataset=args.dataset,
+        max_iter=args.max_iter, pretrain_iter=args.pretrain_iter, pretrain_images=args.pretrain_images,
+        config_file=args.config, device=args.device, num_gpus=args.num_gpus,
+        bootstrap_resamples=args.bootstrap_resamples, overrides=args.overrides))
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from suite.data.layout import SyntheticLayout
+    from suite.data.synth import generate
+
+    if args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    data = args.out / "data"
+    if not SyntheticLayout(data).split("train").json_file.exists():
+        generate(pretraining.pretrain_set_spec(args.classes, args.size, args.images), data)
+    backbone = pretraining.pretrain_backbone(data, args.out / f"seed{args.seed}", args.seed, args.iterations,
+                                             overrides=args.overrides)
+    print(f"backbone: {backbone} (MODEL.WEIGHTS {backbone})")
+    return 0

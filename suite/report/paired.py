@@ -1,0 +1,227 @@
+"""The report's paired comparisons: for every protocol with at least 2 seeds of CE, each arm's
+difference to CE per seed, its mean with a 95 % t-interval over seeds and, where the runs kept
+their detections (RUN_DIR/bootstrap.json), a bootstrap interval over validation images, with a
+verdict per metric (suite.report.stats).
+
+A protocol: runs on one data set (name and path) with one iteration count whose configs are
+equal apart from the seed, the output folder, the initial weights file and the loss's own keys
+(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD). An arm:
+the loss name, "+cos" with the cosine classifier. References: `ce` and, for arms with the
+cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its classifier).
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from suite.report import stats
+from suite.report.records import Records
+
+TASKS = ("bbox", "segm")
+METRICS = ("AP", "APr", "APc", "APf")
+COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in METRICS]
+HEADERS = [f"{task} {metric}" for task in TASKS for metric in METRICS]
+REFERENCES = ("ce", "ce+cos")
+PROTOCOL_IGNORED_HEAD_KEYS = ("CLS_LOSS", "COSINE_CLASSIFIER", "COSINE_SCALE", "CLS_NUM_LOGITS", "CHECK_LABELS",
+                              "RECORD_GRAD_BALANCE")
+BOOTSTRAP_FILE = "bootstrap.json"
+VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
+
+
+def arm_name(record: Dict[str, Any]) -> str:
+    head = record["config"].get("MODEL", {}).get("ROI_BOX_HEAD", {})
+    return record["loss"]["name"] + ("+cos" if head.get("COSINE_CLASSIFIER") else "")
+
+
+def protocol_key(record: Dict[str, Any]) -> str:
+    """sha256 over what the runs of one comparison share (see the module docstring)."""
+    config = {key: value for key, value in record["config"].items() if key not in ("SEED", "OUTPUT_DIR")}
+    model = dict(config.get("MODEL", {}))
+    model.pop("WEIGHTS", None)
+    head = {key: value for key, value in model.get("ROI_BOX_HEAD", {}).items()
+            if key not in PROTOCOL_IGNORED_HEAD_KEYS and not isinstance(value, dict)}
+    model["ROI_BOX_HEAD"] = head
+    config["MODEL"] = model
+    shared = {"dataset": [record["dataset"]["name"], record["dataset"]["path"]], "iterations": record["iterations"],
+              "config": config}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
+
+
+def _replicates(run_path: str) -> Optional[Dict[str, Any]]:
+    """The run's bootstrap record, or None when it kept none."""
+    path = Path(run_path).parent / BOOTSTRAP_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("kind") == "ap_bootstrap" else None
+
+
+@dataclass
+class Run:
+    path: str
+    arm: str
+    seed: Any
+    metrics: Dict[str, Optional[float]]  # COLUMNS -> value
+    bootstrap: Optional[Dict[str, Any]]
+    commit: Optional[str]
+    dirty: Optional[bool]
+
+
+@dataclass
+class Protocol:
+    """The runs of one protocol, by arm and seed, and what the report flags about them."""
+
+    key: str
+    dataset: str
+    iterations: int
+    runs: Dict[str, Dict[Any, Run]]  # arm -> seed -> run (the first by path where a seed repeats)
+    duplicates: List[str]  # paths left out because their arm and seed repeat
+
+    @property
+    def flags(self) -> List[str]:
+        every = [run for by_seed in self.runs.values() for run in by_seed.values()]
+        notes = []
+        dirty = sorted(run.path for run in every if run.dirty)
+        if dirty:
+            notes.append(f"{len(dirty)} run(s) from a dirty working tree (uncommitted code): "
+                         + ", ".join(f"`{path}`" for path in dirty))
+        commits = sorted({str(run.commit) for run in every})
+        if len(commits) > 1:
+            notes.append(f"runs from {len(commits)} different code commits: " + ", ".join(c[:10] for c in commits))
+        if self.duplicates:
+            notes.append("repeated arm and seed, left out: " + ", ".join(f"`{path}`" for path in self.duplicates))
+        return notes
+
+
+def protocols(records: Records) -> List[Protocol]:
+    """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
+    grouped: Dict[str, Protocol] = {}
+    for path, record in records.runs:
+        key = protocol_key(record)
+        protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
+        run = Run(path=path, arm=arm_name(record), seed=record["seed"],
+                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},
+                  bootstrap=_replicates(path), commit=record["environment"].get("git_commit"),
+                  dirty=record["environment"].get("git_dirty"))
+        by_seed = protocol.runs.setdefault(run.arm, {})
+        if run.seed in by_seed:
+            protocol.duplicates.append(path)
+        else:
+            by_seed[run.seed] = run
+    kept = [protocol for protocol in grouped.values()
+            if any(len(protocol.runs.get(reference, {})) >= 2 for reference in REFERENCES)]
+    return sorted(kept, key=lambda protocol: (protocol.dataset, protocol.iterations, protocol.key))
+
+
+def _boot_values(run: Run, column: str, pairing: Optional[Tuple]) -> Optional[List[float]]:
+    task, metric = column.split("_", 1)
+    if run.bootstrap is None or pairing is None:
+        return None
+    if (run.bootstrap.get("image_ids_sha256"), run.bootstrap.get("seed"), run.bootstrap.get("resamples")) != pairing:
+        return None  # other resamples: not paired
+    values = run.bootstrap.get("replicates", {}).get(task, {}).get(metric)
+    return [math.nan if value is None else value for value in values] if values else None
+
+
+def compare(protocol: Protocol, arm: str, reference: str) -> Dict[str, stats.PairedDifference]:
+    """column -> the paired difference arm - reference over their common seeds."""
+    seeds = sorted(set(protocol.runs[arm]) & set(protocol.runs[reference]), key=str)
+    pairs = [(protocol.runs[arm][seed], protocol.runs[reference][seed]) for seed in seeds]
+    first = pairs[0][1].bootstrap if pairs and pairs[0][1].bootstrap else None
+    pairing = (first["image_ids_sha256"], first["seed"], first["resamples"]) if first else None
+    result = {}
+    for column in COLUMNS:
+        mine = [run.metrics[column] for run, _ in pairs]
+        theirs = [ref.metrics[column] for _, ref in pairs]
+        mine_boot = [_boot_values(run, column, pairing) for run, _ in pairs]
+        their_boot = [_boot_values(ref, column, pairing) for _, ref in pairs]
+        with_boot = all(values is not None for values in mine_boot + their_boot) and pairs
+        result[column] = stats.paired_difference(mine, theirs, mine_boot if with_boot else None,
+                                                 their_boot if with_boot else None)
+    return result
+
+
+def comparisons_frame(protocol: Protocol) -> pd.DataFrame:
+    """One row per (arm, reference, column): n, mean, sd, t-interval, bootstrap interval, verdict."""
+    rows = []
+    for reference in REFERENCES:
+        if len(protocol.runs.get(reference, {})) < 2:
+            continue
+        for arm in sorted(protocol.runs):
+            if arm == reference or (reference == "ce+cos" and not arm.endswith("+cos")):
+                continue
+            for column, difference in compare(protocol, arm, reference).items():
+                rows.append({"arm": arm, "reference": reference, "column": column, "n": difference.n,
+                             "mean": difference.mean, "sd": difference.sd, "low": difference.low,
+                             "high": difference.high, "boot_low": difference.boot_low,
+                             "boot_high": difference.boot_high, "verdict": difference.verdict})
+    return pd.DataFrame(rows, columns=["arm", "reference", "column", "n", "mean", "sd", "low", "high", "boot_low",
+                                       "boot_high", "verdict"])
+
+
+def _signed(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:+.1f}"
+
+
+def _plain(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+def _markdown(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def summary_table(protocol: Protocol) -> str:
+    """Per arm: seeds, and mean ± sd over seeds of each metric; AP_r with the mean bootstrap
+    standard error over validation images of its runs in brackets."""
+    rows = []
+    for arm in sorted(protocol.runs):
+        runs = [protocol.runs[arm][seed] for seed in sorted(protocol.runs[arm], key=str)]
+        cells = []
+        for column in COLUMNS:
+            summary = stats.mean_sd([run.metrics[column] for run in runs])
+            text = _plain(summary.mean) + ("" if math.isnan(summary.sd) else f" ± {summary.sd:.1f}")
+            if column.endswith("_APr"):
+                task = column.split("_")[0]
+                errors = [stats.bootstrap_se(_boot_values(run, column, _own_pairing(run))) for run in runs]
+                errors = [error for error in errors if not math.isnan(error)]
+                if errors:
+                    text += f" (SE {sum(errors) / len(errors):.1f})"
+            cells.append(text)
+        rows.append([arm, len(runs), ", ".join(str(run.seed) for run in runs), *cells])
+    return _markdown(["arm", "runs", "seeds", *HEADERS], rows)
+
+
+def _own_pairing(run: Run) -> Optional[Tuple]:
+    if run.bootstrap is None:
+        return None
+    return run.bootstrap.get("image_ids_sha256"), run.bootstrap.get("seed"), run.bootstrap.get("resamples")
+
+
+def difference_table(frame: pd.DataFrame, reference: str, bootstrap: bool) -> str:
+    """arm rows, metric columns: mean difference [interval] verdict (t over seeds) or
+    [bootstrap interval] (over validation images)."""
+    chosen = frame[frame["reference"] == reference]
+    rows = []
+    for arm in sorted(chosen["arm"].unique()):
+        by_column = {row["column"]: row for _, row in chosen[chosen["arm"] == arm].iterrows()}
+        cells = []
+        for column in COLUMNS:
+            row = by_column[column]
+            low, high = (row["boot_low"], row["boot_high"]) if bootstrap else (row["low"], row["high"])
+            text = _signed(row["mean"])
+            if not math.isnan(low):
+                text += f" [{_signed(low)}, {_signed(high)}]"
+                text += "" if bootstrap else f" {VERDICT_MARKS[row['verdict']]}"
+            cells.append(text)
+        rows.append([f"{arm} − {reference}", int(by_column[COLUMNS[0]]["n"]), *cells])
+    return _markdown(["difference", "paired seeds", *HEADERS], rows)
