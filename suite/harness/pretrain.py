@@ -89,7 +89,7 @@ def pretrain_set_spec(num_classes: int, image_size: int, num_train_images: int =
     image size as the set it prepares for; a small val split (suite train evaluates it once)."""
     from suite.data.synth import SynthSpec
 
-    return SynthSpec(num_train_images=num_train_images, num_val_images=20, min_val_images=1,
+    return SynthSpec(num_train_images=num_train_images, num_val_images=8, min_val_images=1,
                      num_classes=num_classes, image_size=image_size, seed=PRETRAIN_DATA_SEED,
                      hue_offset=PRETRAIN_HUE_OFFSET)
 

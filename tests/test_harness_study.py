@@ -1,0 +1,191 @@
+"""`suite study` end to end on a tiny generated set with real Detectron2 (2 arms x 2 seeds, a
+pretraining of 1 iteration per seed): the study record and progress lines, paired seeds (the same
+initial weights for every shared module and the same first batches across arms), resuming an
+interrupted cell while keeping finished ones, and the report's paired statistics against a hand
+computation on the records."""
+
+import contextlib
+import io
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import CfgNode
+from detectron2.utils.env import seed_all_rng
+
+from suite.cli import main
+from suite.data.register import register_dataset
+from suite.harness.pretrain import LOSS_OWN_PREFIXES
+from suite.harness.trainer import LongTailTrainer
+from suite.report import paired, stats
+from suite.report.records import gather
+
+from d2_helpers import TINY
+from data_helpers import small_set
+
+# The tiny model of tests/d2_helpers on 64 px images.
+TINY_OVERRIDES = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+                  "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+                  "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.WARMUP_ITERS", "0",
+                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10",
+                  "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16"]
+ARMS = ("ce", "seesaw")
+SEEDS = (0, 1)
+
+
+def study_args(root: Path):
+    return ["study", "--out", str(root / "study"), "--dataset", str(root / "data"), "--losses", ",".join(ARMS),
+            "--seeds", ",".join(map(str, SEEDS)), "--max-iter", "3", "--pretrain-iter", "1", "--pretrain-images", "24",
+            "--bootstrap-resamples", "10", *TINY_OVERRIDES]
+
+
+def progress(output: str):
+    """The study's progress lines (Detectron2 logs to stdout too)."""
+    return [line.split(":")[0] for line in output.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+
+
+def run_cli(args):
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = main(args)
+    return code, output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    small_set(root / "data", TINY)
+    code, output = run_cli(study_args(root))
+    assert code == 0
+    return root, output
+
+
+def test_study_record_and_progress(study):
+    root, output = study
+    record = json.loads((root / "study" / "study.json").read_text())
+    assert record["kind"] == "study" and record["grid"] == {"arms": list(ARMS), "seeds": list(SEEDS), "official_seeds": 0}
+    assert [(cell["arm"], cell["seed"], cell["done"]) for cell in record["cells"]] == [
+        ("ce", 0, True), ("seesaw", 0, True), ("ce", 1, True), ("seesaw", 1, True)]
+    assert record["protocol"]["iterations"] == 3 and record["protocol"]["pretrain_iterations"] == 1
+    assert record["dataset"]["pretrain_spec"]["hue_offset"] > 0 and record["wall_s"] > 0
+    assert progress(output) == ["[1/4] ce seed 0", "[2/4] seesaw seed 0", "[3/4] ce seed 1", "[4/4] seesaw seed 1"]
+    assert all("ETA" in line and "APr" in line for line in output.splitlines() if re.match(r"\[\d+/4\] ", line))
+    for arm in ARMS:
+        for seed in SEEDS:
+            cell = root / "study" / "runs" / arm / f"seed{seed}"
+            run = json.loads((cell / "run.json").read_text())
+            assert (run["loss"]["name"], run["seed"]) == (arm, seed)
+            assert run["config"]["MODEL"]["WEIGHTS"] == str(root / "study" / "init" / f"seed{seed}.pth")
+            assert run["config"]["MODEL"]["ROI_BOX_HEAD"]["COSINE_CLASSIFIER"] == (arm == "seesaw")
+            assert (cell / "inference" / "lvis_instances_results.json").is_file()
+            assert json.loads((cell / "bootstrap.json").read_text())["resamples"] == 10
+
+
+def _start(cell: Path, tmp_path: Path, weights=None):
+    """What `suite train` does before its first iteration, for the cell's own config: the model
+    after loading MODEL.WEIGHTS, and the image ids and pixels of the first two batches."""
+    cfg = CfgNode.load_cfg((cell / "config.yaml").read_text())
+    cfg.defrost()
+    cfg.OUTPUT_DIR = str(tmp_path / cell.parent.name / cell.name)  # the trainer's writers go there
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = weights
+    seed_all_rng(cfg.SEED)
+    trainer = LongTailTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    loader = iter(trainer.data_loader)
+    batches = [next(loader) for _ in range(2)]
+    return (trainer.model.state_dict(), [item["image_id"] for batch in batches for item in batch],
+            torch.cat([item["image"].flatten() for batch in batches for item in batch]))
+
+
+def test_seeds_are_paired(study, tmp_path):
+    root, _ = study
+    register_dataset(str(root / "data"))
+    runs = root / "study" / "runs"
+    ce, seesaw = _start(runs / "ce" / "seed0", tmp_path), _start(runs / "seesaw" / "seed0", tmp_path)
+    shared = [key for key in ce[0] if not key.startswith(LOSS_OWN_PREFIXES)]
+    assert any(key.startswith("roi_heads.mask_head.") for key in shared)
+    assert all(torch.equal(ce[0][key], seesaw[0][key]) for key in shared)
+    assert ce[1] == seesaw[1] and torch.equal(ce[2], seesaw[2])  # data order and augmentation
+    other_seed = _start(runs / "ce" / "seed1", tmp_path)
+    assert other_seed[1] != ce[1]
+    assert not torch.equal(other_seed[0]["roi_heads.mask_head.predictor.weight"], ce[0]["roi_heads.mask_head.predictor.weight"])
+    # Without the shared file the classifier's width (7 vs 8 logits) shifts every later draw.
+    ce_alone, seesaw_alone = (_start(runs / arm / "seed0", tmp_path / "alone", weights="") for arm in ARMS)
+    assert not torch.equal(ce_alone[0]["roi_heads.mask_head.predictor.weight"],
+                           seesaw_alone[0]["roi_heads.mask_head.predictor.weight"])
+
+
+def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_path):
+    root, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    for path in (copy / "study").rglob("config.yaml"):  # the copied configs name the copy's files
+        path.write_text(path.read_text().replace(str(root), str(copy)))
+    interrupted = copy / "study" / "runs" / "seesaw" / "seed1"
+    (interrupted / "run.json").unlink()  # as if killed after its last checkpoint
+    (interrupted / "bootstrap.json").unlink()
+    kept = {path: path.stat().st_mtime_ns for path in (copy / "study" / "runs").rglob("run.json")}
+    args = study_args(copy)
+    code, output = run_cli(args)
+    assert code == 0
+    assert progress(output) == ["[4/4] seesaw seed 1"]
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
+    resumed = json.loads((interrupted / "run.json").read_text())
+    assert resumed["train"]["start_iter"] == 3 and (interrupted / "bootstrap.json").is_file()
+    record = json.loads((copy / "study" / "study.json").read_text())
+    assert all(cell["done"] for cell in record["cells"])
+
+
+def test_report_statistics_match_a_hand_computation(study, tmp_path):
+    """The paired rows of the report from the study's records, and from a copy whose metrics and
+    bootstrap replicates are set to known numbers (the tiny runs' AP is mostly 0, which would
+    leave the arithmetic unchecked)."""
+    root, _ = study
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "study" / "runs", runs)
+    known = {("ce", 0): 10.0, ("ce", 1): 14.0, ("seesaw", 0): 13.0, ("seesaw", 1): 20.0}
+    for (arm, seed), value in known.items():
+        path = runs / arm / f"seed{seed}" / "run.json"
+        record = json.loads(path.read_text())
+        record["metrics"]["segm"]["APr"] = value
+        path.write_text(json.dumps(record))
+        boot_path = path.parent / "bootstrap.json"
+        boot = json.loads(boot_path.read_text())
+        boot["replicates"]["segm"]["APr"] = [value + offset for offset in range(10)] if arm == "seesaw" else [value] * 10
+        boot_path.write_text(json.dumps(boot))
+
+    for results in (root / "study" / "runs", runs):
+        (protocol,) = paired.protocols(gather([results]))
+        assert set(protocol.runs) == {"ce", "seesaw+cos"}
+        frame = paired.comparisons_frame(protocol).set_index(["arm", "reference", "column"])
+        for column in paired.COLUMNS:
+            task, metric = column.split("_")
+            values = {}
+            for arm in ARMS:
+                for seed in SEEDS:
+                    values[arm, seed] = json.loads((results / arm / f"seed{seed}" / "run.json").read_text())["metrics"][task][metric]
+            row = frame.loc[("seesaw+cos", "ce", column)]
+            differences = [values["seesaw", seed] - values["ce", seed] for seed in SEEDS]
+            if any(value is None for value in values.values()):
+                continue
+            mean = sum(differences) / 2
+            sd = abs(differences[0] - differences[1]) / math.sqrt(2)
+            half = 12.706205 * sd / math.sqrt(2)  # t_{0.975, 1 df}
+            assert (row["n"], row["mean"], row["sd"]) == (2, pytest.approx(mean), pytest.approx(sd))
+            assert (row["low"], row["high"]) == (pytest.approx(mean - half, abs=1e-4), pytest.approx(mean + half, abs=1e-4))
+    # The known numbers: differences 3 and 6 -> mean 4.5, sd 3/sqrt(2), half 12.706 * 1.5 = 19.06.
+    row = frame.loc[("seesaw+cos", "ce", "segm_APr")]
+    assert row["verdict"] == stats.NO_DIFFERENCE and row["low"] == pytest.approx(4.5 - 19.0593, abs=1e-3)
+    # Bootstrap: replicate b of the difference is mean_s (value_s + b - value_ce_s) = 4.5 + b, b = 0..9.
+    assert (row["boot_low"], row["boot_high"]) == (pytest.approx(4.5 + 0.225), pytest.approx(4.5 + 8.775))
+
+    code, _ = run_cli(["report", "--results", str(runs), "--out", str(tmp_path / "report")])
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert code == 0 and "## Paired comparisons" in readme
+    assert "| seesaw+cos − ce | 2 |" in readme and "+4.5 [-14.6, +23.6] n.d." in readme
+    assert "(SE " in readme and "+4.5 [+4.7, +13.3]" in readme
