@@ -120,6 +120,30 @@ def test_seeds_are_paired(study, tmp_path):
                            seesaw_alone[0]["roi_heads.mask_head.predictor.weight"])
 
 
+def test_each_seed_starts_from_its_own_pretrained_backbone(study):
+    root, _ = study
+    for seed in SEEDS:
+        backbone = torch.load(root / "study" / "pretrain" / f"seed{seed}" / "backbone.pth", weights_only=False)["model"]
+        initial = torch.load(root / "study" / "init" / f"seed{seed}.pth", weights_only=False)["model"]
+        assert backbone and all(key.startswith("backbone.bottom_up.") for key in backbone)
+        assert all(torch.equal(initial[key], value) for key, value in backbone.items())
+        assert not any(key.startswith(LOSS_OWN_PREFIXES) for key in initial)
+    pretrain_run = json.loads((root / "study" / "pretrain" / "seed0" / "run.json").read_text())
+    assert pretrain_run["loss"]["name"] == "ce" and pretrain_run["dataset"]["path"] == str(
+        (root / "study" / "pretrain" / "data").resolve())
+
+
+def test_errors_are_one_line_and_a_changed_protocol_is_refused(study, capsys):
+    root, _ = study
+    assert main(["study", "--out", str(root / "other"), "--losses", "ce,nope"]) == 2
+    assert "unknown arm(s) nope" in capsys.readouterr().err
+    assert main(["study", "--out", str(root / "other"), "--seeds", "1,1"]) == 2
+    assert "distinct" in capsys.readouterr().err
+    changed = [arg if arg != "3" else "4" for arg in study_args(root)]  # --max-iter 4
+    assert main(changed) == 2
+    assert "another protocol" in capsys.readouterr().err
+
+
 def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_path):
     root, _ = study
     copy = tmp_path / "copy"
