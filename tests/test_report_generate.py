@@ -155,6 +155,9 @@ def test_figures_are_written(results, tmp_path):
     report = generate_report([results], tmp_path / "out")
     expected = {"ap_groups_synth.png", "ap_groups_lvis_v1.png", "per_category_synth.png", "per_category_lvis_v1.png",
                 "grad_balance_synth.png", "kernel_time.png", "step_throughput.png"}
+    paired_figures = {name for name in report.figures if name.startswith("paired_synth_")}
+    assert len(paired_figures) == 1  # ce has 2 seeds on synth: a paired comparison
+    expected |= paired_figures
     assert set(report.figures) == expected
     text = report.readme.read_text()
     for name in expected:
@@ -218,7 +221,7 @@ def test_benchmarks_alone_or_runs_alone(results, tmp_path):
 def test_cli_writes_report(results, tmp_path, capsys):
     # a folder inside another one given too: its records count once
     assert main(["report", "--results", str(results), str(results / "ce_0"), "--out", str(tmp_path / "out")]) == 0
-    assert "7 figure(s), 0 record(s) left out" in capsys.readouterr().out
+    assert "8 figure(s), 0 record(s) left out" in capsys.readouterr().out
     assert "Built from 4 run record(s) and 2 benchmark file(s); 0 record(s) left out." in \
         (tmp_path / "out" / "README.md").read_text()
 

@@ -27,7 +27,6 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 from lvis import LVIS
 
-from suite.harness.evaluate import TASKS, run_lvis_eval
 from suite.harness.numpy_compat import lvis_numpy_aliases
 from suite.records import SCHEMA_VERSION, write_json_atomic
 
@@ -55,6 +54,8 @@ def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
 def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
                seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
     """{metric: [value on resample b for b in range(resamples)]} for BOOTSTRAP_METRICS."""
+    from suite.harness.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
+
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
     params = lvis_eval.params
     num_images, num_areas = len(params.img_ids), len(params.area_rng)
@@ -90,7 +91,7 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
         raise ValueError(f"resamples must be >= 2, got {resamples}")
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
-    tasks = [task for task in TASKS if task == "bbox" or any("segmentation" in r for r in results)]
+    tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
     reps = {task: replicates(lvis_gt, results, task, resamples, seed) for task in tasks} if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()

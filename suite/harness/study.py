@@ -242,10 +242,8 @@ class Study:
         path = self.out / "init" / f"seed{seed}.pth"
         if path.is_file():
             return path
-        pretrained = None
-        if self.lvis:
-            pretrained = None  # taken from the config below
-        elif self.pretrained:
+        pretrained = None  # lvis_v1: the config's MODEL.WEIGHTS (ImageNet), read below
+        if self.pretrained and not self.lvis:
             pretrained = str(pretraining.pretrain_backbone(
                 self._pretrain_data(), self.out / "pretrain" / f"seed{seed}", seed, self.options.pretrain_iter,
                 overrides=self.options.overrides, device=self.options.device, num_gpus=self.options.num_gpus))
@@ -313,6 +311,7 @@ class Study:
         return float(previous["wall_s"])
 
     def run(self) -> Dict[str, Any]:
+        """Every cell not done yet, seed-major; returns the final study record."""
         start = time.perf_counter()
         earlier = self.previous_wall_s()
         self.prepare_data()
