@@ -25,7 +25,7 @@ from suite.report import paired, stats
 from suite.report.records import gather
 
 from d2_helpers import TINY
-from data_helpers import small_set
+from data_helpers import lay_out_like_lvis_v1, small_set
 
 # The tiny model of tests/d2_helpers on 64 px images.
 TINY_OVERRIDES = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
@@ -142,6 +142,31 @@ def test_errors_are_one_line_and_a_changed_protocol_is_refused(study, capsys):
     changed = [arg if arg != "3" else "4" for arg in study_args(root)]  # --max-iter 4
     assert main(changed) == 2
     assert "another protocol" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["study", "--out", str(root / "other"), "--device", "cuda", "--num-gpus", "2"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(root / "other"), "--iterations", "0"]) == 2
+    assert "--iterations must be >= 1" in capsys.readouterr().err
+    assert not (root / "other").exists()
+
+
+def test_lvis_v1_passes_through(tmp_path, monkeypatch):
+    """--dataset lvis_v1 (here a generated set laid out as LVIS v1 under $DETECTRON2_DATASETS,
+    with the small config): no pretraining, the config's MODEL.WEIGHTS as the start."""
+    datasets = tmp_path / "datasets"
+    lay_out_like_lvis_v1(small_set(tmp_path / "set", TINY), datasets)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets))
+    out = tmp_path / "study"
+    code, _ = run_cli(["study", "--out", str(out), "--dataset", "lvis_v1", "--losses", "ce", "--seeds", "0",
+                       "--max-iter", "1", "--config", "configs/small_cpu.yaml", "--bootstrap-resamples", "3",
+                       *TINY_OVERRIDES])
+    assert code == 0
+    record = json.loads((out / "study.json").read_text())
+    assert record["dataset"] == {"name": "lvis_v1"} and record["protocol"]["pretrain_iterations"] is None
+    run = json.loads((out / "runs" / "ce" / "seed0" / "run.json").read_text())
+    assert run["dataset"]["name"] == "lvis_v1" and run["config"]["DATASETS"]["TEST"] == ["lvis_v1_val"]
+    assert run["config"]["MODEL"]["RESNETS"]["NORM"] == "BN"  # the config's, not the fine-tuning overrides
+    assert not (out / "pretrain").exists() and (out / "runs" / "ce" / "seed0" / "bootstrap.json").is_file()
 
 
 def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_path):

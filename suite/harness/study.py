@@ -124,6 +124,13 @@ def cells(options: StudyOptions) -> List[Cell]:
 
 
 def check_options(options: StudyOptions) -> None:
+    """UserError naming the first bad option (before anything is generated or trained)."""
+    import torch
+
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if options.num_gpus < 1 or (options.num_gpus > 1 and options.device != "cuda"):
+        raise UserError(f"--num-gpus {options.num_gpus}: needs 1, or more with --device cuda")
     unknown = [name for name in options.arms if name not in ARMS]
     if unknown:
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
