@@ -81,3 +81,14 @@ def test_official_counts_freeze_in_eval_mode_and_scores_are_official():
     torch.testing.assert_close(loss.scores(logits), ours.scores(logits))
     with pytest.raises(ValueError, match="p and q"):
         build_loss("seesaw_official", 4, p=-1)
+
+
+def test_train_and_study_accept_it_by_name():
+    from suite.harness.study import ARMS
+    from suite.harness.train import TrainOptions, _check_options
+    from suite.errors import UserError
+
+    _check_options(TrainOptions(loss="seesaw_official", dataset="unused", output="unused"))
+    with pytest.raises(UserError, match="seesaw_official"):  # the list of known losses names it
+        _check_options(TrainOptions(loss="nope", dataset="unused", output="unused"))
+    assert ARMS["seesaw_official"].loss == "seesaw_official" and ARMS["seesaw_official"].cosine
