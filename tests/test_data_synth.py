@@ -169,8 +169,21 @@ def test_classes_form_look_alike_families():
 @pytest.mark.parametrize("field, value, message", [
     ("num_train_images", 5, "num_train_images"), ("num_classes", 65, "num_classes"),
     ("image_size", 8, "image_size"), ("min_val_images", 0, "min_val_images"),
-    ("neg_fraction", 1.5, "neg_fraction"), ("hue_step", -0.1, "hue_step")])
+    ("neg_fraction", 1.5, "neg_fraction"), ("hue_step", -0.1, "hue_step"), ("hue_offset", 1.0, "hue_offset")])
 def test_bad_spec_is_a_value_error_and_writes_nothing(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         generate(SynthSpec(**{**SMALL.__dict__, field: value}), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hue_offset_gives_classes_of_their_own():
+    """The pretraining set's classes (suite.harness.pretrain): same shapes and textures, every hue
+    turned, so that no turned class has the shape, texture and (within 0.03) hue of an unturned one."""
+    base, turned = make_classes(24, 0.035), make_classes(24, 0.035, hue_offset=0.0625)
+    for old, new in zip(base, turned):
+        assert (new.family, new.texture) == (old.family, old.texture)
+        assert (new.hue - old.hue) % 1.0 == pytest.approx(0.0625)
+    for new in turned:
+        for old in base:
+            distance = min(abs(new.hue - old.hue), 1 - abs(new.hue - old.hue))
+            assert (old.family, old.texture) != (new.family, new.texture) or distance > 0.03, (new.name, old.name)

@@ -2,8 +2,8 @@
 
 `pretrain_backbone`: the CPU stand-in for ImageNet pretraining. A Mask R-CNN with CE is trained
 from scratch on a separate generated set (its own seed, and its own classes: every hue turned by
-PRETRAIN_HUE_OFFSET, so no pretraining class has the colour and texture of a study class; shapes
-and textures - generic features - are shared, as ImageNet shares them with LVIS), and only its
+PRETRAIN_HUE_OFFSET, so no pretraining class has the shape, texture and colour of a study class;
+shapes and textures - generic features - are shared, as ImageNet shares them with LVIS), and only its
 ResNet body (`backbone.bottom_up.*`, what an ImageNet checkpoint holds) is kept, in
 `backbone.pth`, loadable through MODEL.WEIGHTS. Trained once per seed, reused by every loss.
 
