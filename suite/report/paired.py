@@ -91,8 +91,8 @@ class Protocol:
         notes = []
         dirty = sorted(run.path for run in every if run.dirty)
         if dirty:
-            notes.append(f"{len(dirty)} run(s) from a dirty working tree (uncommitted code): "
-                         + ", ".join(f"`{path}`" for path in dirty))
+            shown = ", ".join(f"`{path}`" for path in dirty[:3]) + (", ..." if len(dirty) > 3 else "")
+            notes.append(f"{len(dirty)} run(s) from a dirty working tree (uncommitted code): {shown}")
         commits = sorted({str(run.commit) for run in every})
         if len(commits) > 1:
             notes.append(f"runs from {len(commits)} different code commits: " + ", ".join(c[:10] for c in commits))
