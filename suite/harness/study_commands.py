@@ -57,7 +57,7 @@ def _seeds(text: str):
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "study", help="a losses x seeds grid with paired seeds, for statistics (about 2 hours on 2 cores)",
+        "study", help="a losses x seeds grid with paired seeds, for statistics (estimated 2 hours on 2 cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train and evaluate every arm (loss and classifier) at every seed on one data set and one "
         "protocol; keep each run's detections and bootstrap its AP over validation images.",
@@ -93,13 +93,15 @@ def register(subparsers) -> None:
         description="Generate the pretraining set in OUT/data (own seed, own classes) unless it is there, train CE "
         "from scratch on it as OUT/seed<S> (an ordinary run directory) and write OUT/seed<S>/backbone.pth: the "
         "ResNet body, for MODEL.WEIGHTS.")
-    pretrain.add_argument("--out", required=True, type=Path, metavar="OUT")
-    pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--iterations", type=int, default=pretraining.PRETRAIN_ITERATIONS)
-    pretrain.add_argument("--images", type=int, default=pretraining.PRETRAIN_IMAGES)
+    pretrain.add_argument("--out", required=True, type=Path, metavar="OUT", help="folder of the set and the runs")
+    pretrain.add_argument("--seed", type=int, default=0, help="seed of the pretraining run (default 0)")
+    pretrain.add_argument("--iterations", type=int, default=pretraining.PRETRAIN_ITERATIONS, metavar="N",
+                          help="training iterations (default %(default)s)")
+    pretrain.add_argument("--images", type=int, default=pretraining.PRETRAIN_IMAGES, metavar="N",
+                          help="training images of the pretraining set (default %(default)s)")
     pretrain.add_argument("--classes", type=int, default=24, help="classes of the pretraining set (default 24)")
     pretrain.add_argument("--size", type=int, default=128, metavar="PX", help="image side (default 128)")
-    pretrain.add_argument("overrides", nargs="*", metavar="KEY VALUE")
+    pretrain.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="Detectron2 config overrides")
     pretrain.set_defaults(func=run_pretrain)
 
 

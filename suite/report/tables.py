@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import pandas as pd
 
+from suite.report.paired import arm_name
 from suite.report.records import ENVIRONMENT_FIELDS, Records, config_key
 
 TASKS = ("bbox", "segm")
@@ -46,7 +47,7 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
         row = {
             "path": path,
             "dataset": str(record["dataset"]["name"]),
-            "loss": str(record["loss"]["name"]),
+            "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(record["loss"]["params"], sort_keys=True),
             "config_key": config_key(record["config"]),
             "iterations": int(record["iterations"]),
