@@ -137,6 +137,8 @@ def test_errors_are_one_line_and_a_changed_protocol_is_refused(study, capsys):
     root, _ = study
     assert main(["study", "--out", str(root / "other"), "--losses", "ce,nope"]) == 2
     assert "unknown arm(s) nope" in capsys.readouterr().err
+    assert main(["study", "--out", str(root / "other"), "--losses", "ce,ce"]) == 2
+    assert "distinct arms" in capsys.readouterr().err
     assert main(["study", "--out", str(root / "other"), "--seeds", "1,1"]) == 2
     assert "distinct" in capsys.readouterr().err
     changed = [arg if arg != "3" else "4" for arg in study_args(root)]  # --max-iter 4

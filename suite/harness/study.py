@@ -134,8 +134,8 @@ def check_options(options: StudyOptions) -> None:
     unknown = [name for name in options.arms if name not in ARMS]
     if unknown:
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
-    if not options.arms:
-        raise UserError("--losses names no arm")
+    if not options.arms or len(set(options.arms)) != len(options.arms):
+        raise UserError(f"--losses must name distinct arms, at least one, got {list(options.arms)}")
     if len(set(options.seeds)) != len(options.seeds) or not options.seeds:
         raise UserError(f"--seeds must be distinct and at least one, got {list(options.seeds)}")
     if options.official_seeds < 0 or options.official_seeds > len(options.seeds):
