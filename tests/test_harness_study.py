@@ -20,6 +20,7 @@ from detectron2.utils.env import seed_all_rng
 from suite.cli import main
 from suite.data.register import register_dataset
 from suite.harness.pretrain import LOSS_OWN_PREFIXES
+from suite.harness.run_lock import RunLock
 from suite.harness.trainer import LongTailTrainer
 from suite.report import paired, stats
 from suite.report.records import gather
@@ -147,6 +148,9 @@ def test_errors_are_one_line_and_a_changed_protocol_is_refused(study, capsys):
     if not torch.cuda.is_available():
         assert main(["study", "--out", str(root / "other"), "--device", "cuda", "--num-gpus", "2"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+    with RunLock(root / "study"):  # another study at work in that folder
+        assert main(study_args(root)) == 2
+    assert "in use by another suite process" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(root / "other"), "--iterations", "0"]) == 2
     assert "--iterations must be >= 1" in capsys.readouterr().err
     assert not (root / "other").exists()

@@ -28,6 +28,7 @@ from suite.environment import collect
 from suite.errors import UserError
 from suite.harness import pretrain as pretraining
 from suite.harness.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, read_run_record
 from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
 
@@ -283,7 +284,8 @@ class Study:
             train(self._train_options(cell.arm, cell.seed, run_dir, weights,
                                       resume=(run_dir / "last_checkpoint").exists()))
         if not (run_dir / BOOTSTRAP_RECORD).exists():
-            write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples)
+            with RunLock(run_dir):  # `suite train` held it while training; the bootstrap writes there too
+                write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples)
         return read_run_record(run_dir)
 
     def record(self, grid: List[Cell], wall_s: float) -> Dict[str, Any]:
@@ -318,7 +320,12 @@ class Study:
         return float(previous["wall_s"])
 
     def run(self) -> Dict[str, Any]:
-        """Every cell not done yet, seed-major; returns the final study record."""
+        """Every cell not done yet, seed-major, holding OUT's lock (one study per folder; each
+        cell's run directory has its own); returns the final study record."""
+        with RunLock(self.out):
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         start = time.perf_counter()
         earlier = self.previous_wall_s()
         self.prepare_data()
