@@ -4,7 +4,9 @@ import torch
 
 from suite.losses import build_loss
 
-LOSS_NAMES = ("ce", "focal", "eql", "seesaw")
+LOSS_NAMES = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw")
+#: The losses that read class frequencies from the training set.
+FREQUENCY_LOSSES = ("eql", "fed")
 
 
 def zipf_class_freq(num_classes: int) -> torch.Tensor:
@@ -13,7 +15,7 @@ def zipf_class_freq(num_classes: int) -> torch.Tensor:
 
 
 def make_loss(name: str, num_classes: int, **params):
-    if name == "eql" and "class_freq" not in params:
+    if name in FREQUENCY_LOSSES and "class_freq" not in params:
         params["class_freq"] = zipf_class_freq(num_classes)
     return build_loss(name, num_classes, **params)
 

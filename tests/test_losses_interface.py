@@ -9,12 +9,12 @@ from suite.losses import LOSSES, build_loss
 from losses_helpers import LOSS_NAMES, make_batch, make_loss
 
 
-def test_registry_holds_the_four_losses():
+def test_registry_holds_every_loss():
     assert set(LOSSES) == set(LOSS_NAMES)
 
 
 def test_unknown_loss_lists_known_ones():
-    with pytest.raises(ValueError, match="unknown loss 'softmax'.*ce, eql, focal, seesaw"):
+    with pytest.raises(ValueError, match="unknown loss 'softmax'.*ce, eql, eqlv2, fed, focal, seesaw"):
         build_loss("softmax", 10)
 
 
@@ -29,14 +29,30 @@ def test_bad_num_classes(num_classes):
         build_loss("ce", num_classes)
 
 
-def test_eql_needs_class_freq():
-    with pytest.raises(ValueError, match="class_freq is required"):
-        build_loss("eql", 10)
+@pytest.mark.parametrize("name", ["eql", "fed"])
+def test_frequency_losses_need_class_freq(name):
+    with pytest.raises(ValueError, match=f"{name}: class_freq is required"):
+        build_loss(name, 10)
     with pytest.raises(ValueError, match="one entry per class"):
-        build_loss("eql", 10, class_freq=[0.1] * 9)
+        build_loss(name, 10, class_freq=[0.1] * 9)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        build_loss(name, 3, class_freq=[0.1, float("nan"), 0.2])
 
 
-@pytest.mark.parametrize("name,expected", [("ce", 11), ("focal", 10), ("eql", 11), ("seesaw", 12)])
+@pytest.mark.parametrize("name, params, message", [
+    ("eqlv2", {"gamma": float("nan")}, "gamma must be a finite number"),
+    ("eqlv2", {"mu": float("inf")}, "mu must be a finite number"),
+    ("eqlv2", {"alpha": -1.0}, "gamma and alpha must be >= 0"),
+    ("fed", {"num_sampled_classes": 0}, "num_sampled_classes must be a positive int"),
+    ("fed", {"freq_power": float("nan")}, "freq_power must be a finite number >= 0"),
+    ("fed", {"seed": -1}, "seed must be an int >= 0"),
+])
+def test_bad_parameters_name_the_parameter(name, params, message):
+    with pytest.raises(ValueError, match=f"{name}: {message}"):
+        make_loss(name, 10, **params)
+
+
+@pytest.mark.parametrize("name,expected", [("ce", 11), ("focal", 10), ("eql", 10), ("eqlv2", 11), ("fed", 10), ("seesaw", 12)])
 def test_num_logits(name, expected):
     assert make_loss(name, 10).num_logits == expected
 
@@ -44,7 +60,7 @@ def test_num_logits(name, expected):
 def test_term_names():
     assert set(make_loss("seesaw", 4)(*make_batch(make_loss("seesaw", 4), 8))) == {
         "loss_cls_classes", "loss_cls_objectness"}
-    for name in ("ce", "focal", "eql"):
+    for name in ("ce", "focal", "eql", "eqlv2", "fed"):
         loss = make_loss(name, 4)
         assert set(loss(*make_batch(loss, 8))) == {"loss_cls"}
 

@@ -10,12 +10,15 @@ from typing import Dict, Type
 from .base import ClassificationLoss
 from .ce import CrossEntropyLoss
 from .eql import LAMBDA_LVIS_V05, LAMBDA_LVIS_V1, EqualizationLoss
+from .eqlv2 import EqualizationLossV2
+from .fed import FederatedLoss
 from .focal import SigmoidFocalLoss
 from .seesaw import SeesawLoss
 from .seesaw_official import OfficialSeesawLoss
 
 LOSSES: Dict[str, Type[ClassificationLoss]] = {
-    cls.name: cls for cls in (CrossEntropyLoss, SigmoidFocalLoss, EqualizationLoss, SeesawLoss)
+    cls.name: cls for cls in (
+        CrossEntropyLoss, SigmoidFocalLoss, EqualizationLoss, EqualizationLossV2, FederatedLoss, SeesawLoss)
 }
 # Reference implementations: trainable like LOSSES, but not part of the suite's own set (no
 # benchmark limits or property tests of their own; they are what ours is checked against).
@@ -41,5 +44,5 @@ def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
 
 __all__ = [
     "LOSSES", "REFERENCE_LOSSES", "trainable_losses", "build_loss", "OfficialSeesawLoss", "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
-    "EqualizationLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
+    "EqualizationLoss", "EqualizationLossV2", "FederatedLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
 ]

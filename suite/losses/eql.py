@@ -1,15 +1,19 @@
 """Equalization Loss (Tan et al., "Equalization Loss for Long-Tailed Object Recognition", CVPR 2020).
 
-As in the authors' Detectron2 code: sigmoid cross-entropy over num_classes + 1 logits (the
-background logit is a sigmoid output too, target 1 on background RoIs), and for a foreground RoI
-the negative term of every rare class is dropped:
+As the authors wrote it (tztztztztz/eql.detectron2, projects/EQL/eql/fast_rcnn.py): sigmoid
+cross-entropy over num_classes logits, no background logit; a background RoI's target is all
+zeros. For a foreground RoI the negative term of every rare class is dropped:
 
-    w_j = 1 - E(r) T_lambda(f_j) (1 - y_j),   E(r) = 1 for foreground RoIs, 0 for background,
-    T_lambda(f) = 1 if f < lambda,            f_j = image count of class j / training images.
+    L = 1/N sum_i sum_j w_ij BCE(z_ij, y_ij),
+    w_ij = 1 - E(r_i) T_lambda(f_j) (1 - y_ij),  E(r) = 1 for foreground RoIs, 0 for background,
+    T_lambda(f) = 1 if f < lambda,               f_j = image count of class j / training images.
 
+The classifier bias starts at prior probability 0.001 (`initial_logit_bias`), and inference scores
+are the class sigmoids with a zero background column appended, as the authors' code does.
 Computed in closed form (suite.losses.sigmoid_kernel).
 """
 
+import math
 from typing import Dict, Sequence
 
 import torch
@@ -17,15 +21,18 @@ from torch import Tensor
 
 from .base import ClassificationLoss
 from .checks import check_finite_params
-from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
+from .class_freq import check_class_freq
+from .sigmoid_kernel import sigmoid_loss_sum
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
 LAMBDA_LVIS_V05 = 1.76e-3
 LAMBDA_LVIS_V1 = 1.1e-3
+#: The authors' initial sigmoid probability of every class ("roughly 1 / num_classes").
+EQL_PRIOR_PROBABILITY = 0.001
 
 
 class EqualizationLoss(ClassificationLoss):
-    """EQL. Term: `loss_cls`.
+    """EQL over num_classes logits. Term: `loss_cls`.
 
     Args:
         num_classes: foreground classes.
@@ -35,31 +42,19 @@ class EqualizationLoss(ClassificationLoss):
     """
 
     name = "eql"
-    initial_logit_bias = PRIOR_LOGIT_BIAS
+    initial_logit_bias = math.log(EQL_PRIOR_PROBABILITY / (1 - EQL_PRIOR_PROBABILITY))
 
     def __init__(self, num_classes: int, class_freq: Sequence[float] = None, lambda_: float = LAMBDA_LVIS_V1):
         super().__init__(num_classes)
         check_finite_params(self.name, lambda_=lambda_)
-        if class_freq is None:
-            raise ValueError(
-                "eql: class_freq is required: the fraction of training images that contain each "
-                "class (LVIS image_count / number of training images), one per class"
-            )
-        class_freq = torch.as_tensor(class_freq, dtype=torch.float64)
-        if class_freq.shape != (num_classes,):
-            raise ValueError(
-                f"eql: class_freq must have one entry per class ({num_classes}), got shape {tuple(class_freq.shape)}"
-            )
-        if not torch.isfinite(class_freq).all() or (class_freq < 0).any():
-            raise ValueError("eql: class_freq must be finite and >= 0")
+        class_freq = check_class_freq(self.name, class_freq, num_classes)
         self.lambda_ = float(lambda_)
-        # 1 for the rare classes whose negative gradient is dropped; never the background column.
-        rare = torch.cat([class_freq < self.lambda_, torch.zeros(1, dtype=torch.bool)])
-        self.register_buffer("rare", rare, persistent=False)
+        # 1 for the rare classes whose negative gradient foreground RoIs drop.
+        self.register_buffer("rare", class_freq < self.lambda_, persistent=False)
 
     @property
     def num_logits(self) -> int:
-        return self.num_classes + 1
+        return self.num_classes
 
     def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
         num_rois = labels.shape[0]
@@ -69,7 +64,13 @@ class EqualizationLoss(ClassificationLoss):
         return {"loss_cls": total / num_rois}
 
     def _scores(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits)
+        return zero_background_scores(logits)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lambda_={self.lambda_}, rare_classes={int(self.rare.sum())}"
+
+
+def zero_background_scores(class_logits: Tensor) -> Tensor:
+    """(N, C) sigmoid logits -> (N, C + 1): each class's sigmoid, then a zero background column
+    (the authors' inference: detections are ranked by the class sigmoids alone)."""
+    return torch.cat([torch.sigmoid(class_logits), class_logits.new_zeros(class_logits.shape[0], 1)], dim=1)

@@ -1,5 +1,6 @@
-"""The official Seesaw implementation (mmdetection's `mmdet/models/losses/seesaw_loss.py`), loaded
-from the installed mmdet wheel without importing mmdet (whose `__init__` needs a compiled mmcv).
+"""The official Seesaw and EQLv2 implementations (mmdetection's `mmdet/models/losses/seesaw_loss.py`
+and `eqlv2_loss.py`), loaded from the installed mmdet wheel without importing mmdet (whose
+`__init__` needs a compiled mmcv).
 
 Used as the reference in the tests and as the peer in the benchmarks; nothing else depends on it.
 Install it with `pip install --no-deps mmdet==3.3.0` (scripts/bootstrap.sh does).
@@ -15,6 +16,8 @@ _PACKAGE = "_suite_official_mmdet_losses"
 _MODULES = ("utils", "accuracy", "cross_entropy_loss", "seesaw_loss")
 # The one line of each file that needs mmdet beyond the four files above: its model registry.
 _REGISTRY_IMPORT = "from mmdet.registry import MODELS"
+# EQLv2's one further import: mmengine's logger, which it calls once to print its parameters.
+_LOGGING_IMPORT = "from mmengine.logging import print_log"
 
 
 class _Registry:
@@ -50,7 +53,32 @@ def load_official_seesaw() -> types.ModuleType:
         module.__file__ = str(path)
         module.__package__ = _PACKAGE
         module.MODELS = _Registry
-        source = path.read_text().replace(_REGISTRY_IMPORT, "")
+        source = _read_source(path)
         sys.modules[module.__name__] = module
         exec(compile(source, str(path), "exec"), module.__dict__)
+    return module
+
+
+def _read_source(path: pathlib.Path) -> str:
+    """The file's source without its imports of mmdet's registry and mmengine's logger (both
+    supplied by the loader: a registry that leaves classes as they are, a silent print_log)."""
+    return path.read_text().replace(_REGISTRY_IMPORT, "").replace(_LOGGING_IMPORT, "")
+
+
+def _silent_print_log(*args, **kwargs) -> None:
+    """Stands in for mmengine.logging.print_log."""
+
+
+def load_official_eqlv2() -> types.ModuleType:
+    """Return the official `eqlv2_loss` module (with `EQLV2Loss`)."""
+    name = f"{_PACKAGE}_eqlv2_loss"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = official_losses_dir() / "eqlv2_loss.py"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    module.MODELS = _Registry
+    module.print_log = _silent_print_log
+    sys.modules[name] = module
+    exec(compile(_read_source(path), str(path), "exec"), module.__dict__)
     return module

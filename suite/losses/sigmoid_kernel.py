@@ -30,7 +30,7 @@ from torch import Tensor
 
 #: Initial sigmoid probability of every class (Lin et al. 2017, section 4.1): with a zero bias each
 #: of the K sigmoids starts at 0.5 and the summed negative terms (K log 2 per RoI) swamp training;
-#: focal and EQL start their classifier bias at log(PRIOR / (1 - PRIOR)).
+#: focal starts its classifier bias at log(PRIOR / (1 - PRIOR)) (EQL at its authors' 0.001).
 PRIOR_PROBABILITY = 0.01
 PRIOR_LOGIT_BIAS = math.log(PRIOR_PROBABILITY / (1 - PRIOR_PROBABILITY))
 
