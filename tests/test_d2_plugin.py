@@ -17,7 +17,8 @@ from detectron2.utils.events import EventStorage
 
 from suite.d2 import LongTailOutputLayers, add_longtail_config
 
-LOSS_TERMS = {"ce": {"loss_cls"}, "focal": {"loss_cls"}, "eql": {"loss_cls"},
+LOSS_TERMS = {"ce": {"loss_cls"}, "focal": {"loss_cls"}, "eql": {"loss_cls"}, "eqlv2": {"loss_cls"},
+              "fed": {"loss_cls"},
               "seesaw": {"loss_cls_classes", "loss_cls_objectness"}}
 D2_TERMS = {"loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
 EQL_LAMBDA = 0.1  # the tiny set's class frequencies are 7, 1, 2, 7, 1, 6 of 24 images
@@ -44,7 +45,8 @@ def _step(model, batch):
 
 
 @pytest.mark.parametrize("loss, head", [
-    ("ce", {}), ("focal", {}), ("eql", {}), ("seesaw", {}), ("seesaw", {"COSINE_CLASSIFIER": True}),
+    ("ce", {}), ("focal", {}), ("eql", {}), ("eqlv2", {}), ("fed", {}), ("seesaw", {}),
+    ("seesaw", {"COSINE_CLASSIFIER": True}),
 ])
 def test_training_step_and_inference(dataset, loss, head):
     cfg = tiny_cfg(dataset, loss, **head)
@@ -97,10 +99,13 @@ def test_losses_without_foreground_run_backward(dataset, loss, rois):
     assert torch.isfinite(features.grad).all()
 
 
-@pytest.mark.parametrize("loss, prior", [("ce", None), ("seesaw", None), ("focal", 0.01), ("eql", 0.01)])
+@pytest.mark.parametrize("loss, prior", [
+    ("ce", None), ("seesaw", None), ("eqlv2", None), ("focal", 0.01), ("eql", 0.001), ("fed", 0.01)])
 @pytest.mark.parametrize("cosine", [False, True])
 def test_classifier_starts_sigmoid_losses_at_the_prior(dataset, loss, prior, cosine):
-    # With a zero bias every sigmoid starts at 0.5: EQL diverged in the demo at lr 0.02.
+    # With a zero bias every sigmoid starts at 0.5: EQL diverged in the demo at lr 0.02. EQL's
+    # authors start at 0.001, CenterNet2's federated loss at 0.01 (PRIOR_PROB); EQLv2 at zero as
+    # mmdet's bbox head.
     predictor = _model(tiny_cfg(dataset, loss, COSINE_CLASSIFIER=cosine)).roi_heads.box_predictor
     bias = predictor.cls_score.bias
     if prior is None:
@@ -109,7 +114,8 @@ def test_classifier_starts_sigmoid_losses_at_the_prior(dataset, loss, prior, cos
         torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, prior))
 
 
-@pytest.mark.parametrize("loss, width", [("ce", 7), ("focal", 6), ("eql", 7), ("seesaw", 8)])
+@pytest.mark.parametrize("loss, width", [
+    ("ce", 7), ("focal", 6), ("eql", 6), ("eqlv2", 7), ("fed", 6), ("seesaw", 8)])
 def test_classifier_width_is_the_loss_num_logits(dataset, loss, width):
     cfg = tiny_cfg(dataset, loss)
     predictor = _model(cfg).roi_heads.box_predictor
@@ -130,7 +136,16 @@ def test_eql_rare_classes_come_from_the_training_metadata(dataset):
     counts = {entry["id"]: entry["image_count"] for entry in metadata.class_image_count}
     expected = [counts[category_id] / metadata.num_train_images < EQL_LAMBDA for category_id in sorted(counts)]
     assert 0 < sum(expected) < dataset.num_classes  # lambda splits the classes
-    assert rare.tolist() == expected + [False]  # never the background column
+    assert rare.tolist() == expected  # one per class: the authors' EQL has no background column
+
+
+def test_fed_sampling_weights_come_from_the_training_metadata(dataset):
+    loss = _model(tiny_cfg(dataset, "fed")).roi_heads.box_predictor.cls_loss
+    metadata = MetadataCatalog.get(dataset.train)
+    counts = {entry["id"]: entry["image_count"] for entry in metadata.class_image_count}
+    expected = torch.tensor([counts[category_id] for category_id in sorted(counts)], dtype=torch.float64) ** 0.5
+    # Detectron2 weighs image_count ** 0.5; ours is (image_count / images) ** 0.5, the same ratios.
+    torch.testing.assert_close(loss.sampling_weight / loss.sampling_weight.sum(), expected / expected.sum())
 
 
 def test_checkpoint_round_trip_keeps_seesaw_counts(dataset, tmp_path):
@@ -146,6 +161,26 @@ def test_checkpoint_round_trip_keeps_seesaw_counts(dataset, tmp_path):
     assert fresh.roi_heads.box_predictor.cls_loss.cum_samples.sum() == 0
     DetectionCheckpointer(fresh, str(tmp_path)).load(str(tmp_path / "model_final.pth"))
     assert torch.equal(fresh.roi_heads.box_predictor.cls_loss.cum_samples, counts)
+
+
+def test_checkpoint_round_trip_keeps_eqlv2_sums_and_fed_steps(dataset, tmp_path):
+    for loss_name in ("eqlv2", "fed"):
+        cfg = tiny_cfg(dataset, loss_name)
+        model = _model(cfg)
+        for batch in train_batches(cfg, 2):
+            _step(model, batch)
+        state = model.roi_heads.box_predictor.cls_loss.state_dict()
+        DetectionCheckpointer(model, str(tmp_path)).save(f"{loss_name}_final")
+        fresh = _model(cfg)
+        DetectionCheckpointer(fresh, str(tmp_path)).load(str(tmp_path / f"{loss_name}_final.pth"))
+        restored = fresh.roi_heads.box_predictor.cls_loss.state_dict()
+        assert set(restored) == set(state)
+        for key, value in state.items():
+            assert torch.equal(restored[key], value), key
+        if loss_name == "eqlv2":
+            assert (state["pos_grad"] > 0).any() and (state["neg_grad"] > 0).all()
+        else:
+            assert state["_extra_state"].tolist() == [2]
 
 
 def test_resume_continues_seesaw_counts(dataset, tmp_path):

@@ -13,7 +13,7 @@ from suite.d2.class_freq import class_freq_from_metadata
 from suite.d2.config import check_parent_loss_keys, loss_params_from_cfg
 from suite.d2.cosine import CosineLinear
 from suite.d2.grad_balance import GradientBalance
-from suite.losses import build_loss
+from suite.losses import CLASS_FREQ_LOSSES, build_loss
 
 
 class LongTailOutputLayers(FastRCNNOutputLayers):
@@ -21,7 +21,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
     the inference scores taken from a suite loss (`self.cls_loss`).
 
     Box regression and its loss stay Detectron2's. `cls_score` outputs `cls_loss.num_logits`
-    logits per RoI (C + 1 for ce/eql, C for focal, C + 2 for seesaw); `predict_probs` returns
+    logits per RoI (C + 1 for ce/eqlv2, C for focal/eql/fed, C + 2 for seesaw); `predict_probs` returns
     `cls_loss.scores`: (R, C + 1) probabilities, background last, for every loss.
     """
 
@@ -44,7 +44,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
             input_shape, **kwargs: as FastRCNNOutputLayers (num_classes: foreground classes).
             loss_name: a name of suite.losses.LOSSES.
             loss_params: the loss's keyword parameters.
-            class_freq: called once, for EQL when loss_params has no class_freq: returns the
+            class_freq: called once, for eql and fed when loss_params has no class_freq: returns the
                 fraction of training images containing each class (a lazy callable, so that
                 the predictor can be built without a registered data set).
             num_logits: 0, or the classifier width the config pins (must equal the loss's).
@@ -54,9 +54,9 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
         """
         super().__init__(input_shape, **kwargs)
         loss_params = dict(loss_params or {})
-        if loss_name == "eql" and "class_freq" not in loss_params:
+        if loss_name in CLASS_FREQ_LOSSES and "class_freq" not in loss_params:
             if class_freq is None:
-                raise ValueError("MODEL.ROI_BOX_HEAD.CLS_LOSS = 'eql' needs class frequencies: "
+                raise ValueError(f"MODEL.ROI_BOX_HEAD.CLS_LOSS = {loss_name!r} needs class frequencies: "
                                  "DATASETS.TRAIN must name registered LVIS-format sets")
             loss_params["class_freq"] = class_freq()
         try:

@@ -1,4 +1,5 @@
-"""Class frequencies of the training set, for EQL: image count / number of training images."""
+"""Class frequencies of the training set, for EQL and the federated loss: image count / number of
+training images."""
 
 from typing import List, Sequence
 
@@ -21,8 +22,8 @@ def class_freq_from_metadata(dataset_names: Sequence[str], num_classes: int) -> 
         for field in ("class_image_count", "num_train_images"):
             if not hasattr(metadata, field):
                 raise ValueError(
-                    f"DATASETS.TRAIN: the metadata of {name!r} has no {field}, which EQL needs for its class "
-                    "frequencies (register the set with suite.data.register_dataset)")
+                    f"DATASETS.TRAIN: the metadata of {name!r} has no {field}, which EQL and the "
+                    "federated loss need for their class frequencies (register the set with suite.data.register_dataset)")
         ids = sorted(entry["id"] for entry in metadata.class_image_count)
         if ids != list(range(1, num_classes + 1)):
             raise ValueError(
@@ -32,7 +33,7 @@ def class_freq_from_metadata(dataset_names: Sequence[str], num_classes: int) -> 
             image_counts[entry["id"] - 1] += entry["image_count"]
         num_images += metadata.num_train_images
     if num_images <= 0:
-        raise ValueError("DATASETS.TRAIN: no training images, so EQL has no class frequencies")
+        raise ValueError("DATASETS.TRAIN: no training images, so there are no class frequencies")
     class_freq = [count / num_images for count in image_counts]
     for label, freq in enumerate(class_freq):
         if not 0 < freq <= 1:

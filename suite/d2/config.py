@@ -10,6 +10,8 @@ from suite.losses import LAMBDA_LVIS_V1
 LOSS_CONFIG_KEYS = {
     "focal": ("FOCAL", {"ALPHA": "alpha", "GAMMA": "gamma"}),
     "eql": ("EQL", {"LAMBDA": "lambda_"}),
+    "eqlv2": ("EQLV2", {"GAMMA": "gamma", "MU": "mu", "ALPHA": "alpha", "TEST_WITH_OBJ": "test_with_obj"}),
+    "fed": ("FED", {"NUM_CLASSES": "num_sampled_classes", "FREQ_WEIGHT_POWER": "freq_power", "SEED": "seed"}),
     "seesaw": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}),
     "seesaw_official": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps"}),  # mmdet's code, same keys
 }
@@ -38,6 +40,13 @@ def add_longtail_config(cfg: CN) -> None:
     # Equalization Loss (Tan et al. 2020): rare-class frequency threshold; 1.1e-3 for LVIS v1,
     # 1.76e-3 for LVIS v0.5. Class frequencies come from the training set's metadata.
     head.EQL = CN({"LAMBDA": LAMBDA_LVIS_V1})
+    # Equalization Loss v2 (Tan et al. 2021), the official defaults: slope and centre of the
+    # gradient-ratio mapping, positive up-weighting, and scores times (1 - objectness) at test.
+    head.EQLV2 = CN({"GAMMA": 12.0, "MU": 0.8, "ALPHA": 4.0, "TEST_WITH_OBJ": True})
+    # Federated loss (Zhou et al. 2021), Detectron2's defaults (FED_LOSS_NUM_CLASSES,
+    # FED_LOSS_FREQ_WEIGHT_POWER): classes per step and the exponent of the sampling weights
+    # (training-set frequencies from the metadata); SEED seeds the draws with the rank and step.
+    head.FED = CN({"NUM_CLASSES": 50, "FREQ_WEIGHT_POWER": 0.5, "SEED": 0})
     # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
     # and whether to run its kernels through torch.compile.
     head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": False})

@@ -4,8 +4,8 @@ classes, than positive gradient from its own). Pure torch; the box predictor cal
 
 Conventions (Detectron2's): `num_classes` foreground classes, labels int64 in [0, num_classes],
 num_classes is background. For every loss of the suite the first num_classes logit columns are
-the class logits (CE and EQL add a background column, Seesaw an objectness pair), so only those
-are observed.
+the class logits (CE adds a background column, EQLv2 an objectness column, Seesaw an objectness
+pair; focal, EQL and the federated loss have none), so only those are observed.
 """
 
 from typing import Dict, List

@@ -29,6 +29,9 @@ def trainable_losses() -> Dict[str, Type[ClassificationLoss]]:
     """Every loss `build_loss` (and so `suite train`) accepts: LOSSES and REFERENCE_LOSSES."""
     return {**LOSSES, **REFERENCE_LOSSES}
 
+#: The losses that take `class_freq`: each class's fraction of training images (from the data set).
+CLASS_FREQ_LOSSES = ("eql", "fed")
+
 
 def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
     """Build the loss called `name` (a name of LOSSES or REFERENCE_LOSSES) for `num_classes`
@@ -43,6 +46,7 @@ def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
 
 
 __all__ = [
-    "LOSSES", "REFERENCE_LOSSES", "trainable_losses", "build_loss", "OfficialSeesawLoss", "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
+    "LOSSES", "REFERENCE_LOSSES", "CLASS_FREQ_LOSSES", "trainable_losses", "build_loss", "OfficialSeesawLoss",
+    "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
     "EqualizationLoss", "EqualizationLossV2", "FederatedLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
 ]
