@@ -39,7 +39,8 @@ from suite.bench.timing import Timing, time_calls
 
 LIMITS_FILE = Path(__file__).resolve().parents[2] / "baselines" / "bench_limits.json"
 #: Every row the limits name, and the references their ratios need.
-GUARD_ROWS = ("ce", "focal", "eql", "seesaw", "torch_cross_entropy", "memory_floor", "seesaw_official")
+GUARD_ROWS = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw", "torch_cross_entropy", "memory_floor", "seesaw_official",
+              "eqlv2_official")
 GUARD_THREADS = 1
 BLOCKS = 3
 REPEATS_PER_BLOCK = 7

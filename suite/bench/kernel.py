@@ -5,7 +5,8 @@ bfloat16 autocast) and int64 labels in [0, C], C = background, 25 % foreground w
 from a Zipf law (class j with weight 1 / (j + 1)), as a long-tailed batch has them.
 
 Rows (`name`):
-  ce, focal, eql, seesaw   suite.losses.build_loss(name, C) (EQL with a Zipf class_freq), training mode
+  ce, focal, eql, eqlv2,   suite.losses.build_loss(name, C) (EQL and fed with a Zipf class_freq),
+  fed, seesaw              training mode
   seesaw_compiled          the same Seesaw with compiled=True (torch.compile, compiled during warm-up)
   torch_cross_entropy      F.cross_entropy on (N, C + 1): the cost a plain softmax head pays
   memory_floor             torch.mul(logits, 1.0, out=buffer) on (N, C + 1): one read and one write
@@ -13,6 +14,7 @@ Rows (`name`):
   seesaw_official          mmdet 3.3.0's SeesawLoss, called as its box head does:
                            loss(cls_score, labels, avg_factor=N); its count update loops over the
                            labels present with one .item() each
+  eqlv2_official           mmdet 3.3.0's EQLV2Loss (N, C + 1), called as its box head does: loss(cls_score, labels)
 Each timed call is one forward and one backward (torch.autograd.grad, so no gradient accumulates).
 With `contended=True` everything is timed while a competing multi-threaded torch process runs
 (suite.bench.contention); the records say so in `contended`.
@@ -27,17 +29,17 @@ from torch import Tensor
 
 from suite.bench.contention import competing_process
 from suite.bench.timing import Timing, time_calls
-from suite.losses import build_loss
-from suite.losses.official import load_official_seesaw
+from suite.losses import CLASS_FREQ_LOSSES, build_loss
+from suite.losses.official import load_official_eqlv2, load_official_seesaw
 
 ROIS_PER_IMAGE = 512
 FOREGROUND_FRACTION = 0.25
 DTYPES = {"float32": None, "bfloat16-autocast": torch.bfloat16}
-LOSS_ROWS = ("ce", "focal", "eql", "seesaw", "seesaw_compiled")
-REFERENCE_ROWS = ("torch_cross_entropy", "memory_floor", "seesaw_official")
-# Reference row of each ratio field.
-RATIO_FIELDS = {"ratio_to_ce": "torch_cross_entropy", "ratio_to_floor": "memory_floor",
-                "ratio_to_official": "seesaw_official"}
+LOSS_ROWS = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw", "seesaw_compiled")
+REFERENCE_ROWS = ("torch_cross_entropy", "memory_floor", "seesaw_official", "eqlv2_official")
+# Reference row of each ratio field; ratio_to_official compares a loss with its own official code.
+RATIO_FIELDS = {"ratio_to_ce": "torch_cross_entropy", "ratio_to_floor": "memory_floor"}
+OFFICIAL_ROWS = {"seesaw": "seesaw_official", "seesaw_compiled": "seesaw_official", "eqlv2": "eqlv2_official"}
 
 
 def zipf_class_freq(num_classes: int) -> Tensor:
@@ -68,8 +70,8 @@ def build_loss_module(name: str, num_classes: int, device: str) -> torch.nn.Modu
     """A suite loss for a row of LOSS_ROWS, in training mode on `device`."""
     if name == "seesaw_compiled":
         loss = build_loss("seesaw", num_classes, compiled=True)
-    elif name == "eql":
-        loss = build_loss("eql", num_classes, class_freq=zipf_class_freq(num_classes))
+    elif name in CLASS_FREQ_LOSSES:
+        loss = build_loss(name, num_classes, class_freq=zipf_class_freq(num_classes))
     else:
         loss = build_loss(name, num_classes)
     return loss.to(device).train()
@@ -102,6 +104,12 @@ def build_kernel(name: str, num_rois: int, num_classes: int, dtype_name: str, de
         def compute(logits):
             return sum(official(logits, labels, avg_factor=num_rois).values())
         num_logits = num_classes + 2
+    elif name == "eqlv2_official":
+        official = load_official_eqlv2().EQLV2Loss(num_classes=num_classes).to(device)
+
+        def compute(logits):
+            return official(logits, labels)
+        num_logits = num_classes + 1
     elif name in LOSS_ROWS:
         loss = build_loss_module(name, num_classes, device)
 
@@ -123,14 +131,15 @@ def build_kernel(name: str, num_rois: int, num_classes: int, dtype_name: str, de
 def add_ratios(records: List[Dict[str, object]]) -> None:
     """Set ratio_to_ce / _floor / _official of each record, in place: its median over the median of
     the reference row with the same scope, device, dtype, shape and contention (None where that row
-    is absent)."""
+    is absent; ratio_to_official only for a loss with official code, OFFICIAL_ROWS)."""
     def key(record):
         return (record["scope"], record["device"], record["dtype"], record["num_rois"], record["num_classes"],
                 record.get("contended", False))
 
     medians = {(record["name"], key(record)): record["median_ms"] for record in records}
     for record in records:
-        for field, reference in RATIO_FIELDS.items():
+        references = dict(RATIO_FIELDS, ratio_to_official=OFFICIAL_ROWS.get(record["name"]))
+        for field, reference in references.items():
             reference_ms = medians.get((reference, key(record)))
             record[field] = record["median_ms"] / reference_ms if reference_ms else None
 
