@@ -17,7 +17,11 @@ from data_helpers import lay_out_like_lvis_v1, small_set
 TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
         "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000"]
-RECORD_TERMS = {"seesaw": {"loss_cls_classes", "loss_cls_objectness"}, "ce": {"loss_cls"}}
+RECORD_TERMS = {"seesaw": {"loss_cls_classes", "loss_cls_objectness"}, "ce": {"loss_cls"}, "eqlv2": {"loss_cls"},
+                "fed": {"loss_cls"}}
+RECORD_PARAMS = {"seesaw": {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": False}, "ce": {},
+                 "eqlv2": {"gamma": 12.0, "mu": 0.8, "alpha": 4.0, "test_with_obj": True},
+                 "fed": {"num_sampled_classes": 50, "freq_power": 0.5, "seed": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +46,13 @@ def one_error_line(capsys, *fragments):
     return line
 
 
-@pytest.mark.parametrize("loss", ["seesaw", "ce"])
+@pytest.mark.parametrize("loss", ["seesaw", "ce", "eqlv2", "fed"])
 def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
     run_dir = tmp_path / "run"
     assert train(dataset, run_dir, loss=loss) == 0
     record = read_run_record(run_dir)  # refuses a missing field
     assert record["loss"]["name"] == loss
-    if loss == "seesaw":
-        assert record["loss"]["params"] == {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": False}
+    assert record["loss"]["params"] == RECORD_PARAMS[loss]
     assert record["dataset"] == {"name": "synthetic", "path": str(dataset.resolve()), "num_classes": 9,
                                  "num_train_images": 40}
     assert record["iterations"] == 2 and record["seed"] == 0

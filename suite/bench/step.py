@@ -25,12 +25,12 @@ from torch import nn
 from suite.bench.kernel import build_kernel, build_loss_module, make_labels, timing_record, zipf_class_freq
 from suite.bench.timing import time_calls
 
-STEP_LOSSES = ("ce", "focal", "eql", "seesaw")
+STEP_LOSSES = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw")
 LVIS_NUM_CLASSES = 1203
 FEATURE_DIM = 1024  # Detectron2's box head FC_DIM
 ROIS_PER_IMAGE = 512
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-METADATA_NAME = "suite_bench_zipf"  # metadata only: EQL's class frequencies for the mask_rcnn step
+METADATA_NAME = "suite_bench_zipf"  # metadata only: EQL's and fed's class frequencies for the mask_rcnn step
 # Enough images that rounding the counts moves no class across EQL's lambda (100,000 moved rank 273).
 METADATA_NUM_IMAGES = 1_000_000
 INSTANCES_PER_IMAGE = 8
