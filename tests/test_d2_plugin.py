@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from suite.d2 import LongTailOutputLayers, add_longtail_config
+from suite.d2 import CosineConv2d, CosineLinear, LongTailOutputLayers, add_longtail_config
 
 LOSS_TERMS = {"ce": {"loss_cls"}, "focal": {"loss_cls"}, "eql": {"loss_cls"}, "eqlv2": {"loss_cls"},
               "fed": {"loss_cls"},
@@ -80,6 +80,40 @@ def test_training_step_and_inference(dataset, loss, head):
         assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
         assert ((instances.pred_classes >= 0) & (instances.pred_classes < dataset.num_classes)).all()
         assert instances.pred_masks.shape == (len(instances), 48, 80)
+
+
+def test_cosine_mask_predictor_trains_and_predicts(dataset):
+    """The official "normed mask" option: the mask head's 1x1 predictor becomes a CosineConv2d."""
+    cfg = tiny_cfg(dataset, "seesaw", COSINE_CLASSIFIER=True)
+    cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR = True
+    model = _model(cfg)
+    predictor = model.roi_heads.mask_head.predictor
+    assert isinstance(predictor, CosineConv2d) and predictor.scale == 20.0
+    assert predictor.out_channels == dataset.num_classes
+    batch = train_batches(cfg, 1)[0]
+    losses, _ = _step(model, batch)
+    assert torch.isfinite(losses["loss_mask"]) and predictor.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": item["image"], "height": 48, "width": 80} for item in batch])
+    assert all(output["instances"].pred_masks.shape[1:] == (48, 80) for output in outputs)
+
+
+def test_cosine_conv_is_the_official_normed_conv_formula():
+    """NormedConv2d's forward: x / (|x| + eps) * temperature convolved with w / (|w| + eps), norms
+    over the channels; at each pixel the same as the cosine classifier."""
+    torch.manual_seed(0)
+    conv = CosineConv2d(8, 5, scale=20.0).double()
+    x = torch.randn(3, 8, 4, 6, dtype=torch.float64)
+    x_unit = x / (x.norm(dim=1, keepdim=True) + 1e-6)
+    w = conv.weight[:, :, 0, 0]
+    w_unit = w / (w.norm(dim=1, keepdim=True) + 1e-6)
+    expected = torch.einsum("nchw,kc->nkhw", 20.0 * x_unit, w_unit) + conv.bias[None, :, None, None]
+    torch.testing.assert_close(conv(x), expected, rtol=1e-13, atol=1e-13)
+    linear = CosineLinear(8, 5, scale=20.0).double()
+    linear.load_state_dict({"weight": w.detach(), "bias": conv.bias.detach()})
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, 8)
+    torch.testing.assert_close(conv(x).permute(0, 2, 3, 1).reshape(-1, 5), linear(pixels), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSS_TERMS))
@@ -263,10 +297,17 @@ def test_config_files_merge(path):
     assert cfg.MODEL.ROI_HEADS.NAME == "LongTailROIHeads"
     if path.parent.name == "lvis_v1":
         stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_")
-        loss, rfs = stem.removesuffix("_rfs"), stem.endswith("_rfs")
+        rfs, normed_mask = stem.endswith("_rfs"), "_normed_mask" in stem
+        loss = stem.removesuffix("_rfs").removesuffix("_normed_mask")
         assert cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == loss
         assert cfg.DATALOADER.SAMPLER_TRAIN == ("RepeatFactorTrainingSampler" if rfs else "TrainingSampler")
         if rfs:
             assert cfg.DATALOADER.REPEAT_THRESHOLD == 0.001
         assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH) == (0.02, 16)
         assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER == (loss == "seesaw")
+        assert cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR == normed_mask
+        # The official Seesaw keys (README table), whatever the loss.
+        assert (cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION) == (512, 0.25)
+        assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
+        assert (cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST) == (1e-4, 0.5)
+        assert cfg.TEST.DETECTIONS_PER_IMAGE == 300

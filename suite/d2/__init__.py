@@ -14,11 +14,11 @@ from suite.d2.box_predictor import LongTailOutputLayers
 from suite.d2.class_freq import class_freq_from_metadata
 from suite.d2.config import (LOSS_CONFIG_KEYS, PARENT_LOSS_KEYS, add_longtail_config, check_parent_loss_keys,
                              loss_params_from_cfg)
-from suite.d2.cosine import CosineLinear
+from suite.d2.cosine import CosineConv2d, CosineLinear
 from suite.d2.roi_heads import LongTailROIHeads
 
 __all__ = [
-    "LongTailROIHeads", "LongTailOutputLayers", "CosineLinear", "add_longtail_config",
+    "LongTailROIHeads", "LongTailOutputLayers", "CosineLinear", "CosineConv2d", "add_longtail_config",
     "loss_params_from_cfg", "class_freq_from_metadata", "LOSS_CONFIG_KEYS", "PARENT_LOSS_KEYS",
     "check_parent_loss_keys",
 ]

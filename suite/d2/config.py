@@ -30,6 +30,10 @@ def add_longtail_config(cfg: CN) -> None:
     # every official Seesaw config (temperature 20).
     head.COSINE_CLASSIFIER = False
     head.COSINE_SCALE = 20.0
+    # Normalized (cosine) 1x1 mask predictor, as the official "normed mask" Seesaw configs
+    # (NormedConv2d, temperature 20); needs MaskRCNNConvUpsampleHead.
+    cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR = False
+    cfg.MODEL.ROI_MASK_HEAD.COSINE_SCALE = 20.0
     # Validate labels in the loss (one host sync per step on CUDA; Detectron2's matcher already
     # produces labels in [0, NUM_CLASSES]).
     head.CHECK_LABELS = False
