@@ -117,7 +117,8 @@ def build_report(results: Iterable[Path], out: Path) -> Report:
     lines += paired_section(records, out, written)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
-              "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and `seesaw_official` (× official).", ""]
+              "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and the loss's own official code "
+              "(× official: `seesaw_official` for Seesaw, `eqlv2_official` for EQLv2).", ""]
     for kind, title, table, figure in (
             ("bench_kernel", "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
             ("bench_step", "Training step", tables.step_table, figures.step_throughput)):
