@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: sets everything up (scripts/bootstrap.sh), then runs `suite demo` on the CPU:
-# a generated long-tailed LVIS-format set, ce / focal / eql / seesaw trained and evaluated with
+# a generated long-tailed LVIS-format set, ce / focal / eql / eqlv2 / fed / seesaw trained and evaluated with
 # the official lvis API, and the report in output/demo/report/README.md. Extra arguments go to
 # `suite demo` (e.g. --output DIR).
 set -euo pipefail

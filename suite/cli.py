@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="suite",
         description="seesaw-suite: train, evaluate, benchmark and report long-tailed "
-        "instance segmentation losses (Seesaw, CE, focal, EQL).",
+        "instance segmentation losses (Seesaw, CE, focal, EQL, EQLv2, federated).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:

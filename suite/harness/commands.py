@@ -48,9 +48,9 @@ def register(subparsers) -> None:
     evaluate.set_defaults(func=run_eval)
 
     demo = subparsers.add_parser(
-        "demo", help="the whole suite on the CPU: data, four losses, report (about 15 minutes)",
-        description="Generate the default synthetic long-tailed set, train and evaluate ce, focal, eql and "
-        "seesaw on it with the small CPU model, and write the report to OUTPUT/report/README.md. Running it "
+        "demo", help="the whole suite on the CPU: data, six losses, report (about 25 minutes)",
+        description="Generate the default synthetic long-tailed set, train and evaluate ce, focal, eql, "
+        "eqlv2, fed and seesaw on it with the small CPU model, and write the report to OUTPUT/report/README.md. Running it "
         "again keeps finished runs and resumes an interrupted one.")
     demo.add_argument("--output", type=Path, default=Path("output/demo"), help="default: output/demo")
     demo.add_argument("--max-iter", type=int, help="training iterations per loss (default: the tuned demo value)")
