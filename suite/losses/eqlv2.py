@@ -15,7 +15,6 @@ times N (|p - y| w, weighted as in the loss) are added to the per-class sums.
 Computed in closed form (suite.losses.column_weighted_kernel).
 """
 
-import math
 from typing import Dict
 
 import torch
@@ -23,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .base import ClassificationLoss
+from .checks import check_finite_params
 from .column_weighted_kernel import column_weighted_sigmoid_sum
 
 #: The official ratio before the first step: high enough that every weight starts at 1.
@@ -55,9 +55,7 @@ class EqualizationLossV2(ClassificationLoss):
     def __init__(self, num_classes: int, gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0,
                  test_with_obj: bool = True):
         super().__init__(num_classes)
-        for key, value in (("gamma", gamma), ("mu", mu), ("alpha", alpha)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"eqlv2: {key} must be a finite number, got {value!r}")
+        check_finite_params(self.name, gamma=gamma, mu=mu, alpha=alpha)
         if gamma < 0 or alpha < 0:
             raise ValueError(f"eqlv2: gamma and alpha must be >= 0, got gamma={gamma}, alpha={alpha}")
         self.gamma = float(gamma)

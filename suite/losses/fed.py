@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .base import ClassificationLoss
+from .checks import check_finite_params
 from .class_freq import check_class_freq
 from .column_weighted_kernel import column_weighted_sigmoid_sum
 from .eql import zero_background_scores
@@ -56,9 +57,9 @@ class FederatedLoss(ClassificationLoss):
         class_freq = check_class_freq(self.name, class_freq, num_classes)
         if not isinstance(num_sampled_classes, int) or isinstance(num_sampled_classes, bool) or num_sampled_classes < 1:
             raise ValueError(f"fed: num_sampled_classes must be a positive int, got {num_sampled_classes!r}")
-        if not isinstance(freq_power, (int, float)) or isinstance(freq_power, bool) or not np.isfinite(freq_power) \
-                or freq_power < 0:
-            raise ValueError(f"fed: freq_power must be a finite number >= 0, got {freq_power!r}")
+        check_finite_params(self.name, freq_power=freq_power)
+        if freq_power < 0:
+            raise ValueError(f"fed: freq_power must be >= 0, got {freq_power!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"fed: seed must be an int >= 0, got {seed!r}")
         self.num_sampled_classes = num_sampled_classes
