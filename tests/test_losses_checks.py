@@ -8,7 +8,8 @@ import torch
 
 from losses_helpers import LOSS_NAMES, make_batch, make_loss
 
-PARAMS = {"seesaw": ("p", "q", "eps"), "focal": ("alpha", "gamma"), "eql": ("lambda_",)}
+PARAMS = {"seesaw": ("p", "q", "eps"), "focal": ("alpha", "gamma"), "eql": ("lambda_",),
+          "eqlv2": ("gamma", "mu", "alpha"), "fed": ("freq_power",)}
 
 
 @pytest.mark.parametrize("name, param", [(name, param) for name, params in PARAMS.items() for param in params])
@@ -31,7 +32,8 @@ def test_out_of_range_label_fails_loudly_without_label_checks(name, bad_label):
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_unchecked_valid_labels_give_the_checked_loss(name):
-    loss, unchecked_loss = make_loss(name, 5), make_loss(name, 5)  # two: Seesaw's counts are state
+    # two: Seesaw's counts, EQLv2's sums and fed's step are state
+    loss, unchecked_loss = make_loss(name, 5), make_loss(name, 5)
     unchecked_loss.check_labels = False
     logits, labels = make_batch(loss, 16)
     assert {key: value.item() for key, value in unchecked_loss(logits, labels).items()} == \

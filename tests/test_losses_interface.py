@@ -40,11 +40,8 @@ def test_frequency_losses_need_class_freq(name):
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("eqlv2", {"gamma": float("nan")}, "gamma must be a finite number"),
-    ("eqlv2", {"mu": float("inf")}, "mu must be a finite number"),
     ("eqlv2", {"alpha": -1.0}, "gamma and alpha must be >= 0"),
     ("fed", {"num_sampled_classes": 0}, "num_sampled_classes must be a positive int"),
-    ("fed", {"freq_power": float("nan")}, "freq_power must be a finite number"),
     ("fed", {"freq_power": -0.5}, "freq_power must be >= 0"),
     ("fed", {"seed": -1}, "seed must be an int >= 0"),
 ])
