@@ -1,7 +1,7 @@
 """EQL, EQLv2 and the federated loss held to their authors' code: EQL to the formula of
 tztztztztz/eql.detectron2 (written here in plain autograd), EQLv2 to mmdet 3.3.0's EQLV2Loss over
 a sequence of training steps, the federated loss to Detectron2's formula for a given sampled set
-(and, when SUITE_D2SRC names a Detectron2 source tree, to that tree's own functions)."""
+(and, when SUITE_D2_SOURCE names a Detectron2 source tree, to that tree's own functions)."""
 
 import itertools
 import json
@@ -264,11 +264,11 @@ print(json.dumps(results))
 """
 
 
-@pytest.mark.skipif(not os.environ.get("SUITE_D2SRC"), reason="set SUITE_D2SRC to a Detectron2 source tree")
+@pytest.mark.skipif(not os.environ.get("SUITE_D2_SOURCE"), reason="set SUITE_D2_SOURCE to a Detectron2 source tree")
 def test_fed_matches_a_detectron2_source_tree():
     """Detectron2's current FastRCNNOutputLayers (use_sigmoid_ce, use_fed_loss) from the tree named
-    by SUITE_D2SRC, in a subprocess whose PYTHONPATH puts that tree first."""
-    d2src = os.path.realpath(os.environ["SUITE_D2SRC"])
+    by SUITE_D2_SOURCE, in a subprocess whose PYTHONPATH puts that tree first."""
+    d2src = os.path.realpath(os.environ["SUITE_D2_SOURCE"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([d2src, str(REPO)]))
     run = subprocess.run([sys.executable, "-c", D2SRC_CHECK, d2src], env=env, capture_output=True, text=True,
                          timeout=300)
