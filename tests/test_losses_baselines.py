@@ -264,7 +264,7 @@ print(json.dumps(results))
 """
 
 
-@pytest.mark.skipif(not os.environ.get("SUITE_D2_SOURCE"), reason="set SUITE_D2_SOURCE to a Detectron2 source tree")
+@pytest.mark.d2_source
 def test_fed_matches_a_detectron2_source_tree():
     """Detectron2's current FastRCNNOutputLayers (use_sigmoid_ce, use_fed_loss) from the tree named
     by SUITE_D2_SOURCE, in a subprocess whose PYTHONPATH puts that tree first."""
