@@ -244,3 +244,17 @@ def test_report_statistics_match_a_hand_computation(study, tmp_path):
     assert code == 0 and "## Paired comparisons" in readme
     assert "| seesaw+cos − ce | 2 |" in readme and "+4.5 [-14.6, +23.6] n.d." in readme
     assert "(SE " in readme and "+4.5 [+4.7, +13.3]" in readme
+
+
+def test_every_loss_has_an_arm_and_eql_and_fed_are_sized_to_the_generated_set(study):
+    from suite.harness.demo import eql_lambda, fed_num_classes
+    from suite.harness.study import ARMS, Study, StudyOptions
+    from suite.losses import LOSSES, REFERENCE_LOSSES
+    from suite.data.synth import SynthSpec
+
+    assert set(LOSSES) | set(REFERENCE_LOSSES) <= {arm.loss for arm in ARMS.values()}
+    root, _ = study
+    cells = Study(StudyOptions(out=root / "unused", arms=("eql", "fed"), seeds=(0,), dataset=str(root / "data")))
+    spec = SynthSpec(num_train_images=cells._num_train_images())
+    assert cells._arm_overrides(ARMS["eql"])[-2:] == ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA", str(eql_lambda(spec))]
+    assert cells._arm_overrides(ARMS["fed"])[-2:] == ["MODEL.ROI_BOX_HEAD.FED.NUM_CLASSES", str(fed_num_classes(spec))]

@@ -51,6 +51,8 @@ ARMS = {arm.name: arm for arm in (
     Arm("ce_cosine", "ce", True),  # the control: the official Seesaw classifier with plain CE
     Arm("focal", "focal", False),
     Arm("eql", "eql", False),
+    Arm("eqlv2", "eqlv2", False),
+    Arm("fed", "fed", False),
     Arm("seesaw", "seesaw", True),  # the official configuration
     Arm("seesaw_official", "seesaw_official", True),  # mmdet's code, a reference
 )}
@@ -183,12 +185,16 @@ class Study:
 
     def _arm_overrides(self, arm: Arm) -> List[str]:
         overrides = ["MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", str(arm.cosine)]
-        if arm.loss == "eql" and not self.lvis:
-            from suite.harness.demo import eql_lambda
-            from suite.data.synth import SynthSpec
+        if self.lvis or arm.loss not in ("eql", "fed"):
+            return overrides
+        from suite.harness.demo import eql_lambda, fed_num_classes
+        from suite.data.synth import SynthSpec
 
-            overrides += ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA",
-                          str(eql_lambda(SynthSpec(num_train_images=self._num_train_images())))]
+        spec = SynthSpec(num_train_images=self._num_train_images())
+        if arm.loss == "eql":
+            overrides += ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA", str(eql_lambda(spec))]
+        else:
+            overrides += ["MODEL.ROI_BOX_HEAD.FED.NUM_CLASSES", str(fed_num_classes(spec))]
         return overrides
 
     def _config_file(self, arm: Arm) -> Optional[Path]:

@@ -13,6 +13,8 @@ grid
     ce_cosine        softmax CE with the cosine classifier (temperature 20): the control that
                      tells Seesaw's loss from its classifier
     focal, eql       sigmoid focal loss, EQL (lambda just above the set's common classes)
+    eqlv2, fed       EQLv2, the federated loss (4 % of the classes drawn a step, as 50 of LVIS's
+                     1203); not defaults: add them to --losses
     seesaw           Seesaw in the official configuration: cosine classifier, temperature 20
     seesaw_official  mmdet 3.3.0's Seesaw code, cosine classifier (a reference; not a default:
                      add it to --losses, or to the first K seeds with --official-seeds K)
