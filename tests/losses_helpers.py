@@ -28,3 +28,13 @@ def make_batch(loss, num_rois: int, seed: int = 0, dtype=torch.float64, scale: f
     background = torch.rand(num_rois, generator=generator) > fg_fraction
     labels[background] = loss.num_classes
     return logits.requires_grad_(), labels
+
+
+def assert_value_and_gradient_close(value, expected, logits, rtol, grad_rtol, grad_atol):
+    """A loss value equals a reference's (rtol, atol 0), and so does its gradient with respect to
+    `logits` (each differentiated with autograd). Returns our gradient for further checks."""
+    torch.testing.assert_close(value, expected, rtol=rtol, atol=0)
+    (grad,) = torch.autograd.grad(value, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=grad_rtol, atol=grad_atol)
+    return grad

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from suite.losses.official import load_official_eqlv2
 
-from losses_helpers import make_batch, make_loss, zipf_class_freq
+from losses_helpers import assert_value_and_gradient_close, make_batch, make_loss, zipf_class_freq
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,10 +45,7 @@ def test_eql_is_the_authors_loss_in_value_and_gradient(num_classes, num_rois, la
     logits, labels = make_batch(loss, num_rois, seed=num_classes, scale=4.0)
     value = loss(logits, labels)["loss_cls"]
     expected = authors_eql(logits, labels, class_freq, lambda_)
-    torch.testing.assert_close(value, expected, rtol=1e-13, atol=0)
-    (grad,) = torch.autograd.grad(value, logits)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-11, atol=1e-17)
+    assert_value_and_gradient_close(value, expected, logits, rtol=1e-13, grad_rtol=1e-11, grad_atol=1e-17)
 
 
 def test_eql_scores_and_initial_bias_are_the_authors():
@@ -87,10 +84,7 @@ def test_eqlv2_matches_official_over_training_steps(official_eqlv2, num_classes,
             labels[:] = num_classes  # an all-background batch in between
         value = ours(logits, labels)["loss_cls"]
         expected = theirs(logits, labels)
-        torch.testing.assert_close(value, expected, rtol=1e-13, atol=0)
-        (grad,) = torch.autograd.grad(value, logits)
-        (expected_grad,) = torch.autograd.grad(expected, logits)
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-11, atol=1e-17)
+        assert_value_and_gradient_close(value, expected, logits, rtol=1e-13, grad_rtol=1e-11, grad_atol=1e-17)
         for buffer in ("pos_grad", "neg_grad", "pos_neg"):
             torch.testing.assert_close(getattr(ours, buffer), getattr(theirs, buffer), rtol=1e-12, atol=0)
     weights = ours.column_weights()[1][:num_classes]
@@ -144,10 +138,7 @@ def test_fed_is_detectron2s_formula_for_its_sampled_set(num_classes, num_rois, n
     selected = loss.sample_classes(labels, loss.step_generator(logits.device))
     value = loss(logits, labels)["loss_cls"]  # eval mode: the same draw as sample_classes above
     expected = detectron2_fed_formula(logits, labels, torch.nonzero(selected).squeeze(1))
-    torch.testing.assert_close(value, expected, rtol=1e-13, atol=0)
-    (grad,) = torch.autograd.grad(value, logits)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-11, atol=1e-17)
+    grad = assert_value_and_gradient_close(value, expected, logits, rtol=1e-13, grad_rtol=1e-11, grad_atol=1e-17)
     assert (grad[:, ~selected] == 0).all() and (grad[:, selected] != 0).all()
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from suite.losses.seesaw_kernel import seesaw_terms
 
-from losses_helpers import LOSS_NAMES, make_batch, make_loss
+from losses_helpers import LOSS_NAMES, assert_value_and_gradient_close, make_batch, make_loss
 
 
 def frozen_seesaw(num_classes, counts, **params):
@@ -237,10 +237,7 @@ def test_focal_closed_form_matches_torchvision_and_its_autograd(alpha, gamma):
     logits = (logits * 4).detach().requires_grad_()  # confident and wrong entries too
     value = loss(logits, labels)["loss_cls"]
     expected = _focal_definition(logits, labels, alpha, gamma)
-    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
-    (grad,) = torch.autograd.grad(value, logits)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-15)
+    assert_value_and_gradient_close(value, expected, logits, rtol=1e-12, grad_rtol=1e-10, grad_atol=1e-15)
 
 
 def test_eql_closed_form_matches_masked_bce_and_its_autograd():
@@ -253,7 +250,4 @@ def test_eql_closed_form_matches_masked_bce_and_its_autograd():
     weights = 1.0 - (labels < 6).double()[:, None] * rare.double()[None, :] * (1 - targets)
     expected = F.binary_cross_entropy_with_logits(logits, targets, weight=weights, reduction="sum") / 50
     value = loss(logits, labels)["loss_cls"]
-    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
-    (grad,) = torch.autograd.grad(value, logits)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-15)
+    assert_value_and_gradient_close(value, expected, logits, rtol=1e-12, grad_rtol=1e-10, grad_atol=1e-15)
