@@ -8,7 +8,7 @@ import torch
 
 from losses_helpers import LOSS_NAMES, make_batch, make_loss
 
-PARAMS = {"seesaw": ("p", "q", "eps"), "focal": ("alpha", "gamma"), "eql": ("lambda_",),
+PARAMS = {"seesaw": ("p", "q", "eps"), "seesaw_official": ("p", "q", "eps"), "focal": ("alpha", "gamma"), "eql": ("lambda_",),
           "eqlv2": ("gamma", "mu", "alpha"), "fed": ("freq_power",)}
 
 

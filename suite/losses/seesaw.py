@@ -13,6 +13,16 @@ from .checks import check_finite_params
 from .seesaw_kernel import seesaw_terms
 
 
+
+def check_seesaw_params(loss_name: str, p: float, q: float, eps: float) -> None:
+    """ValueError naming the parameter unless p, q >= 0 and eps > 0, all finite (for `seesaw` and
+    `seesaw_official` alike)."""
+    check_finite_params(loss_name, p=p, q=q, eps=eps)
+    if p < 0 or q < 0:
+        raise ValueError(f"{loss_name}: p and q must be >= 0, got p={p}, q={q}")
+    if not eps > 0:
+        raise ValueError(f"{loss_name}: eps must be > 0, got {eps}")
+
 class SeesawLoss(ClassificationLoss):
     """Seesaw loss over num_classes + 2 logits: the class logits, then objectness
     (foreground, background).
@@ -41,11 +51,7 @@ class SeesawLoss(ClassificationLoss):
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
                  compiled: bool = False):
         super().__init__(num_classes)
-        check_finite_params(self.name, p=p, q=q, eps=eps)
-        if p < 0 or q < 0:
-            raise ValueError(f"seesaw: p and q must be >= 0, got p={p}, q={q}")
-        if not eps > 0:
-            raise ValueError(f"seesaw: eps must be > 0, got {eps}")
+        check_seesaw_params(self.name, p, q, eps)
         self.p = float(p)
         self.q = float(q)
         self.eps = float(eps)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .base import ClassificationLoss
 from .official import load_official_seesaw
+from .seesaw import check_seesaw_params
 
 
 class OfficialSeesawLoss(ClassificationLoss):
@@ -31,10 +32,7 @@ class OfficialSeesawLoss(ClassificationLoss):
 
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2):
         super().__init__(num_classes)
-        if p < 0 or q < 0:
-            raise ValueError(f"seesaw_official: p and q must be >= 0, got p={p}, q={q}")
-        if not eps > 0:
-            raise ValueError(f"seesaw_official: eps must be > 0, got {eps}")
+        check_seesaw_params(self.name, p, q, eps)
         try:
             official = load_official_seesaw()
         except ImportError as error:
