@@ -42,14 +42,16 @@ def _read_back(tmp_path, kind, records):
 def test_kernel_records_and_ratios(tmp_path):
     records = run_kernel_bench("cpu", quick=True, images=(1,), classes=(12,), dtypes=("float32", "bfloat16-autocast"))
     names = {record["name"] for record in records}
-    assert names == {"ce", "focal", "eql", "eqlv2", "fed", "seesaw", "seesaw_compiled", "torch_cross_entropy",
+    assert names == {"ce", "focal", "eql", "eqlv2", "fed", "seesaw", "seesaw_eager", "seesaw_compiled",
+                     "torch_cross_entropy",
                      "memory_floor", "seesaw_official", "eqlv2_official"}
     assert len(records) == 2 * len(names)
     for record in records:
         assert record["num_rois"] == 512 and record["num_classes"] == 12 and record["median_ms"] > 0
         same_shape = {r["name"]: r for r in records if r["dtype"] == record["dtype"]}
         assert record["ratio_to_ce"] == pytest.approx(record["median_ms"] / same_shape["torch_cross_entropy"]["median_ms"])
-        official = {"seesaw": "seesaw_official", "seesaw_compiled": "seesaw_official", "eqlv2": "eqlv2_official"}
+        official = {"seesaw": "seesaw_official", "seesaw_eager": "seesaw_official", "seesaw_compiled": "seesaw_official",
+                    "eqlv2": "eqlv2_official"}
         if record["name"] in official:
             assert record["ratio_to_official"] == pytest.approx(
                 record["median_ms"] / same_shape[official[record["name"]]]["median_ms"])

@@ -19,7 +19,7 @@ TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MI
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000"]
 RECORD_TERMS = {"seesaw": {"loss_cls_classes", "loss_cls_objectness"}, "ce": {"loss_cls"}, "eqlv2": {"loss_cls"},
                 "fed": {"loss_cls"}}
-RECORD_PARAMS = {"seesaw": {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": False}, "ce": {},
+RECORD_PARAMS = {"seesaw": {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": None}, "ce": {},
                  "eqlv2": {"gamma": 12.0, "mu": 0.8, "alpha": 4.0, "test_with_obj": True},
                  "fed": {"num_sampled_classes": 50, "freq_power": 0.5, "seed": 0}}
 

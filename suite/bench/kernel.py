@@ -6,8 +6,11 @@ from a Zipf law (class j with weight 1 / (j + 1)), as a long-tailed batch has th
 
 Rows (`name`):
   ce, focal, eql, eqlv2,   suite.losses.build_loss(name, C) (EQL and fed with a Zipf class_freq),
-  fed, seesaw              training mode
-  seesaw_compiled          the same Seesaw with compiled=True (torch.compile, compiled during warm-up)
+  fed, seesaw              training mode (Seesaw's default kernels: on the CPU the fused
+                           single-threaded ones, on accelerators the eager ones)
+  seesaw_eager             the same Seesaw with compiled=False (the eager kernels)
+  seesaw_compiled          the same Seesaw with compiled=True (on the CPU the default; on
+                           accelerators the masked kernels through torch.compile, built in warm-up)
   torch_cross_entropy      F.cross_entropy on (N, C + 1): the cost a plain softmax head pays
   memory_floor             torch.mul(logits, 1.0, out=buffer) on (N, C + 1): one read and one write
                            of the logits, the least any loss can cost (no backward)
@@ -35,11 +38,12 @@ from suite.losses.official import load_official_eqlv2, load_official_seesaw
 ROIS_PER_IMAGE = 512
 FOREGROUND_FRACTION = 0.25
 DTYPES = {"float32": None, "bfloat16-autocast": torch.bfloat16}
-LOSS_ROWS = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw", "seesaw_compiled")
+LOSS_ROWS = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw", "seesaw_eager", "seesaw_compiled")
 REFERENCE_ROWS = ("torch_cross_entropy", "memory_floor", "seesaw_official", "eqlv2_official")
 # Reference row of each ratio field; ratio_to_official compares a loss with its own official code.
 RATIO_FIELDS = {"ratio_to_ce": "torch_cross_entropy", "ratio_to_floor": "memory_floor"}
-OFFICIAL_ROWS = {"seesaw": "seesaw_official", "seesaw_compiled": "seesaw_official", "eqlv2": "eqlv2_official"}
+OFFICIAL_ROWS = {"seesaw": "seesaw_official", "seesaw_eager": "seesaw_official", "seesaw_compiled": "seesaw_official",
+                 "eqlv2": "eqlv2_official"}
 
 
 def zipf_class_freq(num_classes: int) -> Tensor:
@@ -68,8 +72,8 @@ def make_logits(num_rois: int, num_logits: int, dtype_name: str, device: str, se
 
 def build_loss_module(name: str, num_classes: int, device: str) -> torch.nn.Module:
     """A suite loss for a row of LOSS_ROWS, in training mode on `device`."""
-    if name == "seesaw_compiled":
-        loss = build_loss("seesaw", num_classes, compiled=True)
+    if name in ("seesaw_eager", "seesaw_compiled"):
+        loss = build_loss("seesaw", num_classes, compiled=name == "seesaw_compiled")
     elif name in CLASS_FREQ_LOSSES:
         loss = build_loss(name, num_classes, class_freq=zipf_class_freq(num_classes))
     else:

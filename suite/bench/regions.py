@@ -35,7 +35,7 @@ void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigne
 }
 long suite_parallel_regions(void) { return regions; }
 """
-DEFAULT_ROWS = ("torch_cross_entropy", "ce", "focal", "eql", "seesaw", "seesaw_official")
+DEFAULT_ROWS = ("torch_cross_entropy", "ce", "focal", "eql", "seesaw", "seesaw_eager", "seesaw_official")
 
 
 def count_regions(rows: Iterable[str] = DEFAULT_ROWS, num_rois: int = 8192,

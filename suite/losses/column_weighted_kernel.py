@@ -12,7 +12,9 @@ entry, column labels[i] (none when labels[i] >= K). With p = sigmoid(x), softplu
 The dense part is a column sum, so it costs one softplus and one sigmoid over the (N, K) logits;
 the positives are corrected by a gather over all rows (no nonzero, so no host sync on CUDA). The
 forward keeps p for the backward and can return its column sums, which EQLv2's gradient
-statistics are made of.
+statistics are made of. These are the eager kernels; on the CPU the default is the same maths in
+fused kernels (column_weighted_cpu_kernel), which keep their speed when other processes compete
+for the cores.
 """
 
 from typing import Optional, Tuple
@@ -20,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .column_weighted_cpu_kernel import FusedColumnWeightedSigmoidSum, fused_cpu_kernels
 from .sigmoid_kernel import _softplus
 
 
@@ -60,7 +63,12 @@ class ColumnWeightedSigmoidSum(torch.autograd.Function):
 
 
 def column_weighted_sigmoid_sum(logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: Tensor,
-                                with_prob_sums: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+                                with_prob_sums: bool = False, fused: Optional[bool] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """See ColumnWeightedSigmoidSum. logits (N, K); labels (N,) int64 >= 0, column `label` is a
-    row's positive (none when label >= K); pos_weight, neg_weight (K,) in the logits' dtype."""
-    return ColumnWeightedSigmoidSum.apply(logits, labels, pos_weight, neg_weight, bool(with_prob_sums))
+    row's positive (none when label >= K); pos_weight, neg_weight (K,) in the logits' dtype.
+    fused: the CPU kernels of column_weighted_cpu_kernel (default: on the CPU, where they build;
+    torch.compile specialises sizes 0 and 1, so those few shapes run eagerly)."""
+    if fused is None:
+        fused = logits.device.type == "cpu" and min(logits.shape) > 1 and fused_cpu_kernels() is not None
+    function = FusedColumnWeightedSigmoidSum if fused else ColumnWeightedSigmoidSum
+    return function.apply(logits, labels, pos_weight, neg_weight, bool(with_prob_sums))

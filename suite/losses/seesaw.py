@@ -1,7 +1,7 @@
 """Seesaw Loss (Wang et al., "Seesaw Loss for Long-Tailed Instance Segmentation", CVPR 2021,
 arXiv 2008.10032), with the objectness branch of the official implementation."""
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
@@ -42,20 +42,22 @@ class SeesawLoss(ClassificationLoss):
         p: mitigation exponent (0.8 in the paper); 0 turns mitigation off.
         q: compensation exponent (2.0 in the paper); 0 turns compensation off.
         eps: lower clamp of the true class's probability in the compensation factor (1e-2).
-        compiled: run the fused kernels through `torch.compile` (one pass over the logits each
-            way; compiles once per process). The default eager kernels compute the same.
+        compiled: run the class kernels through `torch.compile` (built once per process). None,
+            the default: on the CPU, where the fused single-threaded kernels keep their speed
+            when other processes compete for the cores (seesaw_cpu_kernel), and not on
+            accelerators. False: the eager kernels, the same values.
     """
 
     name = "seesaw"
 
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
-                 compiled: bool = False):
+                 compiled: Optional[bool] = None):
         super().__init__(num_classes)
         check_seesaw_params(self.name, p, q, eps)
         self.p = float(p)
         self.q = float(q)
         self.eps = float(eps)
-        self.compiled = bool(compiled)
+        self.compiled = None if compiled is None else bool(compiled)
         self.register_buffer("cum_samples", torch.zeros(num_classes + 1, dtype=torch.int64))
 
     @property

@@ -26,11 +26,13 @@ vector rather than keep an N x C tensor.
 
 Speed on a busy machine: every operation over an (n, C) block is one OpenMP parallel region,
 ending in a barrier; when another process keeps the cores busy, each barrier waits for a
-descheduled thread. So the kernels use as few block operations as the maths allows (CPU, eager:
-seven in the forward, four in the backward, against 147 when the rows were processed in chunks of
-256 with logsumexp), and nothing in between runs in parallel regions of its own (the objectness
-works on (N,) vectors, below torch's parallel grain). The same kernels run through
-`torch.compile`, which fuses them further.
+descheduled thread. So on the CPU the class term runs by default as two fused single-threaded
+kernels (seesaw_cpu_kernel: no region at all), and only the zero-filled gradient and the scatter
+of the foreground rows into it run in parallel: two regions per forward + backward. The eager
+kernels here (`compiled=False`, or where torch.compile cannot build) use as few block operations
+as the maths allows (seven in the forward, four in the backward, against 147 when the rows were
+processed in chunks of 256 with logsumexp); the objectness term works on (N,) vectors, below
+torch's parallel grain, in both.
 """
 
 import functools
@@ -40,6 +42,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .seesaw_cpu_kernel import fused_cpu_kernels
 
 
 def _balanced_logits(z: Tensor, y: Tensor, t: Tensor, log_counts: Tensor, p: float, q: float,
@@ -95,9 +99,9 @@ def _class_backward_recomputed(z: Tensor, y: Tensor, log_counts: Tensor, t: Tens
 
 
 @functools.lru_cache(maxsize=None)
-def _class_kernels(compiled: bool):
-    """(forward, backward from the kept log_softmax(u), backward recomputing u), eager or compiled."""
-    kernels = (_class_forward, _class_backward_kept, _class_backward_recomputed)
+def _masked_kernels(compiled: bool):
+    """(forward, backward recomputing u) of the all-rows path, eager or through torch.compile."""
+    kernels = (_class_forward, _class_backward_recomputed)
     if not compiled:
         return kernels
     return tuple(torch.compile(kernel, dynamic=True) for kernel in kernels)
@@ -118,25 +122,37 @@ def _objectness_loss_and_grad(objectness: Tensor, background: Tensor, num_rois: 
     return loss, torch.stack([grad_d, grad_d.neg()], dim=1)
 
 
+def _compact_forward(logits: Tensor, foreground: Tensor, labels: Tensor, log_counts: Tensor, p: float, q: float,
+                     log_eps: float, fused: bool):
+    """The class term over the foreground rows only: (summed loss, kept (rows, y, log_softmax(u)),
+    the gradient kernel for the backward). fused: the single-threaded compiled kernels
+    (seesaw_cpu_kernel) where they build, else the eager ones."""
+    rows = foreground.nonzero().squeeze(1)
+    y = labels.index_select(0, rows)
+    # torch.compile specialises 0 and 1 rows: those few run eagerly rather than build twice more
+    kernels = fused_cpu_kernels() if fused and rows.shape[0] > 1 else None
+    if kernels is not None:
+        loss_classes, log_prob_u = kernels[0](logits, rows, y, log_counts, p, q, log_eps)
+        return loss_classes, (rows, y, log_prob_u), kernels[1]
+    class_logits = logits.narrow(1, 0, log_counts.shape[0]).index_select(0, rows)
+    row_loss, _, log_prob_u = _class_forward(class_logits, y, log_counts, p, q, log_eps, z_is_scratch=True)
+    return row_loss.sum(), (rows, y, log_prob_u), _class_backward_kept
+
+
 class _SeesawFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, log_counts, p, q, log_eps, compiled, compact_rows):
         num_rois, num_classes = logits.shape[0], logits.shape[1] - 2
-        forward_kernel = _class_kernels(compiled)[0]
         foreground = labels < num_classes
-        class_logits = logits.narrow(1, 0, num_classes)
         if compact_rows:
-            # Foreground rows only, all at once; log_softmax(u) is kept for the backward.
-            rows = foreground.nonzero().squeeze(1)
-            y = labels.index_select(0, rows)
-            row_loss, _, log_prob_u = forward_kernel(class_logits.index_select(0, rows), y, log_counts, p, q, log_eps,
-                                                  True)
-            loss_classes = row_loss.sum()
-            kept = (rows, y, log_prob_u)
+            # log_softmax(u) of the foreground rows is kept for the backward.
+            loss_classes, kept, ctx.gradient_kernel = _compact_forward(logits, foreground, labels, log_counts, p, q,
+                                                                       log_eps, compiled)
         else:
             # All rows, masked; the backward recomputes u from the logits.
             y = torch.where(foreground, labels, 0)  # background rows: any class, masked out
-            row_loss, t, _ = forward_kernel(class_logits, y, log_counts, p, q, log_eps)
+            row_loss, t, _ = _masked_kernels(compiled)[0](logits.narrow(1, 0, num_classes), y, log_counts, p, q,
+                                                          log_eps)
             loss_classes = torch.where(foreground, row_loss, 0.0).sum()
             kept = (logits, y, log_counts, t, foreground)
         loss_classes = loss_classes / num_rois
@@ -150,24 +166,24 @@ class _SeesawFunction(torch.autograd.Function):
     def backward(ctx, grad_classes, grad_objectness):
         unit_grad_objectness, *kept = ctx.saved_tensors
         num_rois, num_classes = ctx.num_rois, ctx.num_classes
-        _, backward_kept_kernel, backward_recomputed_kernel = _class_kernels(ctx.compiled)
         grad_o = unit_grad_objectness * grad_objectness
         row_scale = grad_classes / num_rois
         if ctx.compact_rows:
             rows, y, log_prob_u = kept
+            grad_z = ctx.gradient_kernel(log_prob_u, y, row_scale)
             grad_logits = grad_o.new_zeros((num_rois, num_classes + 2))
-            grad_logits.narrow(1, 0, num_classes).index_put_((rows,), backward_kept_kernel(log_prob_u, y, row_scale))
+            grad_logits.narrow(1, 0, num_classes).index_put_((rows,), grad_z)
             grad_logits[:, num_classes:] = grad_o
         else:
             logits, y, log_counts, t, foreground = kept
-            grad_z = backward_recomputed_kernel(logits[:, :num_classes], y, log_counts, t,
-                                                torch.where(foreground, row_scale, 0.0), ctx.p, ctx.q)
+            grad_z = _masked_kernels(ctx.compiled)[1](logits[:, :num_classes], y, log_counts, t,
+                                                      torch.where(foreground, row_scale, 0.0), ctx.p, ctx.q)
             grad_logits = torch.cat([grad_z, grad_o], dim=1)
         return grad_logits, None, None, None, None, None, None, None
 
 
 def seesaw_terms(logits: Tensor, labels: Tensor, log_counts: Tensor, p: float = 0.8, q: float = 2.0,
-                 eps: float = 1e-2, compiled: bool = False,
+                 eps: float = 1e-2, compiled: Optional[bool] = None,
                  compact_rows: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
     """Seesaw class and objectness terms, each summed over RoIs and divided by N.
 
@@ -178,7 +194,9 @@ def seesaw_terms(logits: Tensor, labels: Tensor, log_counts: Tensor, p: float = 
         log_counts: (C,) log of the accumulated per-class counts, clamped at 1 before the log,
             in the dtype of logits.
         p, q, eps: mitigation exponent, compensation exponent, lower clamp of sigma_y.
-        compiled: run the class kernels through `torch.compile`.
+        compiled: run the class kernels through `torch.compile`: with compact rows, the fused
+            single-threaded kernels of seesaw_cpu_kernel (eager where they cannot be built), else
+            the masked kernels compiled. Default: with compact rows.
         compact_rows: run the class term on the foreground rows only (needs a host sync to select
             them); default: on the CPU only.
 
@@ -190,5 +208,7 @@ def seesaw_terms(logits: Tensor, labels: Tensor, log_counts: Tensor, p: float = 
         return zero, zero.clone()
     if compact_rows is None:
         compact_rows = logits.device.type == "cpu"
+    if compiled is None:
+        compiled = compact_rows
     return _SeesawFunction.apply(logits, labels, log_counts, float(p), float(q), math.log(eps),
                                  bool(compiled), bool(compact_rows))

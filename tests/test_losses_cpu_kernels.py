@@ -1,0 +1,92 @@
+"""The fused CPU kernels (suite.losses.cpu_compile) of Seesaw and of EQLv2 and fed: the default on
+the CPU, the same values as the eager kernels, and the eager kernels where torch.compile cannot
+build. (Their parallel regions are counted in test_bench_regions.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from suite.losses import column_weighted_cpu_kernel, seesaw_cpu_kernel
+from suite.losses.column_weighted_kernel import column_weighted_sigmoid_sum
+from suite.losses.seesaw_kernel import seesaw_terms
+
+from losses_helpers import assert_value_and_gradient_close
+
+
+def _inputs(num_rois, num_classes, num_foreground, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(num_rois, num_classes + 2, generator=generator, dtype=torch.float64) * 4).requires_grad_()
+    labels = torch.full((num_rois,), num_classes)
+    labels[torch.randperm(num_rois, generator=generator)[:num_foreground]] = torch.randint(
+        0, num_classes, (num_foreground,), generator=generator)
+    log_counts = torch.rand(num_classes, generator=generator, dtype=torch.float64) * 8
+    return logits, labels, log_counts
+
+
+def test_the_fused_kernels_build_here():
+    # CI has a C++ compiler: the default CPU path must be the fused one there, not the fallback.
+    assert seesaw_cpu_kernel.fused_cpu_kernels() is not None
+    assert column_weighted_cpu_kernel.fused_cpu_kernels() is not None
+
+
+@pytest.mark.parametrize("num_foreground", [0, 1, 2, 37, 300])  # 0 and 1 rows run eagerly
+@pytest.mark.parametrize("p,q", [(0.8, 2.0), (0.0, 2.0), (0.8, 0.0), (1.7, 0.3)])
+def test_default_cpu_kernels_equal_the_eager_ones(num_foreground, p, q):
+    logits, labels, log_counts = _inputs(300, 57, num_foreground)
+    for weights in ((1.0, 0.0), (0.0, 1.0), (1.3, -0.7)):  # each term's gradient, and a mix
+        fused = seesaw_terms(logits, labels, log_counts, p, q, 1e-2)
+        eager = seesaw_terms(logits, labels, log_counts, p, q, 1e-2, compiled=False)
+        value, expected = (sum(term * weight for term, weight in zip(terms, weights)) for terms in (fused, eager))
+        assert_value_and_gradient_close(value, expected, logits, rtol=1e-13, grad_rtol=1e-12, grad_atol=1e-16)
+
+
+@pytest.mark.parametrize("num_rois,num_columns", [(1, 5), (5, 1), (2, 2), (300, 57)])  # 1: eager
+@pytest.mark.parametrize("with_prob_sums", [False, True])
+def test_default_column_weighted_kernels_equal_the_eager_ones(num_rois, num_columns, with_prob_sums):
+    generator = torch.Generator().manual_seed(num_rois)
+    logits = (torch.randn(num_rois, num_columns, generator=generator, dtype=torch.float64) * 4).requires_grad_()
+    labels = torch.randint(0, num_columns + 1, (num_rois,), generator=generator)
+    pos_weight, neg_weight = (torch.rand(num_columns, generator=generator, dtype=torch.float64) * 3 for _ in range(2))
+    fused_total, fused_sums = column_weighted_sigmoid_sum(logits, labels, pos_weight, neg_weight, with_prob_sums)
+    eager_total, eager_sums = column_weighted_sigmoid_sum(logits, labels, pos_weight, neg_weight, with_prob_sums,
+                                                          fused=False)
+    assert_value_and_gradient_close(fused_total, eager_total, logits, rtol=1e-13, grad_rtol=1e-13, grad_atol=1e-16)
+    if with_prob_sums:
+        torch.testing.assert_close(fused_sums, eager_sums, rtol=1e-13, atol=1e-13)
+    else:
+        assert fused_sums is None and eager_sums is None
+
+
+def test_without_a_compiler_the_eager_kernels_run_with_a_warning(tmp_path):
+    # A real failed build: no C++ compiler where inductor looks (CXX) and an empty kernel cache.
+    script = (
+        "import json, warnings, torch\n"
+        "from suite.losses import column_weighted_cpu_kernel, seesaw_cpu_kernel\n"
+        "from suite.losses.column_weighted_kernel import column_weighted_sigmoid_sum\n"
+        "from suite.losses.seesaw_kernel import seesaw_terms\n"
+        "logits = torch.randn(64, 12, dtype=torch.float64)\n"
+        "labels = torch.arange(64) % 11\n"
+        "log_counts, weight = torch.rand(10, dtype=torch.float64), torch.rand(12, dtype=torch.float64)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    seesaw = seesaw_terms(logits, labels, log_counts)\n"
+        "    column_weighted = column_weighted_sigmoid_sum(logits, labels, weight, weight, True)\n"
+        "assert seesaw_cpu_kernel.fused_cpu_kernels() is None\n"
+        "assert column_weighted_cpu_kernel.fused_cpu_kernels() is None\n"
+        "eager = seesaw_terms(logits, labels, log_counts, compiled=False)\n"
+        "assert all(torch.equal(a, b) for a, b in zip(seesaw, eager)), (seesaw, eager)\n"
+        "eager = column_weighted_sigmoid_sum(logits, labels, weight, weight, True, fused=False)\n"
+        "assert all(torch.equal(a, b) for a, b in zip(column_weighted, eager)), (column_weighted, eager)\n"
+        "print(json.dumps([str(w.message) for w in caught if 'fused CPU kernels' in str(w.message)]))\n"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-c++"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    child = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    messages = json.loads(child.stdout.strip().splitlines()[-1])
+    assert [message.split(":")[0] for message in messages] == ["seesaw", "eqlv2/fed"], messages
+    for message in messages:
+        assert "cannot build the fused CPU kernels" in message and "eager kernels run instead" in message
