@@ -43,7 +43,7 @@ class SeesawLoss(ClassificationLoss):
         q: compensation exponent (2.0 in the paper); 0 turns compensation off.
         eps: lower clamp of the true class's probability in the compensation factor (1e-2).
         compiled: run the class kernels through `torch.compile` (built once per process). None,
-            the default: on the CPU, where the fused single-threaded kernels keep their speed
+            the default: on the CPU, where the fused kernels keep their speed
             when other processes compete for the cores (seesaw_cpu_kernel), and not on
             accelerators. False: the eager kernels, the same values.
     """

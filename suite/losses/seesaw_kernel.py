@@ -26,9 +26,10 @@ vector rather than keep an N x C tensor.
 
 Speed on a busy machine: every operation over an (n, C) block is one OpenMP parallel region,
 ending in a barrier; when another process keeps the cores busy, each barrier waits for a
-descheduled thread. So on the CPU the class term runs by default as two fused single-threaded
-kernels (seesaw_cpu_kernel: no region at all), and only the zero-filled gradient and the scatter
-of the foreground rows into it run in parallel: two regions per forward + backward. The eager
+descheduled thread. So on the CPU the class term runs by default as two fused kernels
+(seesaw_cpu_kernel: a single-threaded forward, a gradient in one parallel loop), and with the
+zero-filled gradient and the scatter of the foreground rows into it a forward + backward opens
+three regions. The eager
 kernels here (`compiled=False`, or where torch.compile cannot build) use as few block operations
 as the maths allows (seven in the forward, four in the backward, against 147 when the rows were
 processed in chunks of 256 with logsumexp); the objectness term works on (N,) vectors, below
@@ -125,8 +126,8 @@ def _objectness_loss_and_grad(objectness: Tensor, background: Tensor, num_rois: 
 def _compact_forward(logits: Tensor, foreground: Tensor, labels: Tensor, log_counts: Tensor, p: float, q: float,
                      log_eps: float, fused: bool):
     """The class term over the foreground rows only: (summed loss, kept (rows, y, log_softmax(u)),
-    the gradient kernel for the backward). fused: the single-threaded compiled kernels
-    (seesaw_cpu_kernel) where they build, else the eager ones."""
+    the gradient kernel for the backward). fused: the compiled kernels of seesaw_cpu_kernel where
+    they build, else the eager ones."""
     rows = foreground.nonzero().squeeze(1)
     y = labels.index_select(0, rows)
     # torch.compile specialises 0 and 1 rows: those few run eagerly rather than build twice more
@@ -195,7 +196,7 @@ def seesaw_terms(logits: Tensor, labels: Tensor, log_counts: Tensor, p: float = 
             in the dtype of logits.
         p, q, eps: mitigation exponent, compensation exponent, lower clamp of sigma_y.
         compiled: run the class kernels through `torch.compile`: with compact rows, the fused
-            single-threaded kernels of seesaw_cpu_kernel (eager where they cannot be built), else
+            kernels of seesaw_cpu_kernel (eager where they cannot be built), else
             the masked kernels compiled. Default: with compact rows.
         compact_rows: run the class term on the foreground rows only (needs a host sync to select
             them); default: on the CPU only.
