@@ -21,12 +21,13 @@ def test_summarize_gives_median_and_interquartile_range():
         summarize([])
 
 
-def test_time_calls_calls_round_robin():
+def test_time_calls_calls_round_robin_in_rotated_order():
     order = []
-    timings = time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                         device="cpu", warmup=1, repeats=3)
-    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up per callable, then interleaved rounds
-    assert set(timings) == {"a", "b"} and all(t.repeats == 3 and t.median_ms >= 0 for t in timings.values())
+    timings = time_calls({name: (lambda name=name: order.append(name)) for name in "abc"},
+                         device="cpu", warmup=1, repeats=4)
+    # warm-up per callable, then interleaved rounds, each starting one name further
+    assert order == list("abc") + list("abc") + list("bca") + list("cab") + list("abc")
+    assert set(timings) == set("abc") and all(t.repeats == 4 and t.median_ms >= 0 for t in timings.values())
     with pytest.raises(ValueError, match="repeats"):
         time_calls({"a": lambda: None}, device="cpu", warmup=0, repeats=0)
 
