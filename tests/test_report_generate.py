@@ -268,3 +268,14 @@ def test_contended_kernel_measurements_stand_beside_the_quiet_ones(results, tmp_
     contended["records"][0]["contended"] = "yes"
     write(results / "bench" / "kernel_contended.json", contended)
     assert any("contended is 'yes'" in reason for _, reason in gather([results]).left_out)
+
+
+def test_a_note_stands_under_the_first_paragraph(results, tmp_path):
+    # The demo's report carries the pointer to the loss study this way (suite.harness.demo).
+    from suite.harness.demo import STUDY_POINTER
+
+    lines = generate_report([results], tmp_path / "out", note=STUDY_POINTER).readme.read_text().splitlines()
+    assert lines[0] == "# seesaw-suite report" and lines[2].startswith("Built from")
+    assert lines[4] == STUDY_POINTER and lines[6] == "## Accuracy"
+    plain = generate_report([results], tmp_path / "plain").readme.read_text().splitlines()
+    assert plain[4] == "## Accuracy"

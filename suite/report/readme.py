@@ -89,9 +89,9 @@ def paired_section(records, out: Path, written: List[str]) -> List[str]:
     return lines
 
 
-def build_report(results: Iterable[Path], out: Path) -> Report:
-    """Gather the records under `results`, write `out/README.md` and its figures, and name every
-    record left out on stderr."""
+def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
+    """Gather the records under `results`, write `out/README.md` (with `note`, a paragraph, under its
+    first line) and its figures, and name every record left out on stderr."""
     out = Path(out)
     records = gather(results)
     for path, reason in records.left_out:
@@ -108,7 +108,7 @@ def build_report(results: Iterable[Path], out: Path) -> Report:
     lines = ["# seesaw-suite report", "",
              f"Built from {len(records.runs)} run record(s) and {len(records.benches)} benchmark file(s); "
              f"{len(records.left_out)} record(s) left out. Regenerate with "
-             "`suite report --results DIR... --out DIR`.", "", "## Accuracy", ""]
+             "`suite report --results DIR... --out DIR`.", ""] + ([note, ""] if note else []) + ["## Accuracy", ""]
     if experiments.empty:
         lines += ["No run records.", ""]
     for dataset in sorted(experiments["dataset"].unique()) if not experiments.empty else []:
