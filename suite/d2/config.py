@@ -52,7 +52,7 @@ def add_longtail_config(cfg: CN) -> None:
     # (training-set frequencies from the metadata); SEED seeds the draws with the rank and step.
     head.FED = CN({"NUM_CLASSES": 50, "FREQ_WEIGHT_POWER": 0.5, "SEED": 0})
     # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
-    # and whether to run its kernels through torch.compile.
+    # and whether to run its kernels through torch.compile (None: on the CPU only).
     head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": None})
     add_parent_loss_keys(cfg)
 
