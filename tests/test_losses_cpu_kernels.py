@@ -75,12 +75,14 @@ def test_without_a_compiler_the_eager_kernels_run_with_a_warning(tmp_path):
         "    warnings.simplefilter('always')\n"
         "    seesaw = seesaw_terms(logits, labels, log_counts)\n"
         "    column_weighted = column_weighted_sigmoid_sum(logits, labels, weight, weight, True)\n"
+        "    asked = column_weighted_sigmoid_sum(logits, labels, weight, weight, True, fused=True)\n"
         "assert seesaw_cpu_kernel.fused_cpu_kernels() is None\n"
         "assert column_weighted_cpu_kernel.fused_cpu_kernels() is None\n"
         "eager = seesaw_terms(logits, labels, log_counts, compiled=False)\n"
         "assert all(torch.equal(a, b) for a, b in zip(seesaw, eager)), (seesaw, eager)\n"
         "eager = column_weighted_sigmoid_sum(logits, labels, weight, weight, True, fused=False)\n"
         "assert all(torch.equal(a, b) for a, b in zip(column_weighted, eager)), (column_weighted, eager)\n"
+        "assert all(torch.equal(a, b) for a, b in zip(asked, eager)), (asked, eager)\n"
         "print(json.dumps([str(w.message) for w in caught if 'fused CPU kernels' in str(w.message)]))\n"
     )
     env = dict(os.environ, CXX=str(tmp_path / "no-such-c++"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))

@@ -66,9 +66,13 @@ def column_weighted_sigmoid_sum(logits: Tensor, labels: Tensor, pos_weight: Tens
                                 with_prob_sums: bool = False, fused: Optional[bool] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """See ColumnWeightedSigmoidSum. logits (N, K); labels (N,) int64 >= 0, column `label` is a
     row's positive (none when label >= K); pos_weight, neg_weight (K,) in the logits' dtype.
-    fused: the CPU kernels of column_weighted_cpu_kernel (default: on the CPU, where they build;
-    torch.compile specialises sizes 0 and 1, so those few shapes run eagerly)."""
+    fused: the kernels of column_weighted_cpu_kernel where they build, else the eager ones, as
+    Seesaw's `compiled` (default: on the CPU; torch.compile specialises sizes 0 and 1, so those few
+    shapes run eagerly)."""
     if fused is None:
-        fused = logits.device.type == "cpu" and min(logits.shape) > 1 and fused_cpu_kernels() is not None
-    function = FusedColumnWeightedSigmoidSum if fused else ColumnWeightedSigmoidSum
+        fused = logits.device.type == "cpu" and min(logits.shape) > 1
+    if fused and fused_cpu_kernels() is not None:
+        function = FusedColumnWeightedSigmoidSum
+    else:
+        function = ColumnWeightedSigmoidSum
     return function.apply(logits, labels, pos_weight, neg_weight, bool(with_prob_sums))
