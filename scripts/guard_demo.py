@@ -1,63 +1,97 @@
-"""The speed guard's demonstration: RUNS guard runs beside a competing process and RUNS quiet ones on
-the code as it is (every one should pass), then SLOWER_RUNS runs per condition with Seesaw made
-twice as slow (every one should fail). Prints one markdown table row per run as it finishes, with
-the machine's load average before the run, then the counts; exit status 1 when a correct run
-failed or a slowed run passed.
+"""The speed guard's evidence: `pytest tests/test_bench_guard.py` run QUIET_RUNS times on the machine
+as it is and CONTENDED_RUNS times beside a competing process (suite.bench.contention, started
+before and stopped after each run), each in a fresh process. Prints one markdown row per run as it
+finishes (the load average before it, wall time, counts, what failed), then per loss and
+condition: the range of ratios measured on the code as it is and on the loss made twice as slow,
+the limit, and how often the guard caught the slowed loss. Exit status 1 when a test failed.
 
-    python scripts/guard_demo.py [--runs 10] [--slower-runs 2]
+    python scripts/guard_demo.py [--quiet-runs 20] [--contended-runs 10]
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from suite.bench.guard import limit_violations, load_limits, measure_guard, slower  # noqa: E402
-from suite.bench.kernel import build_kernel  # noqa: E402
+from suite.bench.contention import competing_process  # noqa: E402
+from suite.bench.guard import load_limits  # noqa: E402
 
-COLUMNS = ("run", "condition", "Seesaw", "load avg (1 min)", "seesaw × CE", "seesaw × official", "focal × CE",
-           "eql × CE", "ce × CE", "result")
+TEST_FILE = "tests/test_bench_guard.py"
 
 
-def one_run(limits, contended: bool, slower_times: int):
-    shape = limits["shape"]
-    replace = {}
-    if slower_times > 1:
-        seesaw = build_kernel("seesaw", shape["num_rois"], shape["num_classes"], shape["dtype"], shape["device"])
-        replace["seesaw"] = slower(seesaw, slower_times)
-    load = os.getloadavg()[0]
-    records = measure_guard(limits, contended=contended, replace=replace)
-    by_name = {record["name"]: record for record in records}
-    return load, by_name, limit_violations(records, limits)
+def run_tests(junit: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", TEST_FILE, "-q", "-p", "no:cacheprovider",
+                           f"--junitxml={junit}"], cwd=REPO, capture_output=True, text=True)
+
+
+def read_junit(junit: Path):
+    """[(test name, outcome, {property: value})] of one pytest run."""
+    cases = []
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        outcome = "failed" if case.find("failure") is not None or case.find("error") is not None else (
+            "skipped" if case.find("skipped") is not None else "passed")
+        properties = {prop.get("name"): prop.get("value") for prop in case.iter("property")}
+        cases.append((case.get("name"), outcome, properties))
+    return cases
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--slower-runs", type=int, default=2)
+    parser.add_argument("--quiet-runs", type=int, default=20)
+    parser.add_argument("--contended-runs", type=int, default=10)
     args = parser.parse_args()
     limits = load_limits()
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
-    plan = [(contended, 1) for _ in range(args.runs) for contended in (True, False)]
-    plan += [(contended, 2) for _ in range(args.slower_runs) for contended in (True, False)]
-    wrong = []
-    started = time.time()
-    for index, (contended, times) in enumerate(plan, 1):
-        load, rows, violations = one_run(limits, contended, times)
-        expected_to_pass = times == 1
-        if bool(violations) == expected_to_pass:
-            wrong.append(index)
-        cells = [str(index), "contended" if contended else "quiet", "as is" if times == 1 else f"{times}x slower",
-                 f"{load:.2f}", f"{rows['seesaw']['ratio_to_ce']:.2f}", f"{rows['seesaw']['ratio_to_official']:.3f}",
-                 f"{rows['focal']['ratio_to_ce']:.2f}", f"{rows['eql']['ratio_to_ce']:.2f}",
-                 f"{rows['ce']['ratio_to_ce']:.2f}", "FAIL: " + "; ".join(violations) if violations else "pass"]
-        print("| " + " | ".join(cells) + " |", flush=True)
-    print(f"\n{len(plan)} runs in {time.time() - started:.0f} s; "
-          f"{'all as expected' if not wrong else 'NOT as expected: runs ' + ', '.join(map(str, wrong))}")
-    return 1 if wrong else 0
+    field = limits["field"]
+    print(f"| run | machine | load avg (1 min) | wall s | passed | failed | failed tests |\n|---|---|---|---|---|---|---|",
+          flush=True)
+    ratios = defaultdict(list)  # (kind, condition, loss) -> ratios
+    caught = defaultdict(int)  # (condition, loss) -> runs that caught the slowed loss
+    failures, started = 0, time.time()
+    plan = ["quiet"] * args.quiet_runs + ["contended"] * args.contended_runs
+    with tempfile.TemporaryDirectory() as folder:
+        for index, machine in enumerate(plan, 1):
+            junit = Path(folder) / f"run{index}.xml"
+            load = os.getloadavg()[0]
+            begin = time.time()
+            if machine == "contended":
+                with competing_process():
+                    run_tests(junit)
+            else:
+                run_tests(junit)
+            cases = read_junit(junit)
+            failed = [name for name, outcome, _ in cases if outcome != "passed"]
+            failures += len(failed)
+            for name, outcome, properties in cases:
+                if "measured" in properties:
+                    kind, condition = properties["kind"], properties["condition"]
+                    for loss, ratio in json.loads(properties["measured"]).items():
+                        ratios[(kind, condition, loss)].append(ratio)
+                if name.startswith("test_guard_catches_a_loss_twice_as_slow") and outcome == "passed":
+                    params = name[name.index("[") + 1:-1].split("-")
+                    condition = next(part for part in params if part in limits["conditions"])
+                    caught[(condition, next(part for part in params if part != condition))] += 1
+            print(f"| {index} | {machine} | {load:.2f} | {time.time() - begin:.0f} | {len(cases) - len(failed)} | "
+                  f"{len(failed)} | {', '.join(failed) or '-'} |", flush=True)
+    print(f"\n| condition | loss | {field}, as is | twice as slow | limit | slowed caught |\n|---|---|---|---|---|---|")
+    for condition, rows in limits["conditions"].items():
+        for loss, row in sorted(rows.items()):
+            def span(kind):
+                values = ratios[(kind, condition, loss)]
+                return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+            print(f"| {condition} | {loss} | {span('as_is')} | {span('slowed')} | {row['limit']:.2f} | "
+                  f"{caught[(condition, loss)]}/{len(plan)} |")
+    print(f"\n{len(plan)} runs ({args.quiet_runs} quiet, {args.contended_runs} beside a competing process) in "
+          f"{time.time() - started:.0f} s; failed tests: {failures}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def _git(*args: str) -> Optional[str]:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -27,6 +28,12 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def code_version() -> Dict[str, Optional[object]]:
+    """This checkout's {"git_commit", "git_dirty"} (None where git cannot tell)."""
+    status = _git("status", "--porcelain")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
 
 
 def _git_commit(folder: Path) -> Optional[str]:
@@ -65,7 +72,6 @@ def collect(device: str = "cpu") -> Dict[str, object]:
     import torchvision
 
     on_cuda = device.startswith("cuda") and torch.cuda.is_available()
-    status = _git("status", "--porcelain")
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -73,10 +79,9 @@ def collect(device: str = "cpu") -> Dict[str, object]:
         "detectron2": install["version"] if install else None,
         "detectron2_install": install,
         "cuda": torch.version.cuda if on_cuda else None,
-        "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else _cpu_name(),
-        "cpu": _cpu_name(),
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else cpu_name(),
+        "cpu": cpu_name(),
         "num_threads": torch.get_num_threads(),
         "platform": platform.platform(),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        **code_version(),
     }

@@ -95,7 +95,19 @@ def test_contended_kernel_records_say_so_and_the_competitor_stops(monkeypatch):
     assert started == [True, True]
 
 
-def test_guard_cli_rejects_a_slowdown_below_one(capsys):
-    assert main(["bench", "guard", "--demo-slower-seesaw", "0"]) == 2
+@pytest.mark.parametrize("arguments, message", [
+    (["--demo-slower", "softmax"], "--demo-slower softmax: not a loss"),
+    (["--derive", "--runs", "1"], "--runs 1: the limits need at least 2 runs"),
+    (["--derive", "--contended"], "--derive measures both conditions"),
+])
+def test_guard_cli_errors_are_one_line(capsys, arguments, message):
+    assert main(["bench", "guard", *arguments]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--demo-slower-seesaw 0" in err[0]
+    assert len(err) == 1 and message in err[0]
+
+
+def test_guard_cli_names_a_limits_file_it_cannot_read(tmp_path, capsys):
+    (tmp_path / "old.json").write_text('{"shape": {}, "max_ratio": {}}')
+    assert main(["bench", "guard", "--limits", str(tmp_path / "old.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no 'field' in the limits file" in err[0] and "suite bench guard --derive" in err[0]

@@ -1,6 +1,8 @@
 """The fused CPU kernels (suite.losses.cpu_compile) of Seesaw and of EQLv2 and fed: the default on
 the CPU, the same values as the eager kernels, and the eager kernels where torch.compile cannot
-build. (Their parallel regions are counted in test_bench_regions.)"""
+build. (Their parallel regions are counted in test_bench_regions.) Marked `threads`: the gradient
+kernels are one parallel loop, so they are checked with torch's default intra-op threads, as users
+run them (scripts/test.sh runs the other tests on one thread per worker)."""
 
 import json
 import os
@@ -15,6 +17,8 @@ from suite.losses.column_weighted_kernel import column_weighted_sigmoid_sum
 from suite.losses.seesaw_kernel import seesaw_terms
 
 from losses_helpers import assert_value_and_gradient_close
+
+pytestmark = pytest.mark.threads
 
 
 def _inputs(num_rois, num_classes, num_foreground, seed=0):

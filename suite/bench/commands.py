@@ -29,16 +29,23 @@ def register(subparsers) -> None:
     kernel.set_defaults(func=run_kernel)
 
     guard = commands.add_parser(
-        "guard", help="the CI speed guard: loss ratios at LVIS shape against baselines/bench_limits.json",
-        description="Time every loss beside F.cross_entropy, the memory floor and the official Seesaw at the "
-        "limits' shape (each row's smallest median over interleaved blocks) and check the ratios against "
-        "baselines/bench_limits.json; exit status 1 when a limit is exceeded (the test "
-        "tests/test_bench_guard.py runs the same check).",
-        epilog="example: suite bench guard --contended")
+        "guard", help="the CI speed guard: every loss's speed ratio against baselines/bench_limits.json",
+        description="Time every loss beside its reference at LVIS shape (CPU time on one thread, each row's "
+        "smallest median over interleaved blocks) and check the ratios against baselines/bench_limits.json: "
+        "a ratio above its limit fails, and so does one so far below it that a 2x regression would pass "
+        "(stale limits); exit status 1 then. --derive measures the limits instead and writes the file "
+        "(the test tests/test_bench_guard.py runs the same check).",
+        epilog="examples: suite bench guard --contended; suite bench guard --derive --runs 10")
     guard.add_argument("--contended", action="store_true",
                        help="measure while a competing multi-threaded torch process runs")
-    guard.add_argument("--demo-slower-seesaw", type=int, default=1, metavar="TIMES",
-                       help="failure demonstration: run Seesaw's forward + backward TIMES times per timed call")
+    guard.add_argument("--demo-slower", action="append", default=[], metavar="LOSS",
+                       help="failure demonstration: LOSS computes its terms twice per call (repeatable)")
+    guard.add_argument("--derive", action="store_true",
+                       help="measure every loss and reference --runs times, quiet and contended, and write the "
+                       "limits with their provenance (after any change to a kernel's speed, in the same commit)")
+    guard.add_argument("--runs", type=int, default=10, help="--derive: runs per condition (default 10)")
+    guard.add_argument("--limits", type=Path, metavar="FILE.json", help="the limits file (default: "
+                       "baselines/bench_limits.json)")
     guard.set_defaults(func=run_guard)
 
     step = commands.add_parser(
@@ -78,20 +85,36 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 
 def run_guard(args: argparse.Namespace) -> int:
-    from suite.bench.guard import guard_table, limit_violations, load_limits, measure_guard, slower
-    from suite.bench.kernel import build_kernel
+    from suite.bench import guard
 
-    if args.demo_slower_seesaw < 1:
-        raise UserError(f"--demo-slower-seesaw {args.demo_slower_seesaw}: must be >= 1")
-    limits = load_limits()
-    shape = limits["shape"]
-    replace = {}
-    if args.demo_slower_seesaw > 1:
-        seesaw = build_kernel("seesaw", shape["num_rois"], shape["num_classes"], shape["dtype"], shape["device"])
-        replace["seesaw"] = slower(seesaw, args.demo_slower_seesaw)
-    records = measure_guard(limits, contended=args.contended, replace=replace)
-    violations = limit_violations(records, limits)
-    print(guard_table(records))
+    path = args.limits or guard.LIMITS_FILE
+    if args.derive:
+        if args.runs < 2:
+            raise UserError(f"--runs {args.runs}: the limits need at least 2 runs per condition")
+        if args.demo_slower or args.contended:
+            raise UserError("--derive measures both conditions of the code as it is: drop --demo-slower and --contended")
+        try:
+            limits = guard.derive_limits(args.runs, progress=_progress)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        guard.write_limits(limits, path)
+        print(f"wrote limits on {limits['field']} for {len(guard.GUARD_LOSSES)} losses to {path}")
+        return 0
+    unknown = sorted(set(args.demo_slower) - set(guard.GUARD_LOSSES))
+    if unknown:
+        raise UserError(f"--demo-slower {' '.join(unknown)}: not a loss; known: {', '.join(guard.GUARD_LOSSES)}")
+    try:
+        limits = guard.load_limits(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"limits file {path}: {error}") from None
+    condition = "contended" if args.contended else "quiet"
+    with guard.losses_doing_more_work(args.demo_slower):
+        records = guard.measure_guard(guard.guard_rows(limits), contended=args.contended, shape=limits["shape"])
+    violations = guard.limit_violations(records, limits, condition)
+    print(guard.guard_table(records))
+    note = guard.machine_note(limits)
+    if note:
+        print(f"note: {note}")
     print("FAIL: " + "; ".join(violations) if violations else "PASS")
     return 1 if violations else 0
 

@@ -3,7 +3,9 @@ round-robin order (A B C A B C ...) so that a load change on the machine hits ev
 and their ratios stay fair; median and interquartile range per callable.
 
 On CUDA every call is bracketed by CUDA events (device time) and the host synchronises once, after
-the last call; on the CPU each call is timed with `time.perf_counter`.
+the last call; on the CPU each call is timed with `time.perf_counter` (wall time, `clock="wall"`) or
+with `time.process_time` (`clock="cpu"`: the CPU time of every thread of this process, which leaves
+out the time the process waited while another process held the cores).
 """
 
 import statistics
@@ -23,6 +25,10 @@ class Timing:
     repeats: int
 
 
+#: The CPU clocks of time_calls: seconds as floats.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def summarize(samples_ms: List[float]) -> Timing:
     """Median and interquartile range of per-call times in milliseconds (at least one sample)."""
     if not samples_ms:
@@ -34,13 +40,17 @@ def summarize(samples_ms: List[float]) -> Timing:
 
 
 def time_calls(fns: Mapping[str, Callable[[], object]], *, device: str, warmup: int,
-               repeats: int) -> Dict[str, Timing]:
+               repeats: int, clock: str = "wall") -> Dict[str, Timing]:
     """Call each of `fns` `warmup` times untimed, then `repeats` rounds in which each is called and
     timed once, round r starting at the (r mod len(fns))-th name: no callable always follows the
     same one (on the CPU a call's time depends on what its predecessor freed: two identical
-    `F.cross_entropy` rows in a fixed order measured 33 and 43 ms). Returns a Timing per name."""
+    `F.cross_entropy` rows in a fixed order measured 33 and 43 ms). `clock` ("wall" or "cpu",
+    CLOCKS) applies on the CPU; CUDA is timed by events. Returns a Timing per name."""
     if warmup < 0 or repeats < 1:
         raise ValueError(f"time_calls: warmup must be >= 0 and repeats >= 1, got {warmup}, {repeats}")
+    if clock not in CLOCKS:
+        raise ValueError(f"time_calls: clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -60,9 +70,9 @@ def time_calls(fns: Mapping[str, Callable[[], object]], *, device: str, warmup: 
                 end.record()
                 samples[name].append((start, end))
             else:
-                start_s = time.perf_counter()
+                start_s = now()
                 fn()
-                samples[name].append((time.perf_counter() - start_s) * 1e3)
+                samples[name].append((now() - start_s) * 1e3)
     if on_cuda:
         torch.cuda.synchronize(device)
         samples = {name: [start.elapsed_time(end) for start, end in pairs] for name, pairs in samples.items()}
