@@ -6,7 +6,10 @@
 #      two workers of two OpenMP threads each on two cores wait on each other at every barrier
 #      (a 64 px training step took 6.3 s instead of 0.33 s);
 #   2. the tests marked `timing` (the speed guard) or `threads` (the multi-threaded CPU kernels), in
-#      one process with torch's default threads, so that no other test shares the cores with them.
+#      one process with torch's default threads, so that no other test shares the cores with them;
+#      the pytest-benchmark kernels run once each, untimed (--benchmark-disable): their absolute times
+#      mean something only against a run saved on the same machine, which CI has not
+#      (`pytest tests/test_bench_guard.py --benchmark-autosave`, later `--benchmark-compare`).
 # Extra arguments go to pytest, which then runs once, as given (e.g. `bash scripts/test.sh
 # tests/test_bench_guard.py`).
 set -euo pipefail
@@ -18,5 +21,5 @@ fi
 status=0
 OMP_NUM_THREADS=1 "$py" -m pytest -n "${SUITE_TEST_WORKERS:-auto}" --dist loadfile -m "not timing and not threads" \
   || status=$?
-"$py" -m pytest -m "timing or threads" || status=$?
+"$py" -m pytest -m "timing or threads" --benchmark-disable || status=$?
 exit "$status"
