@@ -70,9 +70,9 @@ def balance(pos, neg):
     return {"class_ids": list(range(6)), "pos_grad": pos, "neg_grad": neg}
 
 
-@pytest.fixture
-def results(tmp_path):
-    root = tmp_path / "results"
+def write_results(root: Path) -> Path:
+    """Run records of two losses (CE with two seeds) on the generated set, one on lvis_v1, two
+    files that are not records, and two benchmark files under `root`."""
     write(root / "ce_0" / "run.json", run_record("ce", 0, 20.0, 2.0, 15.0, 30.0,
                                                  balance=balance([50, 40, 10, 4, 1, .5], [10, 10, 20, 20, 30, 30])))
     write(root / "ce_1" / "run.json", run_record("ce", 1, 22.0, 4.0, 17.0, 32.0))
@@ -84,6 +84,20 @@ def results(tmp_path):
     write(root / "bench" / "kernel.json", bench_file("bench_kernel"))
     write(root / "bench" / "step.json", bench_file("bench_step"))
     return root
+
+
+@pytest.fixture
+def results(tmp_path):
+    """The records of write_results, for a test that adds to them."""
+    return write_results(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """(results folder, its report) for the tests that only read them: one generation, not one each."""
+    root = tmp_path_factory.mktemp("report")
+    results = write_results(root / "results")
+    return results, generate_report([results], root / "out")
 
 
 def table_rows(text: str, heading: str):
@@ -122,9 +136,8 @@ def test_other_iterations_or_params_are_other_experiments(tmp_path):
     assert experiments["label"].nunique() == 3
 
 
-def test_readme_tables_hold_the_numbers(results, tmp_path):
-    report = generate_report([results], tmp_path / "out")
-    text = report.readme.read_text()
+def test_readme_tables_hold_the_numbers(report):
+    text = report[1].readme.read_text()
     rows = {row[0]: row for row in table_rows(text, "### synth")}
     assert rows["ce"][1:4] == ["2", "0, 1", "100"]
     # bbox AP = segm AP + 1 in the records; columns: bbox AP, APr, APc, APf, segm AP, APr, APc, APf
@@ -151,8 +164,9 @@ def test_readme_tables_hold_the_numbers(results, tmp_path):
     assert "Left out\n\nNothing." in text
 
 
-def test_figures_are_written(results, tmp_path):
-    report = generate_report([results], tmp_path / "out")
+def test_figures_are_written(report):
+    _, report = report
+    out = report.readme.parent
     expected = {"ap_groups_synth.png", "ap_groups_lvis_v1.png", "per_category_synth.png", "per_category_lvis_v1.png",
                 "grad_balance_synth.png", "kernel_time.png", "step_throughput.png"}
     paired_figures = {name for name in report.figures if name.startswith("paired_synth_")}
@@ -161,7 +175,7 @@ def test_figures_are_written(results, tmp_path):
     assert set(report.figures) == expected
     text = report.readme.read_text()
     for name in expected:
-        data = (tmp_path / "out" / name).read_bytes()
+        data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
         assert f"]({name})" in text
 
@@ -176,12 +190,12 @@ def test_grad_balance_ratio_by_frequency(results):
     assert list(ce["ratio"]) == pytest.approx([5.0, 4.0, 0.5, 0.2, 1 / 30, 0.5 / 30])
 
 
-def test_regeneration_is_byte_identical(results, tmp_path):
-    first = generate_report([results], tmp_path / "one")
+def test_regeneration_is_byte_identical(report, tmp_path):
+    results, first = report
     second = generate_report([results], tmp_path / "two")
     assert first.readme.read_bytes() == second.readme.read_bytes()
     for name in first.figures:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        assert (first.readme.parent / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
 def test_malformed_records_are_named_and_left_out(results, tmp_path, capsys):
@@ -270,12 +284,13 @@ def test_contended_kernel_measurements_stand_beside_the_quiet_ones(results, tmp_
     assert any("contended is 'yes'" in reason for _, reason in gather([results]).left_out)
 
 
-def test_a_note_stands_under_the_first_paragraph(results, tmp_path):
+def test_a_note_stands_under_the_first_paragraph(report, tmp_path):
     # The demo's report carries the pointer to the loss study this way (suite.harness.demo).
     from suite.harness.demo import STUDY_POINTER
 
+    results, plain_report = report
     lines = generate_report([results], tmp_path / "out", note=STUDY_POINTER).readme.read_text().splitlines()
     assert lines[0] == "# seesaw-suite report" and lines[2].startswith("Built from")
     assert lines[4] == STUDY_POINTER and lines[6] == "## Accuracy"
-    plain = generate_report([results], tmp_path / "plain").readme.read_text().splitlines()
+    plain = plain_report.readme.read_text().splitlines()
     assert plain[4] == "## Accuracy"
