@@ -6,7 +6,7 @@ across images, more detections than the per-image limit, and masks as polygons a
 import numpy as np
 from pycocotools import mask as mask_utils
 
-SIZE = 96  # image side in pixels
+SIZE = 320  # image side in pixels: ground truth of every area range (small < 32², large > 96²)
 
 
 def _polygon(x, y, w, h):
