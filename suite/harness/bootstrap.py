@@ -66,6 +66,12 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
     from suite.harness.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
 
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
+    return official_replicates(lvis_eval, resample_indices(len(lvis_eval.params.img_ids), resamples, seed))
+
+
+def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
+    """The replicates of an evaluated official `LVISEval` on `draws` ((B, num_images) indices into
+    its sorted image ids): the official `accumulate` and summary per draw."""
     params = lvis_eval.params
     num_images, num_areas = len(params.img_ids), len(params.area_rng)
     all_areas = params.area_rng_lbl.index("all")
@@ -82,7 +88,7 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
     lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
     try:
         with lvis_numpy_aliases():
-            for draw in resample_indices(num_images, resamples, seed):
+            for draw in draws:
                 boot.params.img_ids = [params.img_ids[index] for index in draw]
                 boot.eval_imgs = [images[index] for images in per_category for index in draw]
                 boot.accumulate()
@@ -100,7 +106,7 @@ def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, 
     values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
     for draw in resample_indices(matches.num_images, resamples, seed):
         summary = lvis_fast.summarize_precision(matches.precision(draw), matches.freq_groups, matches.params,
-                                                matches.area_labels)
+                                                matches.area_labels, BOOTSTRAP_METRICS)
         for metric in BOOTSTRAP_METRICS:
             values[metric].append(_percent(summary[metric]))
     return values

@@ -139,11 +139,12 @@ class Matches:
 
     def __init__(self, num_images: int, num_categories: int, freq_groups: List[List[int]],
                  accumulators: List[_Accumulator], params: Params, area_labels: Sequence[str],
-                 num_greedy_groups: int):
+                 num_greedy_groups: int, num_evaluated_detections: int):
         self.num_images, self.num_categories = num_images, num_categories
         self.freq_groups, self.accumulators, self.params = freq_groups, accumulators, params
         self.area_labels = list(area_labels)  # the areas of `accumulators`, in order
         self.num_greedy_groups = num_greedy_groups  # (image, category) groups the greedy loop matched
+        self.num_evaluated_detections = num_evaluated_detections  # after the limit and the federated filter
 
     @property
     def num_tied_detections(self) -> int:
@@ -215,11 +216,15 @@ class Matches:
         return rows
 
 
+AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+
+
 def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], params: Params,
-                        area_labels: Optional[Sequence[str]] = None) -> Dict[str, float]:
-    """The official `LVISEval.summarize` AP values (fractions, -1 where none) of a (T, R, K, A)
-    precision whose areas are `area_labels` (default: all of `params.area_rng_lbl`), indexed as
-    the official `_summarize`, so the same doubles."""
+                        area_labels: Optional[Sequence[str]] = None,
+                        metrics: Sequence[str] = AP_METRICS) -> Dict[str, float]:
+    """The official `LVISEval.summarize` AP values of `metrics` (fractions, -1 where none) of a
+    (T, R, K, A) precision whose areas are `area_labels` (default: all of `params.area_rng_lbl`),
+    indexed as the official `_summarize`, so the same doubles."""
     area_labels = params.area_rng_lbl if area_labels is None else list(area_labels)
 
     def ap(iou_thr=None, area="all", group=None):
@@ -230,9 +235,10 @@ def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], par
         s = s[:, :, freq_groups[group], aidx] if group is not None else s[:, :, :, aidx]
         return -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
 
-    return {"AP": ap(), "AP50": ap(iou_thr=0.50), "AP75": ap(iou_thr=0.75), "APs": ap(area="small"),
-            "APm": ap(area="medium"), "APl": ap(area="large"), "APr": ap(group=0), "APc": ap(group=1),
-            "APf": ap(group=2)}
+    arguments = {"AP": {}, "AP50": {"iou_thr": 0.50}, "AP75": {"iou_thr": 0.75}, "APs": {"area": "small"},
+                 "APm": {"area": "medium"}, "APl": {"area": "large"}, "APr": {"group": 0}, "APc": {"group": 1},
+                 "APf": {"group": 2}}
+    return {metric: ap(**arguments[metric]) for metric in metrics}
 
 
 def _lookup(keys: np.ndarray, table_keys: np.ndarray) -> np.ndarray:
@@ -329,7 +335,7 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
         accumulators.append(_accumulator(matched, gt_ignore, dt_key, dt_score, keep, dt_area, dt_not_exhaustive,
                                          gt_key, low, high, num_cats))
     return Matches(num_images, num_cats, _freq_groups(lvis_gt, params), accumulators, params, area_labels,
-                   len(complex_groups))
+                   len(complex_groups), len(keep))
 
 
 def _to_rle(lvis_gt: LVIS, image_id: int, segmentation) -> dict:
