@@ -126,3 +126,30 @@ def test_bad_input_is_a_value_error(hard):
         lvis_fast.match(LVIS(str(zero_path)), lvis_fast.detections_from_results(results, "bbox"), "bbox")
     with pytest.raises(ValueError, match="evaluator"):
         evaluate_lvis_results(LVIS(str(path)), results, evaluator="faster")
+
+
+def test_detectron2_test_path_uses_the_fast_evaluator_and_equals_the_official(tmp_path):
+    """`DefaultTrainer.test` (what `TEST.EVAL_PERIOD` calls) of the suite's trainer builds the
+    evaluator of cfg.TEST.LVIS_EVALUATOR ("fast" by default); both give the same results."""
+    from suite.data.register import register_synthetic_lvis
+    from suite.harness.evaluate import LVISPerCategoryEvaluator
+    from suite.harness.train import default_cfg
+    from suite.harness.trainer import LongTailTrainer
+    from test_eval_lvis import GroundTruthModel
+
+    registered = register_synthetic_lvis(small_set(tmp_path / "set").root, prefix="test_eval_fast")
+    cfg = default_cfg()
+    assert cfg.TEST.LVIS_EVALUATOR == "fast"
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATASETS.TEST = (registered.val,)
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    evaluator = LongTailTrainer.build_evaluator(cfg, registered.val)
+    assert isinstance(evaluator, LVISPerCategoryEvaluator) and evaluator.evaluator == "fast"
+    model = GroundTruthModel(registered.val, skip_labels=[0, 1])
+    fast = LongTailTrainer.test(cfg, model)
+    cfg.TEST.LVIS_EVALUATOR = "official"
+    official = LongTailTrainer.test(cfg, model)
+    assert set(fast) == {"bbox", "segm"}
+    for task in fast:
+        assert _same(fast[task], official[task]), task
+    assert fast["bbox"]["AP"] < 100.0  # the skipped classes count
