@@ -14,8 +14,12 @@ file and loads it with `lvis.LVIS` as a user would, then times
 
 `total_s` = evaluate_s + accumulate_s + bootstrap_s: one run's evaluation and its bootstrap.
 A record also holds the data's size, AP, APr, APc and APf (so that the two evaluators can be
-compared on the same data), the peak resident memory of the process (`peak_rss_gib`), its
-memory once the data is loaded (`data_rss_gib`), and the load average before and after.
+compared on the same data), the process's resident memory once the data is loaded
+(`data_rss_gib`: Python, torch and Detectron2's metadata, the ground truth, the detections -
+for "segm" their 300 masks per image dominate), its peak while evaluating (`peak_rss_gib`: the
+data held plus the evaluation's own memory; Linux's VmHWM, reset once the data is loaded), the
+peak of the whole process including the data's generation (`process_peak_rss_gib`), and the
+load average before and after.
 """
 
 import json
@@ -37,6 +41,19 @@ def _rss_gib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
 
 
+def _reset_peak_rss() -> None:
+    """Start a new peak (VmHWM) for this process (Linux: /proc/self/clear_refs, value 5)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _peak_rss_gib() -> float:
+    """VmHWM: the peak resident memory since the last `_reset_peak_rss`."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 2 ** 20
+
+
 def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_resamples: int, seed: int) -> Dict:
     """One measurement in this process (call it in a fresh one: see `run_eval_bench`)."""
     from lvis import LVIS
@@ -54,6 +71,7 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         lvis_gt = LVIS(str(path))
     results = as_results(detections, task) if evaluator == "official" else None
     data_rss = _rss_gib()
+    _reset_peak_rss()
 
     if evaluator == "fast":
         start = time.perf_counter()
@@ -95,7 +113,8 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         "evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
         "bootstrap_resamples": resamples, "bootstrap_timed_resamples": timed,
         "total_s": evaluate_s + accumulate_s + bootstrap_s,
-        "data_rss_gib": data_rss, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+        "data_rss_gib": data_rss, "peak_rss_gib": _peak_rss_gib(),
+        "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
         "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
         **{metric: (None if summary[metric] == -1 else float(summary[metric]) * 100)
            for metric in ("AP", "APr", "APc", "APf")},
