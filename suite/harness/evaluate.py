@@ -157,10 +157,11 @@ def build_lvis_evaluator(dataset_name: str, output_dir: Optional[str] = None,
 
 def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
-    loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR; returns {task: summary} (empty on
+    loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
+    config without it); returns {task: summary} (empty on
     ranks other than 0)."""
     evaluator = build_lvis_evaluator(dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE,
-                                     evaluator=cfg.TEST.LVIS_EVALUATOR)
+                                     evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
     return inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator) or {}
 
 

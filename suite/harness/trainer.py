@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 
-from suite.harness.evaluate import build_lvis_evaluator
+from suite.harness.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
 from suite.records import open_atomic, write_text_atomic
 
@@ -74,7 +74,7 @@ class LongTailTrainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         os.makedirs(output_folder, exist_ok=True)
         return build_lvis_evaluator(dataset_name, output_folder, cfg.TEST.DETECTIONS_PER_IMAGE,
-                                    evaluator=cfg.TEST.LVIS_EVALUATOR)
+                                    evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
 
     def _is_checkpoint_iteration(self, iteration: int) -> bool:
         """When Detectron2's PeriodicCheckpointer saves (fvcore's rule)."""
