@@ -110,8 +110,8 @@ def lvis_val_shaped(num_images: int, seed: int = 0, masks: bool = False) -> Tupl
         object_boxes = _random_boxes(len(object_categories), rng)
         for category_id, polygon, box in zip(object_categories.tolist(), _octagon(object_boxes).tolist(),
                                              object_boxes.tolist()):
-            points = np.array(polygon).reshape(-1, 2)
-            area = 0.5 * abs(np.dot(points[:, 0], np.roll(points[:, 1], 1)) - np.dot(points[:, 1], np.roll(points[:, 0], 1)))
+            x, y = np.array(polygon).reshape(-1, 2).T
+            area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))  # shoelace
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
                                 "bbox": box, "area": float(area), "segmentation": [polygon]})
         negatives = rng.choice(category_ids, size=min(rng.poisson(4), 20), replace=False, p=weights)

@@ -78,7 +78,8 @@ def _per_category(precision: np.ndarray, all_areas: int, names: Sequence[str]) -
     return summary
 
 
-def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
+def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
+                   max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
     """`summarize(run_lvis_eval(...))` computed by `suite.harness.lvis_fast` (the same numbers)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")

@@ -244,8 +244,10 @@ def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], par
 def _lookup(keys: np.ndarray, table_keys: np.ndarray) -> np.ndarray:
     """Whether each of `keys` is in `table_keys` (int64)."""
     table = np.unique(table_keys)
-    at = np.searchsorted(table, keys)
-    return (at < len(table)) & (table[np.minimum(at, len(table) - 1)] == keys) if len(table) else np.zeros(len(keys), bool)
+    if not len(table):
+        return np.zeros(len(keys), bool)
+    at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+    return table[at] == keys
 
 
 def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS_MAX_DETS,
@@ -261,44 +263,9 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
     cat_index = {cat_id: index for index, cat_id in enumerate(params.cat_ids)}
     iou_thrs = params.iou_thrs
 
-    # ground truth, in the official order (json order within each (image, category))
-    anns = [ann for ann in lvis_gt.dataset["annotations"] if ann["category_id"] in cat_index]
-    gt_ids = np.fromiter((ann["id"] for ann in anns), np.int64, len(anns))
-    if (gt_ids <= 0).any():
-        raise ValueError(f"ground-truth annotation id {int(gt_ids[gt_ids <= 0][0])}: LVIS ids must be >= 1")
-    gt_img = np.fromiter((image_index[ann["image_id"]] for ann in anns), np.int64, len(anns))
-    gt_cat = np.fromiter((cat_index[ann["category_id"]] for ann in anns), np.int64, len(anns))
-    gt_area = np.fromiter((ann["area"] for ann in anns), np.float64, len(anns))
-    gt_flag = np.fromiter((bool(ann.get("ignore", 0)) for ann in anns), bool, len(anns))
-    gt_key = gt_img * num_cats + gt_cat
-    gt_order = np.argsort(gt_key, kind="stable")
-    anns = [anns[i] for i in gt_order]
-    gt_key, gt_area, gt_flag = gt_key[gt_order], gt_area[gt_order], gt_flag[gt_order]
-
-    # detections: the per-image limit, known images and categories, the federated filter
-    image_pos = np.array([image_index.get(int(i), -1) for i in np.unique(detections.image_ids)], np.int64)
-    if (image_pos < 0).any():
-        raise ValueError("results hold detections of images that are not in the ground truth")
-    keep = limit_per_image(detections.image_ids, detections.scores, max_dets) if max_dets >= 0 \
-        else np.arange(len(detections))
-    ids_sorted = np.array(params.img_ids, np.int64)
-    cats_sorted = np.array(params.cat_ids, np.int64)
-    dt_img = np.searchsorted(ids_sorted, detections.image_ids[keep])
-    cat_at = np.searchsorted(cats_sorted, detections.category_ids[keep])
-    known = (cat_at < num_cats) & (cats_sorted[np.minimum(cat_at, num_cats - 1)] == detections.category_ids[keep])
-    keep, dt_img, dt_cat = keep[known], dt_img[known], cat_at[known]
-    images = lvis_gt.load_imgs(params.img_ids)
-    neg_keys = np.array([index * num_cats + cat_index[c] for index, image in enumerate(images)
-                         for c in image.get("neg_category_ids", []) if c in cat_index], np.int64)
-    nel_keys = np.array([index * num_cats + cat_index[c] for index, image in enumerate(images)
-                         for c in image.get("not_exhaustive_category_ids", []) if c in cat_index], np.int64)
-    dt_key = dt_img * num_cats + dt_cat
-    evaluated = _lookup(dt_key, np.r_[neg_keys, gt_key])
-    keep, dt_key = keep[evaluated], dt_key[evaluated]
-    dt_score = detections.scores[keep]
-    dt_order = np.lexsort((keep, -dt_score, dt_key))  # group, then the official score order
-    keep, dt_key, dt_score = keep[dt_order], dt_key[dt_order], dt_score[dt_order]
-    dt_not_exhaustive = _lookup(dt_key, nel_keys)
+    anns, gt_key, gt_area, gt_flag = _ground_truth(lvis_gt, image_index, cat_index)
+    keep, dt_key, dt_score, dt_not_exhaustive = _evaluated_detections(
+        lvis_gt, detections, params, image_index, cat_index, gt_key, max_dets)
     if task == "bbox":
         dt_boxes = detections.boxes[keep]
         dt_area = dt_boxes[:, 2] * dt_boxes[:, 3]
@@ -336,6 +303,54 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
                                          gt_key, low, high, num_cats))
     return Matches(num_images, num_cats, _freq_groups(lvis_gt, params), accumulators, params, area_labels,
                    len(complex_groups), len(keep))
+
+
+def _ground_truth(lvis_gt: LVIS, image_index: Dict[int, int], cat_index: Dict[int, int]):
+    """(annotations, (image, category) key, area, ignore flag) of the ground truth, grouped by
+    key and in JSON order within a group, as the official `_prepare` lists them."""
+    num_cats = len(cat_index)
+    anns = [ann for ann in lvis_gt.dataset["annotations"] if ann["category_id"] in cat_index]
+    gt_ids = np.fromiter((ann["id"] for ann in anns), np.int64, len(anns))
+    if (gt_ids <= 0).any():
+        raise ValueError(f"ground-truth annotation id {int(gt_ids[gt_ids <= 0][0])}: LVIS ids must be >= 1")
+    gt_img = np.fromiter((image_index[ann["image_id"]] for ann in anns), np.int64, len(anns))
+    gt_cat = np.fromiter((cat_index[ann["category_id"]] for ann in anns), np.int64, len(anns))
+    gt_area = np.fromiter((ann["area"] for ann in anns), np.float64, len(anns))
+    gt_flag = np.fromiter((bool(ann.get("ignore", 0)) for ann in anns), bool, len(anns))
+    gt_key = gt_img * num_cats + gt_cat
+    gt_order = np.argsort(gt_key, kind="stable")
+    anns = [anns[i] for i in gt_order]
+    return anns, gt_key[gt_order], gt_area[gt_order], gt_flag[gt_order]
+
+
+def _evaluated_detections(lvis_gt: LVIS, detections: Detections, params: Params, image_index: Dict[int, int],
+                          cat_index: Dict[int, int], gt_key: np.ndarray, max_dets: int):
+    """Rows of `detections` that the official evaluation keeps (the per-image limit, known
+    categories, the federated filter), grouped by (image, category) key and by score descending
+    then row within a group; with their keys, scores and not-exhaustive flags."""
+    num_cats = len(params.cat_ids)
+    if any(int(image_id) not in image_index for image_id in np.unique(detections.image_ids)):
+        raise ValueError("results hold detections of images that are not in the ground truth")
+    keep = limit_per_image(detections.image_ids, detections.scores, max_dets) if max_dets >= 0 \
+        else np.arange(len(detections))
+    ids_sorted = np.array(params.img_ids, np.int64)
+    cats_sorted = np.array(params.cat_ids, np.int64)
+    dt_img = np.searchsorted(ids_sorted, detections.image_ids[keep])
+    cat_at = np.searchsorted(cats_sorted, detections.category_ids[keep])
+    known = (cat_at < num_cats) & (cats_sorted[np.minimum(cat_at, num_cats - 1)] == detections.category_ids[keep])
+    keep, dt_img, dt_cat = keep[known], dt_img[known], cat_at[known]
+    images = lvis_gt.load_imgs(params.img_ids)
+    neg_keys = np.array([index * num_cats + cat_index[c] for index, image in enumerate(images)
+                         for c in image.get("neg_category_ids", []) if c in cat_index], np.int64)
+    nel_keys = np.array([index * num_cats + cat_index[c] for index, image in enumerate(images)
+                         for c in image.get("not_exhaustive_category_ids", []) if c in cat_index], np.int64)
+    dt_key = dt_img * num_cats + dt_cat
+    evaluated = _lookup(dt_key, np.r_[neg_keys, gt_key])
+    keep, dt_key = keep[evaluated], dt_key[evaluated]
+    dt_score = detections.scores[keep]
+    dt_order = np.lexsort((keep, -dt_score, dt_key))  # group, then the official score order
+    keep, dt_key, dt_score = keep[dt_order], dt_key[dt_order], dt_score[dt_order]
+    return keep, dt_key, dt_score, _lookup(dt_key, nel_keys)
 
 
 def _to_rle(lvis_gt: LVIS, image_id: int, segmentation) -> dict:
