@@ -193,8 +193,8 @@ def eval_scaling(frame: pd.DataFrame, fits: pd.DataFrame, out: Path) -> Optional
         for ax, value in zip(axes, ("total_s", "peak_rss_gib")):
             ax.plot(points["num_images"], points[value], "o", color=palette[key], label=f"{env} {task} {evaluator}")
             if len(fit):
-                xs = [0, 19809]
                 line = fit.iloc[0]
+                xs = [min(line["fit_sizes"]) + step * (19809 - min(line["fit_sizes"])) / 20 for step in range(21)]
                 ax.plot(xs, [line[f"{value}_intercept"] + line[f"{value}_slope"] * x for x in xs], "--",
                         color=palette[key], linewidth=1)
     for ax, goal, label in zip(axes, (600, 6e9 / 2 ** 30), ("total s (evaluation + 200-resample bootstrap)",
