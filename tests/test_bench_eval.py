@@ -18,7 +18,7 @@ from suite.report.readme import build_report
 
 @pytest.fixture(scope="module")
 def shaped(tmp_path_factory):
-    dataset, detections = lvis_val_shaped(120, seed=1, masks=True)
+    dataset, detections = lvis_val_shaped(80, seed=1, masks=True)
     path = tmp_path_factory.mktemp("shaped") / "val.json"
     path.write_text(json.dumps(dataset))
     return path, dataset, detections
@@ -29,11 +29,11 @@ def test_shape_is_lvis_v1_val_like(shaped):
     assert len(dataset["categories"]) == 1203
     frequencies = [c["frequency"] for c in dataset["categories"]]
     assert (frequencies.count("r"), frequencies.count("c"), frequencies.count("f")) == (337, 461, 405)
-    assert len(detections) == 120 * DETECTIONS_PER_IMAGE
+    assert len(detections) == 80 * DETECTIONS_PER_IMAGE
     assert np.all(np.bincount(detections.image_ids)[1:] == DETECTIONS_PER_IMAGE)
-    assert 8 < len(dataset["annotations"]) / 120 < 18  # LVIS v1 val: 12.4 instances per image
+    assert 8 < len(dataset["annotations"]) / 80 < 18  # LVIS v1 val: 12.4 instances per image
     assert len(detections.segmentations) == len(detections)
-    again, same = lvis_val_shaped(120, seed=1)
+    again, same = lvis_val_shaped(80, seed=1)
     assert again == dataset and np.array_equal(same.scores, detections.scores)
 
 
@@ -49,7 +49,7 @@ def test_fast_equals_official_on_the_shaped_set(shaped):
         assert 0 < fast["AP"] < 100
     reps = bootstrap.fast_replicates(LVIS(str(path)), detections, "bbox", resamples=4, seed=0)
     lvis_eval = run_lvis_eval(LVIS(str(path)), as_results(detections, "bbox"), "bbox")
-    assert reps == bootstrap.official_replicates(lvis_eval, bootstrap.resample_indices(120, 4, 0))
+    assert reps == bootstrap.official_replicates(lvis_eval, bootstrap.resample_indices(80, 4, 0))
 
 
 def test_suite_bench_eval_writes_records_the_report_shows(tmp_path):
