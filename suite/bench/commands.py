@@ -1,4 +1,4 @@
-"""`suite bench kernel` and `suite bench step`."""
+"""`suite bench kernel`, `suite bench step` and `suite bench eval`."""
 
 import argparse
 import sys
@@ -56,6 +56,27 @@ def register(subparsers) -> None:
         epilog="example: suite bench step --quick --output bench/step_cpu.json")
     _common_arguments(step)
     step.set_defaults(func=run_step)
+
+    evaluation = commands.add_parser(
+        "eval", help="LVIS evaluation + 200-resample bootstrap at LVIS v1 val scale, fast vs official",
+        description="On LVIS-v1-val-shaped ground truth with 300 simulated detections per image "
+        "(suite.data.lvis_val_shape), time the evaluation, one accumulation and the bootstrap, with the "
+        "peak memory of each measurement's own process: the fast evaluator at --sizes, the official lvis "
+        "API at --official-sizes (its bootstrap extrapolated from --official-timed-resamples).",
+        epilog="example: suite bench eval --output results/bench/eval_cpu.json")
+    evaluation.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 19809],
+                            metavar="IMAGES", help="image counts for the fast evaluator (default: 1000 2000 4000 "
+                            "8000 19809, LVIS v1 val's)")
+    evaluation.add_argument("--official-sizes", type=int, nargs="*", default=[1000, 2000], metavar="IMAGES",
+                            help="image counts for the official lvis API (default: 1000 2000)")
+    evaluation.add_argument("--tasks", nargs="+", choices=("bbox", "segm"), default=["bbox", "segm"])
+    evaluation.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default: 200)")
+    evaluation.add_argument("--official-timed-resamples", type=int, default=5, metavar="B",
+                            help="official accumulations timed to extrapolate its bootstrap (default: 5)")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    evaluation.add_argument("--output", required=True, type=Path, metavar="FILE.json",
+                            help="where to write the records")
+    evaluation.set_defaults(func=run_eval)
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +144,27 @@ def run_step(args: argparse.Namespace) -> int:
     from suite.bench.step import run_step_bench
 
     return _run(args, "bench_step", run_step_bench)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from suite.bench.eval_scale import run_eval_bench
+    from suite.bench.report import write_bench_file
+
+    for name in ("sizes", "official_sizes"):
+        bad = [size for size in getattr(args, name) if size < 1]
+        if bad:
+            raise UserError(f"--{name.replace('_', '-')}: image counts must be >= 1, got {bad[0]}")
+    if args.resamples < 2:
+        raise UserError(f"--resamples must be >= 2, got {args.resamples}")
+    if args.official_timed_resamples < 1:
+        raise UserError(f"--official-timed-resamples must be >= 1, got {args.official_timed_resamples}")
+    if args.output.is_dir():
+        raise UserError(f"--output {args.output}: is a folder, give a file name")
+    records = run_eval_bench(args.sizes, args.official_sizes, args.tasks, args.resamples,
+                             args.official_timed_resamples, args.seed, progress=_progress)
+    write_bench_file(args.output, "bench_eval", "cpu", records)
+    print(f"wrote {len(records)} records to {args.output}")
+    return 0
 
 
 def _run(args: argparse.Namespace, kind: str, bench) -> int:

@@ -6,7 +6,7 @@ from typing import Dict, List
 from suite.environment import collect
 from suite.records import SCHEMA_VERSION, write_json_atomic
 
-BENCH_KINDS = ("bench_kernel", "bench_step")
+BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
 
 
 def write_bench_file(path: Path, kind: str, device: str, records: List[Dict[str, object]]) -> None:

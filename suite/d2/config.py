@@ -54,6 +54,9 @@ def add_longtail_config(cfg: CN) -> None:
     # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
     # and whether to run its kernels through torch.compile (None: on the CPU only).
     head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": None})
+    # LVIS evaluation (the suite's evaluator, also from TEST.EVAL_PERIOD): "fast" (vectorized,
+    # equal to the official lvis API; docs/evaluation.md) or "official" (the lvis API's LVISEval).
+    cfg.TEST.LVIS_EVALUATOR = "fast"
     add_parent_loss_keys(cfg)
 
 

@@ -1,10 +1,13 @@
-"""Bootstrap over validation images of a run's AP, APr, APc and APf, with the official `lvis` API.
+"""Bootstrap over validation images of a run's AP, APr, APc and APf.
 
 An LVIS match is decided per (image, category): it depends on that image's detections and
-ground truth only. So `LVISEval.evaluate` runs once, and each resample b (the validation images
-drawn with replacement, B times, from a seeded generator) re-runs the official
-`LVISEval.accumulate` and summary on the per-image results of the drawn images, an image drawn
-twice counting twice. Only the area range "all" is kept (the four metrics need no other).
+ground truth only. So the evaluation runs once, and each resample b (the validation images
+drawn with replacement, B times, from a seeded generator) accumulates and summarizes the
+per-image matches of the drawn images, an image drawn twice counting twice, in draw order.
+Only the area range "all" is kept (the four metrics need no other). Two evaluators give the
+same values (tests/test_eval_fast.py): "fast" (`suite.harness.lvis_fast`: one matching, then
+`Matches.precision(draw)` per resample, vectorized, memory linear in the detections) and
+"official" (`LVISEval.evaluate` once, then the official `accumulate` per resample).
 
 Every run on one validation set draws the same resamples (same seed, same sorted image ids),
 so the report can pair them: replicate b of two runs is the same image set.
@@ -27,6 +30,7 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 from lvis import LVIS
 
+from suite.harness import lvis_fast
 from suite.harness.numpy_compat import lvis_numpy_aliases
 from suite.records import SCHEMA_VERSION, write_json_atomic
 
@@ -52,11 +56,22 @@ def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
-               seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
-    """{metric: [value on resample b for b in range(resamples)]} for BOOTSTRAP_METRICS."""
+               seed: int = DEFAULT_SEED, evaluator: str = "fast") -> Dict[str, List[float]]:
+    """{metric: [value on resample b for b in range(resamples)]} for BOOTSTRAP_METRICS, with
+    `evaluator` "fast" or "official" (the same values)."""
+    if evaluator == "fast":
+        return fast_replicates(lvis_gt, lvis_fast.detections_from_results(results, task), task, resamples, seed)
+    if evaluator != "official":
+        raise ValueError(f"evaluator must be 'fast' or 'official', got {evaluator!r}")
     from suite.harness.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
 
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
+    return official_replicates(lvis_eval, resample_indices(len(lvis_eval.params.img_ids), resamples, seed))
+
+
+def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
+    """The replicates of an evaluated official `LVISEval` on `draws` ((B, num_images) indices into
+    its sorted image ids): the official `accumulate` and summary per draw."""
     params = lvis_eval.params
     num_images, num_areas = len(params.img_ids), len(params.area_rng)
     all_areas = params.area_rng_lbl.index("all")
@@ -73,7 +88,7 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
     lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
     try:
         with lvis_numpy_aliases():
-            for draw in resample_indices(num_images, resamples, seed):
+            for draw in draws:
                 boot.params.img_ids = [params.img_ids[index] for index in draw]
                 boot.eval_imgs = [images[index] for images in per_category for index in draw]
                 boot.accumulate()
@@ -84,15 +99,30 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
     return values
 
 
+def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, resamples: int = DEFAULT_RESAMPLES,
+                    seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
+    """`replicates` with the fast evaluator, from detections as columns (`lvis_fast.Detections`)."""
+    matches = lvis_fast.match(lvis_gt, detections, task, area_labels=("all",))
+    values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
+    for draw in resample_indices(matches.num_images, resamples, seed):
+        summary = lvis_fast.summarize_precision(matches.precision(draw), matches.freq_groups, matches.params,
+                                                matches.area_labels, BOOTSTRAP_METRICS)
+        for metric in BOOTSTRAP_METRICS:
+            values[metric].append(_percent(summary[metric]))
+    return values
+
+
 def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
-    """The ap_bootstrap record of detections `results` (LVIS results format) on `lvis_gt`."""
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                     evaluator: str = "fast") -> Dict[str, Any]:
+    """The ap_bootstrap record of detections `results` (LVIS results format) on `lvis_gt`, with
+    `evaluator` "fast" or "official" (the same record)."""
     if resamples < 2:
         raise ValueError(f"resamples must be >= 2, got {resamples}")
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
     tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
-    reps = {task: replicates(lvis_gt, results, task, resamples, seed) for task in tasks} if results else {}
+    reps = {task: replicates(lvis_gt, results, task, resamples, seed, evaluator) for task in tasks} if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "resamples": resamples, "seed": seed,

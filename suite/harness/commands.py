@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         "train",
         help="train and evaluate Mask R-CNN with one loss",
         description="Train Mask R-CNN with the chosen classification loss (Detectron2 plugin), evaluate it "
-        "with the official lvis API at the end, and write RUN_DIR/run.json. Progress (iteration, ETA, "
+        "on LVIS's metrics at the end (TEST.LVIS_EVALUATOR: fast or official), and write RUN_DIR/run.json. Progress (iteration, ETA, "
         "loss terms) is printed while training.",
         epilog="example: suite data synth --out data/synth && "
         "suite train --loss seesaw --dataset data/synth --output runs/seesaw --max-iter 200",
@@ -43,8 +43,11 @@ def register(subparsers) -> None:
 
     evaluate = subparsers.add_parser(
         "eval", help="re-evaluate a run's final checkpoint",
-        description="Evaluate the last checkpoint of RUN_DIR with the official lvis API and update its run.json.")
+        description="Evaluate the last checkpoint of RUN_DIR on its validation set and update its run.json.")
     evaluate.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--evaluator", choices=("fast", "official"), default="fast",
+                          help="fast: the suite's vectorized LVIS evaluation, equal to the official one "
+                          "(docs/evaluation.md; default); official: the lvis API's LVISEval")
     evaluate.set_defaults(func=run_eval)
 
     demo = subparsers.add_parser(
@@ -75,7 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from suite.harness.train import evaluate_run
 
-    evaluate_run(args.run)
+    evaluate_run(args.run, args.evaluator)
     return 0
 
 

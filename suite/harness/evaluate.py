@@ -1,11 +1,13 @@
-"""Evaluation with the official `lvis` API: the metrics and the per-category AP of the run record.
+"""LVIS evaluation: the metrics and the per-category AP of the run record.
 
-`evaluate_lvis_results` runs `LVISEval` (inside `lvis_numpy_aliases`, for NumPy 2) on
-predictions in the LVIS results format and returns, per task ("bbox", "segm"), the nine
-metrics of docs/records.md and each category's AP under the key "AP-<name>", as Detectron2's
-COCOEvaluator reports per-category AP. `LVISPerCategoryEvaluator` is Detectron2's
-`LVISEvaluator` with that evaluation, so `inference_on_dataset` and `DefaultTrainer.test` give
-the same dict. `metrics_record` and `per_category_record` turn it into the run record's fields.
+`evaluate_lvis_results` evaluates predictions in the LVIS results format with one of
+EVALUATORS: "fast" (`suite.harness.lvis_fast`, vectorized, equal to the official API:
+docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, inside `lvis_numpy_aliases`
+for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
+each category's AP under the key "AP-<name>", as Detectron2's COCOEvaluator reports
+per-category AP. `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
+evaluation, so `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`)
+give the same dict. `metrics_record` and `per_category_record` turn it into the run record's fields.
 
 Units and conventions: AP in percent (0-100). Where the `lvis` API has no value (-1: no ground
 truth in that group, area range or category) the result is NaN, which the run record writes as
@@ -25,12 +27,15 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
+from suite.harness import lvis_fast
 from suite.harness.numpy_compat import lvis_numpy_aliases
 from suite.records import write_json_atomic
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 TASKS = ("bbox", "segm")
-LVIS_MAX_DETS = 300  # LVIS's official limit of detections per image
+LVIS_MAX_DETS = lvis_fast.LVIS_MAX_DETS  # LVIS's official limit of detections per image
+EVALUATORS = ("fast", "official")
+DEFAULT_EVALUATOR = "fast"
 
 logger = logging.getLogger("suite.eval")
 
@@ -58,22 +63,43 @@ def run_lvis_eval(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: i
 def summarize(lvis_eval: LVISEval) -> Dict[str, float]:
     """The nine metrics and "AP-<name>" for each category of an evaluated `LVISEval`."""
     summary = {metric: _percent(lvis_eval.get_results()[metric]) for metric in METRICS}
-    precision = lvis_eval.eval["precision"]  # (iou thresholds, recall points, categories, areas)
-    all_areas = lvis_eval.params.area_rng_lbl.index("all")
-    for index, category_id in enumerate(lvis_eval.params.cat_ids):
+    names = [lvis_eval.lvis_gt.cats[category_id]["name"] for category_id in lvis_eval.params.cat_ids]
+    summary.update(_per_category(lvis_eval.eval["precision"], lvis_eval.params.area_rng_lbl.index("all"), names))
+    return summary
+
+
+def _per_category(precision: np.ndarray, all_areas: int, names: Sequence[str]) -> Dict[str, float]:
+    """"AP-<name>" per category of a (iou thresholds, recall points, categories, areas) precision."""
+    summary = {}
+    for index, name in enumerate(names):
         values = precision[:, :, index, all_areas]
         values = values[values > -1]
-        name = lvis_eval.lvis_gt.cats[category_id]["name"]
         summary[f"AP-{name}"] = float(np.mean(values)) * 100 if values.size else float("nan")
+    return summary
+
+
+def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
+                   max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
+    """`summarize(run_lvis_eval(...))` computed by `suite.harness.lvis_fast` (the same numbers)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    matches = lvis_fast.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, max_dets)
+    precision = matches.precision()
+    metrics = lvis_fast.summarize_precision(precision, matches.freq_groups, matches.params)
+    summary = {metric: _percent(metrics[metric]) for metric in METRICS}
+    names = [lvis_gt.cats[category_id]["name"] for category_id in matches.params.cat_ids]
+    summary.update(_per_category(precision, matches.params.area_rng_lbl.index("all"), names))
     return summary
 
 
 def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                           tasks: Optional[Iterable[str]] = None,
-                          max_dets: int = LVIS_MAX_DETS) -> Dict[str, Dict[str, float]]:
+                          max_dets: int = LVIS_MAX_DETS,
+                          evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Dict[str, float]]:
     """{task: summary} for `tasks` (default: "bbox", and "segm" if any result has a mask).
-    `lvis_gt`: the ground truth as an `LVIS` or the path of its JSON. With no results every
-    value is NaN (Detectron2's LVISEvaluator does the same)."""
+    `lvis_gt`: the ground truth as an `LVIS` or the path of its JSON; `evaluator`: one of
+    EVALUATORS. With no results every value is NaN (Detectron2's LVISEvaluator does the same)."""
+    check_evaluator(evaluator)
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
     if tasks is None:
@@ -85,15 +111,29 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
             logger.warning("No predictions to evaluate: every %s metric is NaN", task)
             evaluation[task] = {key: float("nan") for key in [*METRICS, *(f"AP-{name}" for name in names)]}
             continue
-        evaluation[task] = summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
+        evaluation[task] = summarize_fast(lvis_gt, results, task, max_dets) if evaluator == "fast" else \
+            summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
         logger.info("%s: %s", task, "  ".join(f"{metric} {evaluation[task][metric]:.1f}" for metric in METRICS))
     return evaluation
 
 
+def check_evaluator(evaluator: str) -> None:
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+
+
 class LVISPerCategoryEvaluator(LVISEvaluator):
     """Detectron2's `LVISEvaluator` whose results also hold each category's AP ("AP-<name>" per
-    task) and whose evaluation runs on NumPy 2. Like its base it writes
-    `lvis_instances_results.json` (with category ids, not labels) to `output_dir`."""
+    task), whose evaluation runs on NumPy 2, and which evaluates with `evaluator` (one of
+    EVALUATORS; "fast" by default). A drop-in for `LVISEvaluator` (same arguments, plus
+    `evaluator`). Like its base it writes `lvis_instances_results.json` (with category ids, not
+    labels) to `output_dir`."""
+
+    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *,
+                 max_dets_per_image=None, evaluator: str = DEFAULT_EVALUATOR):
+        check_evaluator(evaluator)
+        super().__init__(dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image)
+        self.evaluator = evaluator
 
     def _eval_predictions(self, predictions):
         lvis_results = list(itertools.chain(*[prediction["instances"] for prediction in predictions]))
@@ -105,20 +145,24 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
             logger.info("%s has no annotations: nothing to evaluate", self._metadata.json_file)
             return
         self._results.update(evaluate_lvis_results(
-            self._lvis_api, lvis_results, self._tasks, self._max_dets_per_image or LVIS_MAX_DETS))
+            self._lvis_api, lvis_results, self._tasks, self._max_dets_per_image or LVIS_MAX_DETS, self.evaluator))
 
 
 def build_lvis_evaluator(dataset_name: str, output_dir: Optional[str] = None,
-                         max_dets: int = LVIS_MAX_DETS, distributed: bool = True):
+                         max_dets: int = LVIS_MAX_DETS, distributed: bool = True,
+                         evaluator: str = DEFAULT_EVALUATOR):
     """A `LVISPerCategoryEvaluator` for a registered data set (its metadata needs `json_file`)."""
     return LVISPerCategoryEvaluator(dataset_name, distributed=distributed, output_dir=output_dir,
-                                    max_dets_per_image=max_dets)
+                                    max_dets_per_image=max_dets, evaluator=evaluator)
 
 
 def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
-    loader of `cfg` and evaluate; returns {task: summary} (empty on ranks other than 0)."""
-    evaluator = build_lvis_evaluator(dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE)
+    loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
+    config without it); returns {task: summary} (empty on
+    ranks other than 0)."""
+    evaluator = build_lvis_evaluator(dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE,
+                                     evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
     return inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator) or {}
 
 

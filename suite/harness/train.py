@@ -1,5 +1,5 @@
 """`suite train` and `suite eval`: train Mask R-CNN with a suite loss through the Detectron2
-plugin, evaluate with the official `lvis` API and write the run record.
+plugin, evaluate on LVIS's metrics (cfg.TEST.LVIS_EVALUATOR) and write the run record.
 
 A run directory holds Detectron2's output (checkpoints, `last_checkpoint`, metrics.json, logs),
 `config.yaml` (the full config, written before training) and, once finished, `run.json`.
@@ -308,10 +308,11 @@ def _summary(record: Dict[str, Any]) -> None:
     )
 
 
-def evaluate_run(run_dir: Path) -> Dict[str, Any]:
-    """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock);
-    rewrites its run.json metrics. The run's config.yaml is read on the running Detectron2's
-    defaults, so a run written under another version evaluates too."""
+def evaluate_run(run_dir: Path, evaluator: str = "fast") -> Dict[str, Any]:
+    """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
+    `evaluator` ("fast" or "official", whatever its config says); rewrites its run.json metrics.
+    The run's config.yaml is read on the running Detectron2's defaults, so a run written under
+    another version evaluates too."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -319,6 +320,9 @@ def evaluate_run(run_dir: Path) -> Dict[str, Any]:
     with RunLock(run_dir):
         record = read_run_record(run_dir)
         cfg = load_run_cfg(config_path)
+        cfg.defrost()
+        cfg.TEST.LVIS_EVALUATOR = evaluator
+        cfg.freeze()
         dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1",
                                    check_files=True)
         configure_logging()

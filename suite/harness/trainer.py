@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 
-from suite.harness.evaluate import build_lvis_evaluator
+from suite.harness.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
 from suite.records import open_atomic, write_text_atomic
 
@@ -59,7 +59,7 @@ class SegmentClock(HookBase):
 
 class LongTailTrainer(DefaultTrainer):
     """DefaultTrainer (hooks, checkpoints, progress printing, metrics.json) that evaluates with
-    the official `lvis` API (with per-category AP), records the loss curve and the training time
+    the LVIS evaluator of cfg.TEST.LVIS_EVALUATOR (with per-category AP), records the loss curve and the training time
     across segments, and resumes bit for bit on the CPU: the checkpoint also holds every
     process's random states, and the data loader is fast-forwarded by replaying the batches
     the run had consumed (the sampler is seeded from cfg.SEED, so it gives the same batches)."""
@@ -73,7 +73,8 @@ class LongTailTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         os.makedirs(output_folder, exist_ok=True)
-        return build_lvis_evaluator(dataset_name, output_folder, cfg.TEST.DETECTIONS_PER_IMAGE)
+        return build_lvis_evaluator(dataset_name, output_folder, cfg.TEST.DETECTIONS_PER_IMAGE,
+                                    evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
 
     def _is_checkpoint_iteration(self, iteration: int) -> bool:
         """When Detectron2's PeriodicCheckpointer saves (fvcore's rule)."""

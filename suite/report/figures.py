@@ -173,3 +173,38 @@ def paired_differences(frame: pd.DataFrame, title: str, path: Path) -> Optional[
     figure.suptitle(f"{title}: paired difference to CE per seed, mean and 95 % t-interval", y=1.02)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def eval_scaling(frame: pd.DataFrame, fits: pd.DataFrame, out: Path) -> Optional[str]:
+    """`suite bench eval`: total time (evaluation + 200-resample bootstrap) and peak memory against
+    the number of images, per task and evaluator, measured points and the fitted lines drawn
+    out to LVIS v1 val's 19,809 images, beside the goals (10 minutes, 6 GB)."""
+    if frame.empty:
+        return None
+    _theme()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    series = sorted({(row["env"], row["task"], row["evaluator"]) for _, row in frame.iterrows()})
+    palette = dict(zip(series, sns.color_palette(n_colors=len(series))))
+    for key in series:
+        env, task, evaluator = key
+        points = frame[(frame["env"] == env) & (frame["task"] == task) & (frame["evaluator"] == evaluator)]
+        fit = fits[(fits["env"] == env) & (fits["task"] == task) & (fits["evaluator"] == evaluator)] \
+            if not fits.empty else fits
+        for ax, value in zip(axes, ("total_s", "peak_rss_gib")):
+            ax.plot(points["num_images"], points[value], "o", color=palette[key], label=f"{env} {task} {evaluator}")
+            if len(fit):
+                line = fit.iloc[0]
+                xs = [min(line["fit_sizes"]) + step * (19809 - min(line["fit_sizes"])) / 20 for step in range(21)]
+                ax.plot(xs, [line[f"{value}_intercept"] + line[f"{value}_slope"] * x for x in xs], "--",
+                        color=palette[key], linewidth=1)
+    for ax, goal, label in zip(axes, (600, 6e9 / 2 ** 30), ("total s (evaluation + 200-resample bootstrap)",
+                                                             "peak resident memory, GiB")):
+        ax.axvline(19809, color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(goal, color="red", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("validation images (LVIS v1 val: 19,809)")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    figure.suptitle("LVIS evaluation at scale: measured (points), least-squares fit (dashed), goal (red)", y=1.02)
+    figure.tight_layout()
+    return _save(figure, out / "eval_scaling.png")

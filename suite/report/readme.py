@@ -23,6 +23,25 @@ class Report:
     left_out: List[Tuple[str, str]]
 
 
+def _eval_section(records, envs, out: Path, written: List[str]) -> List[str]:
+    """`suite bench eval`: LVIS evaluation + bootstrap at LVIS v1 val scale, fast vs official."""
+    frame = tables.eval_bench_frame(records, envs)
+    lines = ["### LVIS evaluation at scale", ""]
+    if frame.empty:
+        return lines + ["No records.", ""]
+    fits = tables.eval_fits(frame)
+    lines += ["`suite bench eval` (docs/evaluation.md): LVIS-v1-val-shaped ground truth, 300 simulated "
+              "detections per image; evaluate, one accumulation, and the 200-resample bootstrap (its own "
+              "evaluation included; the official one extrapolated from the accumulations timed), peak "
+              "resident memory of the measuring process, 1-minute load average before it.", "",
+              tables.eval_table(frame), "", "Least-squares lines through the measurements below 19,809 images:", "",
+              tables.eval_fit_table(fits) if not fits.empty else "Too few sizes for a fit.", ""]
+    name = figures.eval_scaling(frame, fits, out)
+    if name:
+        written.append(name)
+    return lines + _figure_link(name, "LVIS evaluation at scale")
+
+
 def load_published(path: Path = PUBLISHED_LVIS_V1) -> pd.DataFrame:
     """The published LVIS v1 numbers, every cell kept as the string written in the CSV."""
     return pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -137,6 +156,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
                       "multiplies matrices on two threads (suite.bench.contention), "
                       "beside the quiet ones.", "", tables.contention_table(bench), ""]
 
+    lines += _eval_section(records, envs, out, written)
     lines += ["## Environments", "", "Where each number above came from (`env` columns).", ""]
     lines += [tables.environment_table(envs) if not envs.empty else "None.", ""]
     lines += ["## Left out", ""]

@@ -16,7 +16,7 @@ from suite.errors import UserError
 from suite.records import SCHEMA_VERSION
 
 RUN_KIND = "train_run"
-BENCH_KINDS = ("bench_kernel", "bench_step")
+BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
 # Records read elsewhere, not gathered: a study's own record, a run's bootstrap (read beside
 # its run.json by suite.report.paired).
 SKIPPED_KINDS = ("study", "ap_bootstrap")
@@ -29,6 +29,10 @@ ENVIRONMENT_FIELDS = ("python", "torch", "torchvision", "detectron2", "cuda", "d
 BENCH_FIELDS = ("name", "scope", "device", "dtype", "num_rois", "num_classes", "median_ms", "iqr_ms", "repeats",
                 "ratio_to_ce", "ratio_to_floor", "ratio_to_official")
 STEP_FIELDS = ("iters_per_s", "loss_share")
+# `suite bench eval` (suite.bench.eval_scale): one record per task, image count and evaluator.
+EVAL_FIELDS = ("name", "evaluator", "task", "num_images", "evaluate_s", "accumulate_s", "bootstrap_s",
+               "bootstrap_resamples", "bootstrap_timed_resamples", "total_s", "peak_rss_gib", "loadavg_before")
+EVAL_NUMBERS = ("num_images", "evaluate_s", "accumulate_s", "bootstrap_s", "total_s", "peak_rss_gib")
 # Config keys that say where or with which seed a run ran, not what it ran; MODEL.WEIGHTS too,
 # since a study's seed s starts from its own file of initial weights (OUT/init/seed<s>.pth).
 CONFIG_KEYS_IGNORED = ("SEED", "OUTPUT_DIR")
@@ -112,6 +116,13 @@ def check_bench(record: Dict[str, Any]) -> None:
     _require(record["environment"], ENVIRONMENT_FIELDS, "environment")
     if not isinstance(record["records"], list):
         raise RecordError("records is not a list")
+    if record["kind"] == "bench_eval":
+        for index, entry in enumerate(record["records"]):
+            _require(entry, EVAL_FIELDS, f"records[{index}]")
+            for name in EVAL_NUMBERS:
+                if not isinstance(entry[name], (int, float)) or not math.isfinite(entry[name]):
+                    raise RecordError(f"records[{index}].{name} is {entry[name]!r}, not a finite number")
+        return
     fields = BENCH_FIELDS + (STEP_FIELDS if record["kind"] == "bench_step" else ())
     for index, entry in enumerate(record["records"]):
         _require(entry, fields, f"records[{index}]")

@@ -5,6 +5,7 @@ import json
 import math
 from typing import Any, Dict, List, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from suite.report.paired import arm_name
@@ -159,7 +160,7 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
              "machine_code": _env_key(dict(record["environment"], git_dirty=None)),
              **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}, "contended": entry.get("contended", False)}
-            for path, record in records.benches for entry in record["records"]]
+            for path, record in records.benches if record["kind"] != "bench_eval" for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=BENCH_COLUMNS + ["machine_code"])
     for column in BENCH_VALUES:
         frame[column] = frame[column].map(_float).astype(float)
@@ -201,6 +202,66 @@ def step_table(bench: pd.DataFrame) -> str:
             for _, row in bench[bench["kind"] == "bench_step"].iterrows()]
     return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "it/s", "loss share",
                      "× CE", "× official"], rows)
+
+
+LVIS_V1_VAL_IMAGES = 19809
+EVAL_COLUMNS = ["env", "task", "evaluator", "num_images", "num_evaluated_detections", "evaluate_s", "accumulate_s",
+                "bootstrap_s", "bootstrap_resamples", "bootstrap_timed_resamples", "total_s", "data_rss_gib",
+                "peak_rss_gib", "load", "AP", "APr"]
+
+
+def eval_bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
+    """One row per `suite bench eval` measurement; `load` is the 1-minute load average before it."""
+    ids = _env_ids(envs)
+    rows = [{"env": ids[_env_key(record["environment"])], **{name: entry.get(name) for name in EVAL_COLUMNS[1:]},
+             "load": entry["loadavg_before"][0]}
+            for _, record in records.benches if record["kind"] == "bench_eval" for entry in record["records"]]
+    frame = pd.DataFrame(rows, columns=EVAL_COLUMNS)
+    return frame.sort_values(["env", "task", "evaluator", "num_images"], kind="stable", ignore_index=True)
+
+
+def eval_fits(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per environment, task and evaluator: least-squares lines total_s = a + b * images and
+    peak_rss_gib = c + d * images over its measurements (two sizes at least), and their values
+    at LVIS v1 val's 19,809 images beside the measurement there, if any."""
+    rows = []
+    for (env, task, evaluator), group in frame.groupby(["env", "task", "evaluator"], sort=True):
+        sizes = group["num_images"].astype(float)
+        fitted = group[sizes < LVIS_V1_VAL_IMAGES] if (sizes < LVIS_V1_VAL_IMAGES).sum() >= 2 else group
+        if fitted["num_images"].nunique() < 2:
+            continue
+        row = {"env": env, "task": task, "evaluator": evaluator, "fit_sizes": sorted(fitted["num_images"].tolist())}
+        for value in ("total_s", "peak_rss_gib"):
+            slope, intercept = np.polyfit(fitted["num_images"].astype(float), fitted[value].astype(float), 1)
+            row[f"{value}_slope"], row[f"{value}_intercept"] = slope, intercept
+            row[f"{value}_at_val"] = intercept + slope * LVIS_V1_VAL_IMAGES
+            measured = group[group["num_images"] == LVIS_V1_VAL_IMAGES][value]
+            row[f"{value}_measured_at_val"] = float(measured.iloc[0]) if len(measured) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def eval_table(frame: pd.DataFrame) -> str:
+    rows = [[row["env"], row["task"], row["evaluator"], int(row["num_images"]), fmt(row["evaluate_s"], 1),
+             fmt(row["accumulate_s"], 2),
+             fmt(row["bootstrap_s"], 1) + ("" if row["bootstrap_timed_resamples"] == row["bootstrap_resamples"]
+                                           else f" (from {int(row['bootstrap_timed_resamples'])})"),
+             fmt(row["total_s"], 1), fmt(row["peak_rss_gib"], 2), fmt(row["load"], 1), fmt(row["AP"], 3),
+             fmt(row["APr"], 3)]
+            for _, row in frame.iterrows()]
+    return markdown(["env", "task", "evaluator", "images", "evaluate s", "accumulate s", "bootstrap s (200)",
+                     "total s", "peak GiB", "load", "AP", "APr"], rows)
+
+
+def eval_fit_table(fits: pd.DataFrame) -> str:
+    rows = [[row["env"], row["task"], row["evaluator"], ", ".join(str(size) for size in row["fit_sizes"]),
+             f"{row['total_s_intercept']:.1f} + {row['total_s_slope'] * 1000:.2f} per 1000 images",
+             fmt(row["total_s_at_val"], 0), fmt(row["total_s_measured_at_val"], 0),
+             f"{row['peak_rss_gib_intercept']:.2f} + {row['peak_rss_gib_slope'] * 1000:.3f} per 1000 images",
+             fmt(row["peak_rss_gib_at_val"], 2), fmt(row["peak_rss_gib_measured_at_val"], 2)]
+            for _, row in fits.iterrows()]
+    return markdown(["env", "task", "evaluator", "fitted on images", "total s (fit)", "fit at 19,809",
+                     "measured at 19,809", "peak GiB (fit)", "fit at 19,809", "measured at 19,809"], rows)
 
 
 def environment_table(envs: pd.DataFrame) -> str:

@@ -1,0 +1,78 @@
+"""LVIS-v1-val-shaped data (suite.data.lvis_val_shape), the fast evaluator on it against the
+official API, and `suite bench eval` end to end on a small size, down to the report."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from lvis import LVIS
+
+from suite.cli import main
+from suite.data.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_val_shaped
+from suite.harness import bootstrap
+from suite.harness.evaluate import evaluate_lvis_results, run_lvis_eval
+from suite.report.readme import build_report
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory):
+    dataset, detections = lvis_val_shaped(80, seed=1, masks=True)
+    path = tmp_path_factory.mktemp("shaped") / "val.json"
+    path.write_text(json.dumps(dataset))
+    return path, dataset, detections
+
+
+def test_shape_is_lvis_v1_val_like(shaped):
+    path, dataset, detections = shaped
+    assert len(dataset["categories"]) == 1203
+    frequencies = [c["frequency"] for c in dataset["categories"]]
+    assert (frequencies.count("r"), frequencies.count("c"), frequencies.count("f")) == (337, 461, 405)
+    assert len(detections) == 80 * DETECTIONS_PER_IMAGE
+    assert np.all(np.bincount(detections.image_ids)[1:] == DETECTIONS_PER_IMAGE)
+    assert 8 < len(dataset["annotations"]) / 80 < 18  # LVIS v1 val: 12.4 instances per image
+    assert len(detections.segmentations) == len(detections)
+    again, same = lvis_val_shaped(80, seed=1)
+    assert again == dataset and np.array_equal(same.scores, detections.scores)
+
+
+def test_fast_equals_official_on_the_shaped_set(shaped):
+    path, dataset, detections = shaped
+    for task in ("bbox", "segm"):
+        results = as_results(detections, task)
+        fast = evaluate_lvis_results(LVIS(str(path)), results, [task], evaluator="fast")[task]
+        official = evaluate_lvis_results(LVIS(str(path)), results, [task], evaluator="official")[task]
+        assert fast.keys() == official.keys()
+        assert all(fast[key] == official[key] or (fast[key] != fast[key] and official[key] != official[key])
+                   for key in fast), task
+        assert 0 < fast["AP"] < 100
+    reps = bootstrap.fast_replicates(LVIS(str(path)), detections, "bbox", resamples=4, seed=0)
+    lvis_eval = run_lvis_eval(LVIS(str(path)), as_results(detections, "bbox"), "bbox")
+    assert reps == bootstrap.official_replicates(lvis_eval, bootstrap.resample_indices(80, 4, 0))
+
+
+def test_suite_bench_eval_writes_records_the_report_shows(tmp_path):
+    output = tmp_path / "bench" / "eval.json"
+    finished = subprocess.run([sys.executable, "-m", "suite", "bench", "eval", "--sizes", "30", "60",
+                               "--official-sizes", "30", "--tasks", "bbox", "--resamples", "3",
+                               "--official-timed-resamples", "2", "--output", str(output)],
+                              capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    written = json.loads(output.read_text())
+    assert written["kind"] == "bench_eval"
+    records = {(r["evaluator"], r["num_images"]): r for r in written["records"]}
+    assert set(records) == {("fast", 30), ("fast", 60), ("official", 30)}
+    assert records[("fast", 30)]["AP"] == records[("official", 30)]["AP"]  # same data, same AP
+    assert records[("official", 30)]["bootstrap_timed_resamples"] == 2
+    assert all(r["peak_rss_gib"] > 0 and r["total_s"] > 0 for r in written["records"])
+    report = build_report([tmp_path / "bench"], tmp_path / "report")
+    text = report.readme.read_text()
+    assert "### LVIS evaluation at scale" in text and "eval_scaling.png" in report.figures
+    assert not report.left_out
+
+
+def test_suite_bench_eval_bad_arguments_exit_2(tmp_path, capsys):
+    assert main(["bench", "eval", "--sizes", "0", "--output", str(tmp_path / "x.json")]) == 2
+    assert "--sizes" in capsys.readouterr().err
+    assert main(["bench", "eval", "--resamples", "1", "--output", str(tmp_path / "x.json")]) == 2
