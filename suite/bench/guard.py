@@ -43,6 +43,7 @@ from suite.bench.kernel import OFFICIAL_ROWS, RATIO_FIELDS, REFERENCE_ROWS, add_
 from suite.bench.timing import Timing, time_calls
 from suite.environment import REPO_ROOT, code_version, cpu_name
 from suite.losses import LOSSES
+from suite.records import write_json_atomic
 
 LIMITS_FILE = REPO_ROOT / "baselines" / "bench_limits.json"
 #: The losses the guard holds: the suite's own, every one.
@@ -282,8 +283,6 @@ def derive_limits(runs: int, progress: Optional[Callable[[str], None]] = None) -
 
 def write_limits(limits: Dict[str, Any], path: Path = LIMITS_FILE) -> None:
     """Write the limits file atomically (a crash leaves the old file whole)."""
-    from suite.records import write_json_atomic
-
     write_json_atomic(path, limits)
 
 
