@@ -294,9 +294,14 @@ def test_config_files_merge(path):
     cfg = get_cfg()
     add_longtail_config(cfg)
     cfg.merge_from_file(str(path))
-    assert cfg.MODEL.ROI_HEADS.NAME == "LongTailROIHeads"
+    cascade = "cascade" in path.stem
+    assert cfg.MODEL.ROI_HEADS.NAME == ("LongTailCascadeROIHeads" if cascade else "LongTailROIHeads")
+    if cascade:  # the official Cascade keys (docs/plugin.md table)
+        assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+        assert tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS) == (1.0, 0.5, 0.25)
     if path.parent.name == "lvis_v1":
-        stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_")
+        stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_").removeprefix("cascade_mask_rcnn_R_101_FPN_2x_")
+        assert cfg.MODEL.RESNETS.DEPTH == (101 if cascade else 50)
         rfs, normed_mask = stem.endswith("_rfs"), "_normed_mask" in stem
         loss = stem.removesuffix("_rfs").removesuffix("_normed_mask")
         assert cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == loss
