@@ -91,6 +91,11 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     config_file = Path(options.config_file or default_config_file(options.dataset, options.loss))
     if not config_file.is_file():
         raise UserError(f"{config_file}: no such config file")
+    if config_file.suffix == ".py":
+        # The run directory's config.yaml, the --resume comparison and the run record are built
+        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py.
+        raise UserError(f"{config_file} is a LazyConfig file; suite train reads yaml configs: train it with "
+                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset}")
     cfg.merge_from_file(str(config_file))
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = options.loss
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = dataset.num_classes
