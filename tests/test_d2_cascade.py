@@ -1,8 +1,6 @@
 """Cascade R-CNN through the plugin with real Detectron2 on the CPU: every stage trains the chosen
-loss with its own state, the stage loss weights, checkpoints, `suite train` with a cascade config
-and its run record, and the refusal of heads that would not train CLS_LOSS."""
-
-import json
+loss with its own state, the stage loss weights, checkpoints, config errors, and the refusal of
+heads that would not train CLS_LOSS."""
 
 import pytest
 import torch
@@ -14,9 +12,7 @@ from detectron2.utils.events import EventStorage
 
 from suite.cli import main
 from suite.d2 import CosineConv2d, CosineLinear, LongTailOutputLayers, check_roi_heads
-from suite.harness.run_record import read_run_record
 from suite.harness.trainer import LongTailTrainer
-from suite.report.records import check_run
 
 STAGES = 3
 SEESAW_TERMS = ("loss_cls_classes", "loss_cls_objectness", "loss_box_reg")
@@ -31,6 +27,7 @@ def cascade_cfg(dataset, loss="seesaw", weights=(1.0, 0.5, 0.25), **head):
     cfg = tiny_cfg(dataset, loss, CLS_AGNOSTIC_BBOX_REG=True, **head)
     cfg.MODEL.ROI_HEADS.NAME = "LongTailCascadeROIHeads"
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = weights
+    cfg.MODEL.ROI_BOX_HEAD.SEESAW.COMPILED = False  # the eager kernels: no compile time (compiled: test_d2_plugin)
     return cfg
 
 
@@ -109,8 +106,9 @@ def test_stage_loss_weights_scale_each_stage_and_leave_the_features_gradient_uns
         return model.backbone.fpn_output2.weight.grad.clone()
 
     # Stage 2 weighted by 0.25 without rescaling vs weight 1 with Detectron2's 1/3.
-    torch.testing.assert_close(head_feature_grad(weighted_model) / 0.25, head_feature_grad(plain_model) * 3,
-                               rtol=1e-4, atol=1e-9)
+    weighted_grad, plain_grad = head_feature_grad(weighted_model) / 0.25, head_feature_grad(plain_model) * 3
+    assert plain_grad.abs().max() > 0
+    torch.testing.assert_close(weighted_grad, plain_grad, rtol=1e-4, atol=1e-5 * float(plain_grad.abs().max()))
 
 
 def test_checkpoint_round_trip_keeps_every_stage_counts(dataset, tmp_path):
@@ -156,32 +154,14 @@ def test_stage_weights_on_a_single_stage_head_are_refused(dataset):
         build_model(cfg)
 
 
-def test_suite_train_runs_a_cascade_and_records_every_stage(tmp_path, capsys):
+def test_suite_train_refuses_detectron2_cascade_in_one_line(tmp_path, capsys):
+    """The data and configs/small_cpu_cascade.yaml with Detectron2's own cascade head: refused
+    before anything is written (it trained plain CE and crashed after training). A cascade that
+    `suite train` runs to a complete record: tests/test_d2_tools.py."""
     from suite.harness.train import CONFIGS_DIR
 
     data = tmp_path / "synth"
     small_set(data)
-    run_dir = tmp_path / "run"
-    tiny = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
-            "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-            "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000"]
-    assert main(["train", "--loss", "seesaw", "--dataset", str(data), "--output", str(run_dir), "--max-iter", "2",
-                 "--config", str(CONFIGS_DIR / "small_cpu_cascade.yaml"), "--record-grad-balance", *tiny]) == 0
-    record = read_run_record(run_dir)
-    check_run(record)  # what the report requires of a run record
-    assert record["config"]["MODEL"]["ROI_HEADS"]["NAME"] == "LongTailCascadeROIHeads"
-    last = record["train"]["loss_curve"][-1]
-    assert {f"loss_cls_classes_stage{stage}" for stage in range(STAGES)} <= set(last)
-    balance = record["grad_balance"]
-    assert len(balance["stages"]) == STAGES
-    for name in ("pos_grad", "neg_grad"):
-        summed = [sum(values) for values in zip(*(stage[name] for stage in balance["stages"]))]
-        assert balance[name] == pytest.approx(summed)
-        assert all(sum(stage[name]) > 0 for stage in balance["stages"])
-    json.dumps(record)
-
-    # The same data with Detectron2's own cascade: refused in one line, nothing written.
-    capsys.readouterr()
     other = tmp_path / "refused"
     assert main(["train", "--loss", "seesaw", "--dataset", str(data), "--output", str(other), "--max-iter", "1",
                  "--config", str(CONFIGS_DIR / "small_cpu_cascade.yaml"), "MODEL.ROI_HEADS.NAME", "CascadeROIHeads"]) == 2
