@@ -311,7 +311,7 @@ def test_config_files_merge(path):
         assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH) == (0.02, 16)
         assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER == (loss == "seesaw")
         assert cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR == normed_mask
-        # The official Seesaw keys (README table), whatever the loss.
+        # The official Seesaw keys (docs/plugin.md table), whatever the loss.
         assert (cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION) == (512, 0.25)
         assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
         assert (cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST) == (1e-4, 0.5)
