@@ -140,17 +140,18 @@ def test_lazy_cascade_trains_seesaw_checkpoints_reloads_and_evaluates(data, tmp_
         assert counts.shape == (TINY.num_classes + 1,) and counts.sum() > 0
     assert state["roi_heads.box_predictor.0.cls_score.weight"].shape[0] == TINY.num_classes + 2  # Seesaw: C + 2
 
-    results = run_train_net(*common, "--eval-only", *LAZY_TINY, *fast, f"train.init_checkpoint={output / 'model_final.pth'}",
+    results = run_train_net(*common, "--eval-only", *LAZY_TINY, *fast, f"train.output_dir={output / 'eval'}",
+                            f"train.init_checkpoint={output / 'model_final.pth'}",
                             f"dataloader.evaluator.output_dir={output / 'reloaded'}")
     assert {"AP", "APr"} <= set(results["bbox"])
     at_end = detections(output / "end" / "lvis_instances_results.json")
     assert at_end and detections(output / "reloaded" / "lvis_instances_results.json") == at_end
 
 
-def test_lazy_eql_reads_the_training_set_and_cosine_mask_is_an_argument(data):
+def test_lazy_eql_reads_the_training_set_and_cosine_mask_is_an_argument(data, tmp_path):
     args = train_net.argument_parser().parse_args(
         ["--config-file", str(REPO / "configs" / "lazy" / "mask_rcnn_R_50_FPN_2x_eql.py"), "--dataset", str(data),
-         *LAZY_TINY, "model.roi_heads.mask_cosine_scale=20.0"])
+         *LAZY_TINY, f"train.output_dir={tmp_path}", "model.roi_heads.mask_cosine_scale=20.0"])
     cfg = train_net.setup_lazy(args)
     model = instantiate(cfg.model)
     predictor = model.roi_heads.box_predictor
