@@ -25,4 +25,7 @@ fi
 # The official Seesaw code, the reference of the tests and the benchmarks' peer. Its wheel is pure
 # Python; its dependencies (a compiled mmcv) are not needed for the one file used (suite/losses/official.py).
 "$py" -m pip install --quiet --no-deps "mmdet==3.3.0" >&2
+# lvis==0.5.3's evaluator uses np.float, gone in NumPy 2: a .pth file gives lvis.eval (only it) the
+# alias at every start of this interpreter, so Detectron2's LVISEvaluator works for every user.
+"$py" -m suite.lvis_numpy2 --install >&2
 echo "$py"

@@ -15,8 +15,9 @@ main branch for the tox environment `d2-current`. It is used as pure Python, wit
 compiled ops: current Detectron2 imports `detectron2._C` only where an op needs it (deformable
 convolution, rotated boxes, the fast COCO evaluator), none of which the suite uses, so no
 placeholder is needed (a read-only source tree could not take one anyway).
-`--check-source PATH` verifies that `import detectron2` resolves to PATH and that the modules the
-suite imports load; a missing `_C` is reported, not an error.
+`--check-source PATH` verifies that `import detectron2` resolves to PATH, that the modules the
+suite imports load and that the model zoo's configs are linked as an install links them; a
+missing `_C` is reported, not an error.
 
 Usage: python scripts/install_detectron2.py                      (run with the environment's own interpreter)
        PYTHONPATH=PATH python scripts/install_detectron2.py --check-source PATH
@@ -141,6 +142,11 @@ def check_source(source: str) -> None:
     for module in ("detectron2.layers", "detectron2.modeling", "detectron2.engine", "detectron2.evaluation",
                    "detectron2.data.datasets.lvis"):
         importlib.import_module(module)
+    # model_zoo.get_config (the LazyConfig files' base) reads detectron2/model_zoo/configs, a link to
+    # configs/ that Detectron2's setup.py makes when it installs; a bare source tree lacks it.
+    if not (tree / "detectron2" / "model_zoo" / "configs").is_dir():
+        sys.exit(f"install_detectron2: {tree} has no detectron2/model_zoo/configs (Detectron2's setup.py links it "
+                 f"to configs/ on install): ln -s ../../configs {tree}/detectron2/model_zoo/configs")
     compiled = importlib.util.find_spec("detectron2._C") is not None
     print(f"install_detectron2: using the Detectron2 {detectron2.__version__} source tree at {tree} "
           f"({'with' if compiled else 'without'} compiled ops)")

@@ -1,5 +1,5 @@
-"""The README's validation-size figures: AP_r's bootstrap standard error on a validation split, for a
-simulated detector, and the bootstrap's time.
+"""The validation-size figures of docs/harness.md ("The protocol, and why"): AP_r's bootstrap
+standard error on a validation split, for a simulated detector, and the bootstrap's time.
 
     python scripts/simulate_bootstrap_se.py VAL_JSON [RESAMPLES] [RECALL]
 

@@ -1,7 +1,7 @@
 """The losses' OpenMP parallel regions per forward + backward at LVIS shape (suite.bench.regions).
 
 Each region ends in a barrier that waits for any thread another process has descheduled, so the
-count is what a loss pays under contention (README: speed on a busy machine). The kernels were
+count is what a loss pays under contention (docs/losses.md: speed on a busy machine). The kernels were
 built to open few; these bounds are their counts, so a change that splits them into more block
 operations fails here, where a timing test on a shared machine could not tell.
 """

@@ -294,9 +294,14 @@ def test_config_files_merge(path):
     cfg = get_cfg()
     add_longtail_config(cfg)
     cfg.merge_from_file(str(path))
-    assert cfg.MODEL.ROI_HEADS.NAME == "LongTailROIHeads"
+    cascade = "cascade" in path.stem
+    assert cfg.MODEL.ROI_HEADS.NAME == ("LongTailCascadeROIHeads" if cascade else "LongTailROIHeads")
+    if cascade:  # the official Cascade keys (docs/plugin.md table)
+        assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+        assert tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS) == (1.0, 0.5, 0.25)
     if path.parent.name == "lvis_v1":
-        stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_")
+        stem = path.stem.removeprefix("mask_rcnn_R_50_FPN_2x_").removeprefix("cascade_mask_rcnn_R_101_FPN_2x_")
+        assert cfg.MODEL.RESNETS.DEPTH == (101 if cascade else 50)
         rfs, normed_mask = stem.endswith("_rfs"), "_normed_mask" in stem
         loss = stem.removesuffix("_rfs").removesuffix("_normed_mask")
         assert cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == loss
@@ -306,7 +311,7 @@ def test_config_files_merge(path):
         assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH) == (0.02, 16)
         assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER == (loss == "seesaw")
         assert cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR == normed_mask
-        # The official Seesaw keys (README table), whatever the loss.
+        # The official Seesaw keys (docs/plugin.md table), whatever the loss.
         assert (cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION) == (512, 0.25)
         assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
         assert (cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST) == (1e-4, 0.5)

@@ -5,6 +5,7 @@ and the same numbers through Detectron2's inference_on_dataset and the evaluator
 import json
 import math
 
+import lvis.eval
 import numpy as np
 import pytest
 import torch
@@ -56,13 +57,24 @@ def test_lvis_eval_needs_the_numpy_fix_and_runs_with_it(val):
                for r in ground_truth_as_results(dataset)]
     if "float" in np.__dict__:
         pytest.skip("this NumPy still has np.float: the fix is not needed here")
-    unpatched = LVISEval(lvis_gt, LVISResults(lvis_gt, results), "bbox")
-    with pytest.raises(AttributeError, match="float"):
-        unpatched.run()
-    with lvis_numpy_aliases():
-        patched = LVISEval(lvis_gt, LVISResults(lvis_gt, results), "bbox")
-        patched.run()
-        assert np.float is float
+    # lvis.eval as installed, without the import hook of suite.lvis_numpy2 (which the
+    # environment's .pth adds at start-up and which alone would make it work).
+    with_view = lvis.eval.np
+    lvis.eval.np = np
+    try:
+        unpatched = LVISEval(lvis_gt, LVISResults(lvis_gt, results), "bbox")
+        with pytest.raises(AttributeError, match="float"):
+            unpatched.run()
+    finally:
+        lvis.eval.np = with_view
+    lvis.eval.np = np
+    try:
+        with lvis_numpy_aliases():
+            patched = LVISEval(lvis_gt, LVISResults(lvis_gt, results), "bbox")
+            patched.run()
+            assert np.float is float
+    finally:
+        lvis.eval.np = with_view
     assert "float" not in np.__dict__  # removed again after the block
     assert patched.get_results()["AP"] == pytest.approx(1.0)
 

@@ -5,20 +5,24 @@
     cfg = get_cfg(); add_longtail_config(cfg)
     cfg.MODEL.ROI_HEADS.NAME = "LongTailROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = "seesaw"
+    check_roi_heads(cfg)  # a head that is not the plugin's would not train CLS_LOSS
+
+Cascade R-CNN: cfg.MODEL.ROI_HEADS.NAME = "LongTailCascadeROIHeads" (every stage trains CLS_LOSS).
 
 This is the only package of the suite that imports Detectron2's model classes.
 """
 
-from suite.d2 import roi_heads  # noqa: F401  (registers LongTailROIHeads)
+from suite.d2 import cascade, roi_heads  # noqa: F401  (register LongTailROIHeads, LongTailCascadeROIHeads)
 from suite.d2.box_predictor import LongTailOutputLayers
+from suite.d2.cascade import LongTailCascadeROIHeads
 from suite.d2.class_freq import class_freq_from_metadata
-from suite.d2.config import (LOSS_CONFIG_KEYS, PARENT_LOSS_KEYS, add_longtail_config, check_parent_loss_keys,
-                             loss_params_from_cfg)
+from suite.d2.config import (LOSS_CONFIG_KEYS, PARENT_LOSS_KEYS, PLUGIN_ROI_HEADS, add_longtail_config,
+                             check_parent_loss_keys, check_roi_heads, loss_params_from_cfg)
 from suite.d2.cosine import CosineConv2d, CosineLinear
 from suite.d2.roi_heads import LongTailROIHeads
 
 __all__ = [
-    "LongTailROIHeads", "LongTailOutputLayers", "CosineLinear", "CosineConv2d", "add_longtail_config",
+    "LongTailROIHeads", "LongTailCascadeROIHeads", "LongTailOutputLayers", "CosineLinear", "CosineConv2d", "add_longtail_config",
     "loss_params_from_cfg", "class_freq_from_metadata", "LOSS_CONFIG_KEYS", "PARENT_LOSS_KEYS",
-    "check_parent_loss_keys",
+    "check_parent_loss_keys", "check_roi_heads", "PLUGIN_ROI_HEADS",
 ]

@@ -1,6 +1,6 @@
 """The box predictor whose classification loss is any suite loss."""
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -10,10 +10,28 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from suite.d2.class_freq import class_freq_from_metadata
-from suite.d2.config import check_parent_loss_keys, loss_params_from_cfg
+from suite.d2.config import YAML_ARGUMENT_NAMES, check_parent_loss_keys, loss_params_from_cfg
 from suite.d2.cosine import CosineLinear
 from suite.d2.grad_balance import GradientBalance
 from suite.losses import CLASS_FREQ_LOSSES, build_loss
+
+
+# FastRCNNOutputLayers' own classification-loss switches (current Detectron2; v0.6 has neither) and
+# what to use instead, in constructor terms (the yaml keys are suite.d2.config.PARENT_LOSS_KEYS).
+PARENT_LOSS_ARGUMENTS = {
+    "use_sigmoid_ce": "loss_name='focal' (per-class sigmoid; loss_params={'gamma': 0, 'alpha': -1} make it "
+                      "plain sigmoid cross-entropy)",
+    "use_fed_loss": "loss_name='fed' (the suite's federated loss; class_freq gives its sampling frequencies)",
+}
+# The federated loss's other arguments of current Detectron2, read only when use_fed_loss is on.
+FED_LOSS_ARGUMENTS = ("get_fed_loss_cls_weights", "fed_loss_num_classes")
+# How errors name the arguments by default (LazyConfig, Python); yaml: YAML_ARGUMENT_NAMES.
+CONSTRUCTOR_ARGUMENT_NAMES = {
+    "loss_name": "loss_name",
+    "class_freq": "pass class_freq (a callable returning each class's fraction of training images, e.g. "
+                  "suite.d2.class_freq_from_metadata) or loss_params['class_freq']",
+    "num_logits": "num_logits",
+}
 
 
 class LongTailOutputLayers(FastRCNNOutputLayers):
@@ -37,11 +55,16 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
         cosine_scale: Optional[float] = None,
         check_labels: bool = False,
         record_grad_balance: bool = False,
+        argument_names: Optional[Mapping[str, str]] = None,
         **kwargs,
     ):
         """
         Args:
             input_shape, **kwargs: as FastRCNNOutputLayers (num_classes: foreground classes).
+                Its own classification-loss switches (`use_sigmoid_ce`, `use_fed_loss` of current
+                Detectron2) are refused when true: this predictor replaces that loss. When false
+                they are dropped with the federated loss's other arguments, which Detectron2 v0.6
+                does not know.
             loss_name: a name of suite.losses.LOSSES.
             loss_params: the loss's keyword parameters.
             class_freq: called once, for eql and fed when loss_params has no class_freq: returns the
@@ -51,22 +74,31 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
             cosine_scale: None for a plain linear classifier, else the temperature of a cosine one.
             check_labels: validate labels in the loss (a host sync per step on CUDA).
             record_grad_balance: accumulate per-class positive/negative classifier gradient.
+            argument_names: how errors name the arguments: the constructor's own names by default
+                (LazyConfig, Python); `from_config` passes the yaml keys (YAML_ARGUMENT_NAMES).
         """
+        names = dict(argument_names or CONSTRUCTOR_ARGUMENT_NAMES)
+        for switch, equivalent in PARENT_LOSS_ARGUMENTS.items():
+            if kwargs.pop(switch, False):
+                raise ValueError(f"LongTailOutputLayers({switch}=True): {switch} is Detectron2's own loss switch, "
+                                 f"which this predictor replaces; use {equivalent} instead (and drop {switch})")
+        for argument in FED_LOSS_ARGUMENTS:
+            kwargs.pop(argument, None)  # only read with use_fed_loss, which is off here
         super().__init__(input_shape, **kwargs)
         loss_params = dict(loss_params or {})
         if loss_name in CLASS_FREQ_LOSSES and "class_freq" not in loss_params:
             if class_freq is None:
-                raise ValueError(f"MODEL.ROI_BOX_HEAD.CLS_LOSS = {loss_name!r} needs class frequencies: "
-                                 "DATASETS.TRAIN must name registered LVIS-format sets")
+                raise ValueError(f"{names['loss_name']} = {loss_name!r} needs class frequencies: "
+                                 f"{names['class_freq']}")
             loss_params["class_freq"] = class_freq()
         try:
             self.cls_loss = build_loss(loss_name, self.num_classes, **loss_params)
         except ValueError as error:
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.CLS_LOSS = {loss_name!r}: {error}") from None
+            raise ValueError(f"{names['loss_name']} = {loss_name!r}: {error}") from None
         self.cls_loss.check_labels = check_labels
         if num_logits and num_logits != self.cls_loss.num_logits:
             raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS = {num_logits}, but loss {loss_name!r} needs "
+                f"{names['num_logits']} = {num_logits}, but loss {loss_name!r} needs "
                 f"{self.cls_loss.num_logits} logits for {self.num_classes} classes (0 sizes it from the loss)"
             )
         input_size = self.cls_score.in_features
@@ -91,6 +123,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
             "cosine_scale"       : head.COSINE_SCALE if head.COSINE_CLASSIFIER else None,
             "check_labels"       : head.CHECK_LABELS,
             "record_grad_balance": head.RECORD_GRAD_BALANCE,
+            "argument_names"     : YAML_ARGUMENT_NAMES,
         })  # fmt: skip
         return ret
 

@@ -1,6 +1,6 @@
 """The plugin's config keys: `add_longtail_config(cfg)` and the mapping to loss parameters."""
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from detectron2.config import CfgNode as CN
 
@@ -19,7 +19,8 @@ LOSS_CONFIG_KEYS = {
 
 def add_longtail_config(cfg: CN) -> None:
     """Add the plugin's keys (with the papers' defaults) to a Detectron2 config, in place.
-    Turn the plugin on with cfg.MODEL.ROI_HEADS.NAME = "LongTailROIHeads"."""
+    Turn the plugin on with cfg.MODEL.ROI_HEADS.NAME = "LongTailROIHeads" (Mask R-CNN) or
+    "LongTailCascadeROIHeads" (Cascade R-CNN)."""
     head = cfg.MODEL.ROI_BOX_HEAD
     # Classification loss of the box predictor: a name of suite.losses.LOSSES.
     head.CLS_LOSS = "ce"
@@ -57,6 +58,10 @@ def add_longtail_config(cfg: CN) -> None:
     # LVIS evaluation (the suite's evaluator, also from TEST.EVAL_PERIOD): "fast" (vectorized,
     # equal to the official lvis API; docs/evaluation.md) or "official" (the lvis API's LVISEval).
     cfg.TEST.LVIS_EVALUATOR = "fast"
+    # LongTailCascadeROIHeads: one weight per stage, multiplying that stage's loss terms, as
+    # mmdetection's stage_loss_weights ((1, 0.5, 0.25) in the official Cascade Seesaw configs);
+    # empty keeps Detectron2's cascade (terms summed, the features' gradient scaled by 1 / stages).
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = ()
     add_parent_loss_keys(cfg)
 
 
@@ -67,6 +72,14 @@ PARENT_LOSS_KEYS = {
     "USE_SIGMOID_CE": "MODEL.ROI_BOX_HEAD.CLS_LOSS focal (per-class sigmoid; FOCAL.GAMMA 0 and "
                       "FOCAL.ALPHA -1 make it plain sigmoid cross-entropy)",
     "USE_FED_LOSS": "MODEL.ROI_BOX_HEAD.CLS_LOSS fed (the suite's federated loss)",
+}
+
+
+# How the predictor's errors name its arguments when it is built from a yaml config.
+YAML_ARGUMENT_NAMES = {
+    "loss_name": "MODEL.ROI_BOX_HEAD.CLS_LOSS",
+    "class_freq": "DATASETS.TRAIN must name registered LVIS-format sets",
+    "num_logits": "MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS",
 }
 
 
@@ -96,3 +109,32 @@ def loss_params_from_cfg(cfg: CN) -> Dict[str, Any]:
     node_name, keys = LOSS_CONFIG_KEYS[name]
     node = cfg.MODEL.ROI_BOX_HEAD[node_name]
     return {parameter: node[key] for key, parameter in keys.items()}
+
+
+# The ROI heads of the plugin; any other reads none of its keys.
+PLUGIN_ROI_HEADS = ("LongTailROIHeads", "LongTailCascadeROIHeads")
+
+
+def plugin_keys_in_use(cfg: CN) -> List[str]:
+    """The plugin's keys set away from what plain Detectron2 trains ("KEY = value")."""
+    box, mask = cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
+    settings = {
+        "MODEL.ROI_BOX_HEAD.CLS_LOSS": (box.CLS_LOSS, "ce"),
+        "MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS": (box.CLS_NUM_LOGITS, 0),
+        "MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER": (box.COSINE_CLASSIFIER, False),
+        "MODEL.ROI_BOX_HEAD.RECORD_GRAD_BALANCE": (box.RECORD_GRAD_BALANCE, False),
+        "MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR": (mask.COSINE_PREDICTOR, False),
+        "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS": (tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS), ()),
+    }
+    return [f"{key} = {value!r}" for key, (value, default) in settings.items() if value != default]
+
+
+def check_roi_heads(cfg: CN) -> None:
+    """ValueError, before anything is built, when MODEL.ROI_HEADS.NAME is not a head of the
+    plugin while a plugin key asks for something only the plugin trains (a loss other than
+    Detectron2's CE would otherwise be silently not trained)."""
+    name = cfg.MODEL.ROI_HEADS.NAME
+    in_use = plugin_keys_in_use(cfg)
+    if name not in PLUGIN_ROI_HEADS and in_use:
+        raise ValueError(f"MODEL.ROI_HEADS.NAME {name!r} is not a head of the plugin and ignores {in_use[0]}; "
+                         f"use {' or '.join(PLUGIN_ROI_HEADS)} (Cascade R-CNN: LongTailCascadeROIHeads)")

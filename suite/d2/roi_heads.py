@@ -1,5 +1,9 @@
-"""`LongTailROIHeads`: StandardROIHeads with the suite's box predictor."""
+"""`LongTailROIHeads`: StandardROIHeads with the suite's box predictor (and, optionally, a cosine
+mask predictor)."""
 
+from typing import Optional
+
+from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from torch import nn
 
@@ -8,12 +12,52 @@ from suite.d2.config import check_parent_loss_keys
 from suite.d2.cosine import CosineConv2d
 
 
+def use_cosine_mask_predictor(mask_head: nn.Module, scale: float) -> None:
+    """Replace the 1x1 conv `predictor` of a mask head (MaskRCNNConvUpsampleHead) by a
+    CosineConv2d of the same shape with temperature `scale`, in place."""
+    predictor = getattr(mask_head, "predictor", None)
+    if not isinstance(predictor, nn.Conv2d) or predictor.kernel_size != (1, 1):
+        raise ValueError(f"mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head with a 1x1 "
+                         f"conv `predictor` (MaskRCNNConvUpsampleHead), not {type(mask_head).__name__}")
+    cosine = CosineConv2d(predictor.in_channels, predictor.out_channels, scale=scale)
+    # As Detectron2 initialises the plain predictor (only the direction matters here).
+    nn.init.normal_(cosine.weight, std=0.001)
+    nn.init.constant_(cosine.bias, 0)
+    mask_head.predictor = cosine
+
+
+def mask_cosine_scale_from_cfg(cfg) -> Optional[float]:
+    """MODEL.ROI_MASK_HEAD.COSINE_SCALE when COSINE_PREDICTOR is on and masks are, else None."""
+    mask = cfg.MODEL.ROI_MASK_HEAD
+    return mask.COSINE_SCALE if cfg.MODEL.MASK_ON and mask.COSINE_PREDICTOR else None
+
+
 @ROI_HEADS_REGISTRY.register()
 class LongTailROIHeads(StandardROIHeads):
     """Selected by cfg.MODEL.ROI_HEADS.NAME = "LongTailROIHeads"; the box predictor's loss comes
     from cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS (see suite.d2.add_longtail_config), and with
     cfg.MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR the mask head's 1x1 predictor is a cosine one. Box
-    head, mask head and everything else are StandardROIHeads'."""
+    head, mask head and everything else are StandardROIHeads'.
+
+    Through LazyConfig: StandardROIHeads' arguments, `box_predictor` a LongTailOutputLayers, and
+    `mask_cosine_scale` (None: the plain mask predictor; 20.0: the official normed mask)."""
+
+    @configurable
+    def __init__(self, *, mask_cosine_scale: Optional[float] = None, **kwargs):
+        super().__init__(**kwargs)
+        if mask_cosine_scale is not None:
+            if not self.mask_on:
+                raise ValueError("mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head")
+            use_cosine_mask_predictor(self.mask_head, mask_cosine_scale)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        if cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS:
+            raise ValueError("MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS is for Cascade R-CNN: set "
+                             "MODEL.ROI_HEADS.NAME LongTailCascadeROIHeads, or leave it empty")
+        ret = super().from_config(cfg, input_shape)
+        ret["mask_cosine_scale"] = mask_cosine_scale_from_cfg(cfg)
+        return ret
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -21,20 +65,4 @@ class LongTailROIHeads(StandardROIHeads):
         ret = super()._init_box_head(cfg, input_shape)
         # The only difference from StandardROIHeads: the box predictor.
         ret["box_predictor"] = LongTailOutputLayers(cfg, ret["box_head"].output_shape)
-        return ret
-
-    @classmethod
-    def _init_mask_head(cls, cfg, input_shape):
-        ret = super()._init_mask_head(cfg, input_shape)
-        mask = cfg.MODEL.ROI_MASK_HEAD
-        if ret and mask.COSINE_PREDICTOR:
-            head = ret["mask_head"]
-            if not isinstance(getattr(head, "predictor", None), nn.Conv2d) or head.predictor.kernel_size != (1, 1):
-                raise ValueError(f"MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR needs a mask head with a 1x1 conv "
-                                 f"`predictor` (MaskRCNNConvUpsampleHead), not {mask.NAME!r}")
-            predictor = CosineConv2d(head.predictor.in_channels, head.predictor.out_channels, scale=mask.COSINE_SCALE)
-            # As Detectron2 initialises the plain predictor (only the direction matters here).
-            nn.init.normal_(predictor.weight, std=0.001)
-            nn.init.constant_(predictor.bias, 0)
-            head.predictor = predictor
         return ret

@@ -18,8 +18,8 @@ DEMO_ITERATIONS = 160
 STUDY_POINTER = (
     "One seed per loss, 160 iterations from scratch, a 100-image validation set: the demo shows the "
     "losses and the machinery at work, not which loss is better. The comparison, with paired seeds, "
-    "a pretrained start and confidence intervals, is the loss study: `suite study` (the project "
-    "README's \"Loss study\"; its committed records are in results/study/ and its report in "
+    "a pretrained start and confidence intervals, is the loss study: `suite study` (docs/harness.md, "
+    "\"Loss study\"; its committed records are in results/study/ and its report in "
     "reports/README.md, \"Paired comparisons\").")
 logger = logging.getLogger("suite.demo")
 

@@ -59,7 +59,7 @@ ARMS = {arm.name: arm for arm in (
 DEFAULT_ARMS = ("ce", "focal", "eql", "seesaw", "ce_cosine")
 DEFAULT_SEEDS = (0, 1, 2)
 
-# The protocol on a generated set (README "Loss study" argues each number).
+# The protocol on a generated set (docs/harness.md "Loss study" argues each number).
 STUDY_ITERATIONS = 250
 STUDY_VAL_IMAGES = 480
 STUDY_MIN_VAL_IMAGES = 80

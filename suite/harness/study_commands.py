@@ -21,7 +21,7 @@ grid
   seeds (--seeds, default {','.join(map(str, study.DEFAULT_SEEDS))}): paired - seed s gives every arm the same data
     order and the same initial weights for every module but the classifier.
 
-protocol (generated set; README "Loss study" gives the reasons)
+protocol (generated set; docs/harness.md "Loss study" gives the reasons)
   data      the demo's training set (400 images, 24 classes, LVIS-like frequencies: rare classes
             in 1-10 training images), validation grown to {study.STUDY_VAL_IMAGES} images with every class in at
             least {study.STUDY_MIN_VAL_IMAGES} of them (for AP_r's standard error); --dataset DIR uses a set of yours

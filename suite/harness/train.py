@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from suite.d2 import add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
+from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.harness.evaluate import evaluate_model, metrics_record, per_category_record
@@ -91,6 +91,11 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     config_file = Path(options.config_file or default_config_file(options.dataset, options.loss))
     if not config_file.is_file():
         raise UserError(f"{config_file}: no such config file")
+    if config_file.suffix == ".py":
+        # The run directory's config.yaml, the --resume comparison and the run record are built
+        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py.
+        raise UserError(f"{config_file} is a LazyConfig file; suite train reads yaml configs: train it with "
+                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset}")
     cfg.merge_from_file(str(config_file))
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = options.loss
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = dataset.num_classes
@@ -107,6 +112,9 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     except (KeyError, ValueError, AssertionError) as error:
         raise UserError(f"bad KEY VALUE override {' '.join(options.overrides)}: {error}") from None
     cfg.TEST.EVAL_PERIOD = 0  # evaluated once, at the end
+    if cfg.MODEL.ROI_HEADS.NAME not in PLUGIN_ROI_HEADS:
+        raise UserError(f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME!r} would not train --loss {options.loss}: "
+                        f"use {' or '.join(PLUGIN_ROI_HEADS)} (Cascade R-CNN: LongTailCascadeROIHeads)")
     check_parent_loss_keys(cfg)
     cfg.freeze()
     return cfg
@@ -251,11 +259,23 @@ def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) 
         model.train()
 
 
-def _grad_balance(model: torch.nn.Module) -> Optional[Dict[str, List]]:
-    """The box predictor's gradient balance summed over all ranks, None when not recorded."""
+def _grad_balance(model: torch.nn.Module) -> Optional[Dict[str, Any]]:
+    """The box predictor's gradient balance summed over all ranks, None when not recorded. A
+    cascade's record adds up its stages' sums and lists each stage's under "stages"."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    balance = model.roi_heads.box_predictor.grad_balance
-    return None if balance is None else balance.as_record(all_ranks=True)
+    predictors = model.roi_heads.box_predictor
+    if not isinstance(predictors, torch.nn.ModuleList):
+        balance = predictors.grad_balance
+        return None if balance is None else balance.as_record(all_ranks=True)
+    if predictors[0].grad_balance is None:
+        return None
+    stages = [predictor.grad_balance.as_record(all_ranks=True) for predictor in predictors]
+    return {
+        "class_ids": stages[0]["class_ids"],
+        "pos_grad": [sum(values) for values in zip(*(stage["pos_grad"] for stage in stages))],
+        "neg_grad": [sum(values) for values in zip(*(stage["neg_grad"] for stage in stages))],
+        "stages": stages,
+    }
 
 
 def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation,

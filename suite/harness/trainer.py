@@ -10,6 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 
+from suite.d2 import check_roi_heads
 from suite.harness.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
 from suite.records import open_atomic, write_text_atomic
@@ -68,6 +69,12 @@ class LongTailTrainer(DefaultTrainer):
         self.training_time = TrainingTime()
         self.loss_curve = LossCurve()
         super().__init__(cfg)
+
+    @classmethod
+    def build_model(cls, cfg):
+        """DefaultTrainer's, after refusing a config whose ROI head would ignore the plugin's keys."""
+        check_roi_heads(cfg)
+        return super().build_model(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

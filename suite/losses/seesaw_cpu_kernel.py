@@ -9,7 +9,7 @@ softmax(u) - onehot(y)); only the execution differs:
   region, where a parallel build splits it into seven loops, each ending in a barrier. Every
   barrier waits for whichever thread another process has descheduled: beside a competing 2-thread
   torch process on a 2-core machine the eager kernels' eleven regions made Seesaw slower than
-  `F.cross_entropy` (README, "Speed on a busy machine").
+  `F.cross_entropy` (docs/losses.md, "Speed on a busy machine").
 - **The gradient, one parallel loop** (one region): (softmax(u) - onehot(y)) * scale from the kept
   log_softmax(u). With the zero-filled (N, C + 2) gradient and the scatter of the foreground rows
   into it (seesaw_kernel), a forward + backward opens three regions.
