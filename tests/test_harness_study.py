@@ -25,6 +25,7 @@ from suite.harness.pretrain import LOSS_OWN_PREFIXES
 from suite.harness.run_lock import RunLock
 from suite.harness.trainer import LongTailTrainer
 from suite.report import paired, stats
+from suite.report.group_balance import SEESAW_COUNTS_KEY, group_balance_rows
 from suite.report.records import gather
 
 from d2_helpers import TINY
@@ -241,6 +242,23 @@ def test_checkpoints_are_deleted_only_once_a_cell_is_finished_and_not_with_keep_
     code, _ = run_cli(["eval", "--run", str(cell)])
     assert code == 0
     assert json.loads((cell / "run.json").read_text())["metrics"] == run["metrics"]
+
+
+def test_seesaw_counts_per_group_from_the_kept_checkpoint(study):
+    """The foreground share per frequency group, from the counts in each Seesaw cell's kept
+    model_final.pth, by hand; CE cells have no counts."""
+    root, _ = study
+    rows = {(row["arm"], row["seed"]): row for row in group_balance_rows([root / "study" / "runs"])}
+    for seed in SEEDS:
+        cell = root / "study" / "runs" / "seesaw" / f"seed{seed}"
+        counts = torch.load(cell / "model_final.pth", weights_only=True)["model"][SEESAW_COUNTS_KEY].tolist()
+        frequency = {c["id"]: c["frequency"] for c in json.loads((cell / "run.json").read_text())["per_category"]}
+        foreground = sum(counts[:-1])
+        assert foreground > 0
+        for group in "rcf":
+            expected = sum(count for label, count in enumerate(counts[:-1]) if frequency[label + 1] == group) / foreground
+            assert rows["seesaw+cos", seed][f"share_{group}"] == pytest.approx(expected)
+        assert rows["ce", seed]["share_r"] is None and rows["ce", seed]["ratio_f"] is not None
 
 
 def test_report_statistics_match_a_hand_computation(study, tmp_path):
