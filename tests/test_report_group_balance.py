@@ -14,7 +14,8 @@ STUDY = Path(__file__).resolve().parents[1] / "results" / "study"
 
 def record(pos, neg, frequencies):
     return {"per_category": [{"id": index + 1, "frequency": frequency} for index, frequency in enumerate(frequencies)],
-            "grad_balance": None if pos is None else {"class_ids": list(range(len(pos))), "pos_grad": pos, "neg_grad": neg}}
+            "grad_balance": None if pos is None else {"class_ids": list(range(len(pos))), "pos_grad": pos,
+                                                      "neg_grad": neg}}
 
 
 def test_gradient_ratio_is_a_ratio_of_sums_per_group():

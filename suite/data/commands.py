@@ -14,7 +14,8 @@ DEFAULTS = SynthSpec()
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="generate, check and describe data sets",
-                                 description="Generate data sets in LVIS v1 format, check them, and set their statistics beside LVIS v1's.")
+                                 description="Generate data sets in LVIS v1 format, check them, and set their "
+                                 "statistics beside LVIS v1's.")
     data.set_defaults(func=lambda args: data.print_help() or 2)
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     synth = commands.add_parser(
@@ -64,7 +65,8 @@ def register(subparsers) -> None:
     stats.add_argument("dataset", metavar="DATASET",
                        help="the folder of a set written by 'suite data synth', or lvis_v1 (its annotations under "
                        "$DETECTRON2_DATASETS)")
-    stats.add_argument("--json", action="store_true", help="print the record (JSON, kind dataset_stats) instead of the table")
+    stats.add_argument("--json", action="store_true",
+                       help="print the record (JSON, kind dataset_stats) instead of the table")
     stats.set_defaults(func=run_stats)
 
 
