@@ -1,8 +1,9 @@
 """`suite study` end to end on a tiny generated set with real Detectron2 (2 arms x 2 seeds, a
 pretraining of 1 iteration per seed): the study record and progress lines, paired seeds (the same
 initial weights for every shared module and the same first batches across arms), resuming an
-interrupted cell while keeping finished ones, and the report's paired statistics against a hand
-computation on the records."""
+interrupted cell while keeping finished ones, a finished cell's checkpoints deleted but the last
+(all kept with --keep-checkpoints), and the report's paired statistics against a hand computation
+on the records."""
 
 import contextlib
 import io
@@ -19,10 +20,12 @@ from detectron2.utils.env import seed_all_rng
 
 from suite.cli import main
 from suite.data.register import register_dataset
+from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.pretrain import LOSS_OWN_PREFIXES
 from suite.harness.run_lock import RunLock
 from suite.harness.trainer import LongTailTrainer
 from suite.report import paired, stats
+from suite.report.group_balance import SEESAW_COUNTS_KEY, group_balance_rows
 from suite.report.records import gather
 
 from d2_helpers import TINY
@@ -38,10 +41,15 @@ ARMS = ("ce", "seesaw")
 SEEDS = (0, 1)
 
 
+# A checkpoint after every iteration: 4 per cell (model_0000000..2, model_final), of which a
+# finished cell keeps only model_final.pth.
+CHECKPOINT_EVERY_ITERATION = ["SOLVER.CHECKPOINT_PERIOD", "1"]
+
+
 def study_args(root: Path):
     return ["study", "--out", str(root / "study"), "--dataset", str(root / "data"), "--losses", ",".join(ARMS),
             "--seeds", ",".join(map(str, SEEDS)), "--max-iter", "3", "--pretrain-iter", "1", "--pretrain-images", "24",
-            "--bootstrap-resamples", "10", *TINY_OVERRIDES]
+            "--bootstrap-resamples", "10", *TINY_OVERRIDES, *CHECKPOINT_EVERY_ITERATION]
 
 
 def progress(output: str):
@@ -84,6 +92,8 @@ def test_study_record_and_progress(study):
             assert run["config"]["MODEL"]["ROI_BOX_HEAD"]["COSINE_CLASSIFIER"] == (arm == "seesaw")
             assert (cell / "inference" / "lvis_instances_results.json").is_file()
             assert json.loads((cell / "bootstrap.json").read_text())["resamples"] == 10
+            assert sorted(path.name for path in cell.glob("*.pth")) == ["model_final.pth"]
+            assert (cell / "last_checkpoint").read_text() == "model_final.pth"
 
 
 def _start(cell: Path, tmp_path: Path, weights=None):
@@ -194,6 +204,61 @@ def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_pa
     assert resumed["train"]["start_iter"] == 3 and (interrupted / "bootstrap.json").is_file()
     record = json.loads((copy / "study" / "study.json").read_text())
     assert all(cell["done"] for cell in record["cells"])
+
+
+def checkpoints(run_dir: Path):
+    return sorted(path.name for path in run_dir.glob("*.pth"))
+
+
+def test_checkpoints_are_deleted_only_once_a_cell_is_finished_and_not_with_keep_checkpoints(study, tmp_path):
+    """--keep-checkpoints keeps all four; a cell interrupted after its checkpoint of iteration 1
+    keeps its checkpoints until it is finished, then resumes from them and keeps only the last,
+    which `suite eval` evaluates to the same metrics."""
+    root, _ = study
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--dataset", str(root / "data"), "--losses", "ce", "--seeds", "0",
+            "--max-iter", "3", "--pretrain-iter", "0", "--bootstrap-resamples", "3", *TINY_OVERRIDES,
+            *CHECKPOINT_EVERY_ITERATION]
+    code, _ = run_cli([*args, "--keep-checkpoints"])
+    cell = out / "runs" / "ce" / "seed0"
+    assert code == 0
+    assert checkpoints(cell) == ["model_0000000.pth", "model_0000001.pth", "model_0000002.pth", "model_final.pth"]
+
+    # As a kill right after the checkpoint of iteration 1 leaves the cell (and a save cut short).
+    for name in ("run.json", "bootstrap.json", "model_0000002.pth", "model_final.pth"):
+        (cell / name).unlink()
+    (cell / "last_checkpoint").write_text("model_0000001.pth")
+    (cell / ".model_0000002.pth.abc123.tmp").write_bytes(b"partial")
+    assert prune_checkpoints(cell) == []  # unfinished: a resume needs them
+    assert checkpoints(cell) == ["model_0000000.pth", "model_0000001.pth"]
+
+    code, output = run_cli(args)
+    assert code == 0 and progress(output) == ["[1/1] ce seed 0"]
+    run = json.loads((cell / "run.json").read_text())
+    assert run["train"]["start_iter"] == 2 and run["train"]["segments"] == 2
+    assert checkpoints(cell) == ["model_final.pth"] and not list(cell.glob(".*.tmp"))
+    assert (cell / "bootstrap.json").is_file()
+
+    code, _ = run_cli(["eval", "--run", str(cell)])
+    assert code == 0
+    assert json.loads((cell / "run.json").read_text())["metrics"] == run["metrics"]
+
+
+def test_seesaw_counts_per_group_from_the_kept_checkpoint(study):
+    """The foreground share per frequency group, from the counts in each Seesaw cell's kept
+    model_final.pth, by hand; CE cells have no counts."""
+    root, _ = study
+    rows = {(row["arm"], row["seed"]): row for row in group_balance_rows([root / "study" / "runs"])}
+    for seed in SEEDS:
+        cell = root / "study" / "runs" / "seesaw" / f"seed{seed}"
+        counts = torch.load(cell / "model_final.pth", weights_only=True)["model"][SEESAW_COUNTS_KEY].tolist()
+        frequency = {c["id"]: c["frequency"] for c in json.loads((cell / "run.json").read_text())["per_category"]}
+        foreground = sum(counts[:-1])
+        assert foreground > 0
+        for group in "rcf":
+            expected = sum(count for label, count in enumerate(counts[:-1]) if frequency[label + 1] == group) / foreground
+            assert rows["seesaw+cos", seed][f"share_{group}"] == pytest.approx(expected)
+        assert rows["ce", seed]["share_r"] is None and rows["ce", seed]["ratio_f"] is not None
 
 
 def test_report_statistics_match_a_hand_computation(study, tmp_path):

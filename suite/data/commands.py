@@ -1,6 +1,8 @@
-"""`suite data synth`: write the generated long-tailed set in LVIS v1 format."""
+"""`suite data synth` (write the generated long-tailed set in LVIS v1 format), `suite data check`
+and `suite data stats` (a set's long-tail statistics beside LVIS v1's)."""
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -11,8 +13,9 @@ DEFAULTS = SynthSpec()
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="generate data sets",
-                                 description="Generate data sets in LVIS v1 format.")
+    data = subparsers.add_parser("data", help="generate, check and describe data sets",
+                                 description="Generate data sets in LVIS v1 format, check them, and set their "
+                                 "statistics beside LVIS v1's.")
     data.set_defaults(func=lambda args: data.print_help() or 2)
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     synth = commands.add_parser(
@@ -49,6 +52,22 @@ def register(subparsers) -> None:
     check.add_argument("--dataset", required=True,
                        help="lvis_v1 (under $DETECTRON2_DATASETS) or the folder of a set written by 'suite data synth'")
     check.set_defaults(func=run_check)
+    stats = commands.add_parser(
+        "stats", help="a data set's long-tail statistics beside LVIS v1's",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Statistics of a data set's training split (classes, images, instances per image, "
+        "frequency groups, per-class image-count range and ratio, the pressure on rare classes) beside "
+        "LVIS v1's, computed now from the running Detectron2's LVIS metadata.",
+        epilog="pressure on a class: the sum over all classes of their training image counts / that class's\n"
+        "image count (the rarest class; the median rare class). A class's image count: training images\n"
+        "holding at least one of its instances. n/a: the source does not give it (Detectron2's metadata has\n"
+        "no image or instance numbers, and v0.6 no per-class image counts).")
+    stats.add_argument("dataset", metavar="DATASET",
+                       help="the folder of a set written by 'suite data synth', or lvis_v1 (its annotations under "
+                       "$DETECTRON2_DATASETS)")
+    stats.add_argument("--json", action="store_true",
+                       help="print the record (JSON, kind dataset_stats) instead of the table")
+    stats.set_defaults(func=run_stats)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -74,4 +93,30 @@ def run_check(args: argparse.Namespace) -> int:
     dataset = register_dataset(args.dataset, check_files=True)
     print(f"{dataset.path}: {dataset.num_train_images} training images and the validation split checked "
           f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def stats_record(dataset: str) -> dict:
+    """The `dataset_stats` record (docs/records.md): the set's statistics and LVIS v1's from
+    Detectron2's metadata."""
+    from suite.data.lvis_reference import lvis_v1_metadata_statistics
+    from suite.data.stats import dataset_statistics
+    from suite.records import SCHEMA_VERSION
+
+    return {"schema_version": SCHEMA_VERSION, "kind": "dataset_stats",
+            "datasets": [{"name": dataset, **dataset_statistics(dataset)},
+                         {"name": "lvis_v1 (Detectron2 metadata)", **lvis_v1_metadata_statistics()}]}
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from suite.data.stats import format_table
+
+    record = stats_record(args.dataset)
+    if args.json:
+        print(json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
+        return 0
+    columns = record["datasets"]
+    print(format_table([column["name"] for column in columns], columns))
+    for column in columns:
+        print(f"{column['name']}: {column['source']}")
     return 0

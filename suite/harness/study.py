@@ -10,7 +10,9 @@ Layout of a study folder OUT:
     OUT/init/seed<s>.pth           the shared initial weights of seed s
     OUT/runs/<arm>/seed<s>/        a cell: an ordinary run directory (run.json, config.yaml,
                                    checkpoints, inference/lvis_instances_results.json) and
-                                   bootstrap.json (AP over resampled validation images)
+                                   bootstrap.json (AP over resampled validation images); once
+                                   finished, only its last checkpoint (model_final.pth) unless
+                                   --keep-checkpoints
 
 Pairing: seed s gives every arm the same data order (Detectron2 seeds its sampler and
 augmentations from cfg.SEED before anything loss-specific is drawn) and the same initial weights
@@ -28,6 +30,7 @@ from suite.environment import collect
 from suite.errors import UserError
 from suite.harness import pretrain as pretraining
 from suite.harness.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, read_run_record
 from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
@@ -102,6 +105,7 @@ class StudyOptions:
     device: str = "cpu"
     num_gpus: int = 1
     bootstrap_resamples: int = DEFAULT_RESAMPLES
+    keep_checkpoints: bool = False  # False: a finished cell keeps only its last checkpoint (not part of the protocol)
     overrides: List[str] = field(default_factory=list)
 
 
@@ -281,7 +285,9 @@ class Study:
         return SyntheticLayout(self.data_dir).split("val").json_file
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
-        """Train (or resume, or keep) one cell, then bootstrap its detections; its run record."""
+        """Train (or resume, or keep) one cell; once its run record is written, delete its
+        checkpoints but the last (unless keep_checkpoints), then bootstrap its detections (the
+        bootstrap record marks the cell done, so a done cell has been pruned); its run record."""
         from suite.harness.train import train
 
         run_dir = cell.run_dir(self.out)
@@ -290,7 +296,9 @@ class Study:
             train(self._train_options(cell.arm, cell.seed, run_dir, weights,
                                       resume=(run_dir / "last_checkpoint").exists()))
         if not (run_dir / BOOTSTRAP_RECORD).exists():
-            with RunLock(run_dir):  # `suite train` held it while training; the bootstrap writes there too
+            with RunLock(run_dir):  # `suite train` held it while training; these write there too
+                if not self.options.keep_checkpoints:
+                    prune_checkpoints(run_dir)
                 write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples)
         return read_run_record(run_dir)
 

@@ -37,7 +37,9 @@ outputs
   OUT/study.json             grid, protocol, data set, cells done, total time (atomic, per cell)
   OUT/runs/<arm>/seed<s>/    ordinary run directories (run.json, config.yaml, checkpoints,
                              inference/lvis_instances_results.json) + bootstrap.json: AP, APr,
-                             APc, APf on resampled validation images (same resamples for all)
+                             APc, APf on resampled validation images (same resamples for all);
+                             a finished cell keeps only its last checkpoint (model_final.pth,
+                             what suite eval reads) unless --keep-checkpoints
   OUT/pretrain/, OUT/init/   the pretraining runs and each seed's shared initial weights
   a progress line per cell with the study's ETA; then: suite report --results OUT/runs
   (mean +- sd per arm, paired differences to CE with 95% intervals and verdicts)
@@ -86,6 +88,9 @@ def register(subparsers) -> None:
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--bootstrap-resamples", type=int, default=study.DEFAULT_RESAMPLES, metavar="B",
                         help="resamples of the validation images per run (default %(default)s)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep every checkpoint of a finished cell (default: only its last, model_final.pth; "
+                        "an unfinished cell keeps all, for its resume)")
     parser.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                         help="Detectron2 config overrides for every cell and the pretraining")
     parser.set_defaults(func=run_study)
@@ -112,7 +117,8 @@ def run_study(args: argparse.Namespace) -> int:
         out=args.out, arms=args.losses, seeds=args.seeds, official_seeds=args.official_seeds, dataset=args.dataset,
         max_iter=args.max_iter, pretrain_iter=args.pretrain_iter, pretrain_images=args.pretrain_images,
         config_file=args.config, device=args.device, num_gpus=args.num_gpus,
-        bootstrap_resamples=args.bootstrap_resamples, overrides=args.overrides))
+        bootstrap_resamples=args.bootstrap_resamples, keep_checkpoints=args.keep_checkpoints,
+        overrides=args.overrides))
     return 0
 
 
