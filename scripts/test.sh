@@ -19,7 +19,7 @@ if [ "$#" -gt 0 ]; then
   exec "$py" -m pytest "$@"
 fi
 status=0
-OMP_NUM_THREADS=1 "$py" -m pytest -n "${SUITE_TEST_WORKERS:-auto}" --dist loadfile -m "not timing and not threads" \
+OMP_NUM_THREADS=1 "$py" -m pytest -n "${SUITE_TEST_WORKERS:-auto}" --dist loadfile -m "not timing and not threads" --durations=15 \
   || status=$?
-"$py" -m pytest -m "timing or threads" --benchmark-disable || status=$?
+"$py" -m pytest -m "timing or threads" --benchmark-disable --durations=10 || status=$?
 exit "$status"
