@@ -27,5 +27,6 @@ fi
 "$py" -m pip install --quiet --no-deps "mmdet==3.3.0" >&2
 # lvis==0.5.3's evaluator uses np.float, gone in NumPy 2: a .pth file gives lvis.eval (only it) the
 # alias at every start of this interpreter, so Detectron2's LVISEvaluator works for every user.
-"$py" -m suite.lvis_numpy2 --install >&2
+# (Called as a function: once the .pth exists, `-m` would run a module already imported at start-up.)
+"$py" -c "import sys, suite.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
 echo "$py"

@@ -44,9 +44,7 @@ class LongTailCascadeROIHeads(CascadeROIHeads):
                                  f"{self.num_cascade_stages} non-negative numbers, one per stage, got {stage_loss_weights}")
         self.stage_loss_weights = stage_loss_weights or None
         if mask_cosine_scale is not None:
-            if not self.mask_on:
-                raise ValueError("mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head")
-            use_cosine_mask_predictor(self.mask_head, mask_cosine_scale)
+            use_cosine_mask_predictor(self, mask_cosine_scale)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

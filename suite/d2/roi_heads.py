@@ -12,9 +12,12 @@ from suite.d2.config import check_parent_loss_keys
 from suite.d2.cosine import CosineConv2d
 
 
-def use_cosine_mask_predictor(mask_head: nn.Module, scale: float) -> None:
-    """Replace the 1x1 conv `predictor` of a mask head (MaskRCNNConvUpsampleHead) by a
-    CosineConv2d of the same shape with temperature `scale`, in place."""
+def use_cosine_mask_predictor(roi_heads: nn.Module, scale: float) -> None:
+    """Replace the 1x1 conv `predictor` of the mask head (MaskRCNNConvUpsampleHead) of ROI heads
+    with masks on by a CosineConv2d of the same shape with temperature `scale`, in place."""
+    if not roi_heads.mask_on:
+        raise ValueError("mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head")
+    mask_head = roi_heads.mask_head
     predictor = getattr(mask_head, "predictor", None)
     if not isinstance(predictor, nn.Conv2d) or predictor.kernel_size != (1, 1):
         raise ValueError(f"mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head with a 1x1 "
@@ -46,9 +49,7 @@ class LongTailROIHeads(StandardROIHeads):
     def __init__(self, *, mask_cosine_scale: Optional[float] = None, **kwargs):
         super().__init__(**kwargs)
         if mask_cosine_scale is not None:
-            if not self.mask_on:
-                raise ValueError("mask_cosine_scale (MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR) needs a mask head")
-            use_cosine_mask_predictor(self.mask_head, mask_cosine_scale)
+            use_cosine_mask_predictor(self, mask_cosine_scale)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
