@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     limits = load_limits()
     field = limits["field"]
-    print(f"| run | machine | load avg (1 min) | wall s | passed | failed | failed tests |\n|---|---|---|---|---|---|---|",
+    print("| run | machine | load avg (1 min) | wall s | passed | failed | failed tests |\n|---|---|---|---|---|---|---|",
           flush=True)
     ratios = defaultdict(list)  # (kind, condition, loss) -> ratios
     caught = defaultdict(int)  # (condition, loss) -> runs that caught the slowed loss

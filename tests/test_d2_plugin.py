@@ -2,7 +2,6 @@
 for every loss, classifier width, EQL frequencies from metadata, Seesaw counts through
 checkpoints and resume, repeat-factor sampling, config errors, and the shipped configs."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 run record, resume, the LVIS v1 path on a generated layout, and the error cases."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

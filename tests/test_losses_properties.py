@@ -1,6 +1,5 @@
 """Property tests (hypothesis) over N (0 included), class counts, label mixes and dtypes."""
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

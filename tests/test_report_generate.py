@@ -1,6 +1,5 @@
 """suite report on small hand-made records that follow docs/records.md."""
 
-import copy
 import json
 import math
 import subprocess

@@ -1,7 +1,6 @@
 """The normalized (cosine) classifier and mask predictor of the official Seesaw configs (mmdet's
 `NormedLinear` and `NormedConv2d`, temperature 20)."""
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

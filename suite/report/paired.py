@@ -191,7 +191,6 @@ def summary_table(protocol: Protocol) -> str:
             summary = stats.mean_sd([run.metrics[column] for run in runs])
             text = _plain(summary.mean) + ("" if math.isnan(summary.sd) else f" ± {summary.sd:.1f}")
             if column.endswith("_APr"):
-                task = column.split("_")[0]
                 errors = [stats.bootstrap_se(_boot_values(run, column, _own_pairing(run))) for run in runs]
                 errors = [error for error in errors if not math.isnan(error)]
                 if errors:
