@@ -110,4 +110,4 @@ def test_guard_cli_names_a_limits_file_it_cannot_read(tmp_path, capsys):
     (tmp_path / "old.json").write_text('{"shape": {}, "max_ratio": {}}')
     assert main(["bench", "guard", "--limits", str(tmp_path / "old.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no 'field' in the limits file" in err[0] and "suite bench guard --derive" in err[0]
+    assert len(err) == 1 and "no 'machines' in the limits file" in err[0] and "suite bench guard --derive" in err[0]

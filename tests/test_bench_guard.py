@@ -16,9 +16,9 @@ import math
 import pytest
 
 from suite.bench.contention import competing_process
-from suite.bench.guard import (CONDITIONS, DERIVE_COMMAND, GUARD_LOSSES, MIN_MARGIN, guard_rows, guard_table,
-                               limit_for, limit_violations, limits_from_measurements, load_limits,
-                               losses_doing_more_work, machine_note, measure_guard)
+from suite.bench.guard import (CONDITIONS, DERIVE_COMMAND, GUARD_LOSSES, LIMITS_FILE, MIN_MARGIN, guard_rows,
+                               guard_table, limit_for, limit_violations, limits_from_measurements, load_limits,
+                               losses_doing_more_work, machine, measure_guard, write_limits)
 from suite.bench.kernel import REFERENCE_ROWS, build_kernel
 from suite.losses import LOSSES, build_loss
 
@@ -34,8 +34,7 @@ def _record_ratios(record_property, kind, condition, records, losses=GUARD_LOSSE
 
 
 def _explain(records):
-    note = machine_note(LIMITS)
-    return "measured:\n" + guard_table(records) + (f"\nnote: {note}" if note else "")
+    return "measured:\n" + guard_table(records)
 
 
 @pytest.fixture(scope="module", params=CONDITIONS)
@@ -163,17 +162,40 @@ def test_derivation_holds_the_steadiest_reference_and_refuses_noisy_rows():
 
 
 def test_limits_cover_every_loss_in_both_conditions_with_provenance():
-    assert set(LIMITS["conditions"]) == set(CONDITIONS)
-    for condition in CONDITIONS:
-        assert set(LIMITS["conditions"][condition]) == set(LOSSES)
-        for row in LIMITS["conditions"][condition].values():
-            assert row == limit_for([row["measured_min"], row["measured_max"]])
-            assert row["margin"] >= MIN_MARGIN
-    provenance = LIMITS["provenance"]
-    assert provenance["command"].startswith(DERIVE_COMMAND) and provenance["runs"] >= 2
-    assert len(provenance["commit"]) == 40 and provenance["date"] and provenance["machine"]["cpu"]
-    assert set(LIMITS["references"]) == set(REFERENCE_ROWS)
-    assert LIMITS["reference"] == "torch_cross_entropy" or LIMITS["field"] != "ratio_to_ce"
+    assert load_limits(LIMITS_FILE, here=machine()) == LIMITS
+    for entry in json.loads(LIMITS_FILE.read_text())["machines"]:
+        assert set(entry["conditions"]) == set(CONDITIONS)
+        for condition in CONDITIONS:
+            assert set(entry["conditions"][condition]) == set(LOSSES)
+            for row in entry["conditions"][condition].values():
+                assert row == limit_for([row["measured_min"], row["measured_max"]])
+                assert row["margin"] >= MIN_MARGIN
+        provenance = entry["provenance"]
+        assert provenance["command"].startswith(DERIVE_COMMAND) and provenance["runs"] >= 2
+        assert len(provenance["commit"]) == 40 and provenance["date"] and provenance["machine"]["cpu_capability"]
+        assert set(entry["references"]) == set(REFERENCE_ROWS)
+        assert entry["reference"] == {"ratio_to_ce": "torch_cross_entropy", "ratio_to_floor": "memory_floor"}[
+            entry["field"]]
+
+
+def test_limits_are_kept_per_machine_and_a_machine_without_them_is_named(tmp_path):
+    path = tmp_path / "limits.json"
+    avx512, avx2 = dict(machine(), cpu_capability="AVX512"), dict(machine(), cpu_capability="AVX2")
+
+    def entry(derived_on, limit):
+        return dict(LIMITS, conditions={"quiet": {"ce": {"limit": limit}}},
+                    provenance=dict(LIMITS["provenance"], machine=derived_on))
+
+    write_limits(entry(avx512, 1.5), path)
+    write_limits(entry(avx2, 1.4), path)
+    write_limits(entry(avx512, 1.6), path)  # derived again on the first machine: replaces its entry
+    assert [e["provenance"]["machine"]["cpu_capability"] for e in json.loads(path.read_text())["machines"]] == \
+        ["AVX2", "AVX512"]
+    assert load_limits(path, here=avx512)["conditions"]["quiet"]["ce"]["limit"] == 1.6
+    assert load_limits(path, here=avx2)["conditions"]["quiet"]["ce"]["limit"] == 1.4
+    with pytest.raises(ValueError, match=r"no speed limits for this machine \(.*cpu_capability AVX10.*"
+                                         r"derive them here with `suite bench guard --derive`"):
+        load_limits(path, here=dict(machine(), cpu_capability="AVX10"))
 
 
 def test_competing_process_is_stopped_on_error():

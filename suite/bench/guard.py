@@ -13,7 +13,8 @@ shared 2-core machine:
 - freed memory kept in the process (reused_heap): no fresh pages to fault in and zero, a cost that
   swung from run to run by up to 3x and dragged every ratio with it.
 
-What it holds. One ratio field for every loss, the one `--derive` found steadiest over its runs
+What it holds. Per machine (a processor and its vector extensions, and torch: MACHINE_KEYS), one
+ratio field for every loss, the one `--derive` found steadiest over its runs
 (`field`, e.g. ratio_to_ce), in two conditions (quiet, and beside a competing process), each under
 its own limits. The derivation puts each limit at sqrt(2 * lo * hi), where lo and hi are the
 smallest and largest ratio it measured: a correct run passes while its ratio stays below the limit
@@ -61,17 +62,40 @@ WARMUP = 2
 #: the smallest) that --derive accepts.
 MIN_MARGIN = 1.15
 DERIVE_COMMAND = "suite bench guard --derive"
+LIMITS_ABOUT = ("Upper limits of the loss-speed ratios that the CI guard (tests/test_bench_guard.py, suite bench "
+                "guard) checks, one entry per machine, each derived there by the command in its provenance "
+                "(suite.bench.guard says how each limit follows from the measured ratios). Re-derive after any "
+                "change to a kernel's speed, in the same commit.")
 
 
-def load_limits(path: Path = LIMITS_FILE) -> Dict[str, Any]:
-    """The limits file written by derive_limits: {"shape", "field", "reference", "conditions":
+def load_limits(path: Path = LIMITS_FILE, here: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The limits of this machine (or of `here`, a machine()) from the limits file, which holds one
+    entry per machine that derive_limits measured: {"shape", "field", "reference", "conditions":
     {condition: {loss: {"limit", "measured_min", "measured_max", "margin"}}}, "references",
-    "provenance", "about"}."""
-    limits = json.loads(Path(path).read_text())
-    for key in ("shape", "field", "reference", "conditions", "provenance"):
-        if key not in limits:
-            raise ValueError(f"{path}: no {key!r} in the limits file; re-derive it with `{DERIVE_COMMAND}`")
-    return limits
+    "provenance"}. ValueError naming the machine when the file has no entry for it."""
+    entries = json.loads(Path(path).read_text()).get("machines")
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: no 'machines' in the limits file; re-derive it with `{DERIVE_COMMAND}`")
+    here = here or machine()
+    for entry in entries:
+        if same_machine(entry["provenance"]["machine"], here):
+            return entry
+    known = "; ".join(describe(entry["provenance"]["machine"]) for entry in entries) or "none"
+    raise ValueError(f"{path}: no speed limits for this machine ({describe(here)}; limits exist for: {known}): "
+                     f"a kernel's speed ratios differ between processors, so derive them here with "
+                     f"`{DERIVE_COMMAND}` and commit the file")
+
+
+#: What a kernel's speed ratio depends on besides the code, and so what tells machines apart.
+MACHINE_KEYS = ("cpu", "cpu_capability", "torch")
+
+
+def same_machine(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    return all(one.get(key) == other.get(key) for key in MACHINE_KEYS)
+
+
+def describe(machine_info: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {machine_info.get(key)}" for key in MACHINE_KEYS)
 
 
 def min_of_block_medians(kernels: Mapping[str, Callable[[], object]], device: str, blocks: int = BLOCKS,
@@ -252,14 +276,15 @@ def provenance(runs: int) -> Dict[str, Any]:
 
 
 def machine() -> Dict[str, Any]:
-    """What a kernel's speed ratio depends on besides the code: processor, its vector extensions as
-    torch uses them, core count, Python and torch."""
+    """The machine a measurement ran on: processor, its vector extensions as torch uses them, core
+    count, Python and torch (MACHINE_KEYS tell machines apart)."""
     return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
 
 
 def derive_limits(runs: int, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Measure every loss and reference `runs` times per condition and return the limits file."""
+    """Measure every loss and reference `runs` times per condition and return this machine's entry of
+    the limits file."""
     if runs < 2:
         raise ValueError(f"--runs {runs}: the limits need at least 2 runs per condition")
     rows = GUARD_LOSSES + REFERENCE_ROWS
@@ -271,19 +296,16 @@ def derive_limits(runs: int, progress: Optional[Callable[[str], None]] = None) -
             if progress:
                 progress(f"run {index + 1}/{runs} {condition}: " + ", ".join(
                     f"{r['name']} {r['ratio_to_ce']:.2f}" for r in records))
-    body = limits_from_measurements(measured)
-    return {
-        "about": "Upper limits of the loss-speed ratios that the CI guard (tests/test_bench_guard.py, "
-                 "suite bench guard) checks, derived by the command in provenance (suite.bench.guard says how "
-                 "each limit follows from the measured ratios). Re-derive after any change to a kernel's speed, "
-                 "in the same commit.",
-        "shape": dict(GUARD_SHAPE), **body, "provenance": provenance(runs),
-    }
+    return {"shape": dict(GUARD_SHAPE), **limits_from_measurements(measured), "provenance": provenance(runs)}
 
 
 def write_limits(limits: Dict[str, Any], path: Path = LIMITS_FILE) -> None:
-    """Write the limits file atomically (a crash leaves the old file whole)."""
-    write_json_atomic(path, limits)
+    """Put one machine's limits (derive_limits) into the limits file atomically, replacing that
+    machine's earlier entry and keeping the other machines'."""
+    entries = json.loads(path.read_text()).get("machines", []) if path.exists() else []
+    derived_on = limits["provenance"]["machine"]
+    entries = [entry for entry in entries if not same_machine(entry["provenance"]["machine"], derived_on)]
+    write_json_atomic(path, {"about": LIMITS_ABOUT, "machines": entries + [limits]})
 
 
 def guard_rows(limits: Mapping[str, Any]) -> tuple:
@@ -311,17 +333,6 @@ def limit_violations(records: List[Dict[str, Any]], limits: Mapping[str, Any], c
             violations.append(f"limits for {name} ({condition}) are stale: measured {ratio:.2f}, limit {limit:.2f} "
                               f"(a 2x regression would pass); re-derive with `{DERIVE_COMMAND}`")
     return violations
-
-
-def machine_note(limits: Mapping[str, Any]) -> Optional[str]:
-    """A line naming the machine the limits were derived on when it is not this one, else None."""
-    derived_on, here = limits["provenance"]["machine"], machine()
-    keys = ("cpu", "cpu_capability", "cores", "torch")
-    if all(derived_on.get(key) == here[key] for key in keys):
-        return None
-    return ("the limits were derived on " + ", ".join(str(derived_on.get(key)) for key in keys)
-            + "; this machine is " + ", ".join(str(here[key]) for key in keys)
-            + f": ratios may differ between processors; re-derive here with `{DERIVE_COMMAND}`")
 
 
 def guard_table(records: List[Dict[str, Any]]) -> str:
