@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_train_loader
@@ -56,7 +57,10 @@ def tiny_cfg(dataset: RegisteredDataset, loss: str, output: Path = None, **head)
 
 
 def train_batches(cfg: CfgNode, count: int) -> List[list]:
-    """The first `count` batches of Detectron2's train loader (its sampler seeded with cfg.SEED)."""
+    """The first `count` batches of Detectron2's train loader, seeded with cfg.SEED: its sampler's
+    seed is Detectron2's shared_random_seed() (NumPy's global generator, rank 0's under
+    torch.distributed) and its random flips draw from NumPy too, so both are seeded, not only torch."""
     torch.manual_seed(cfg.SEED)
+    np.random.seed(cfg.SEED)
     loader = iter(build_detection_train_loader(cfg))
     return [next(loader) for _ in range(count)]
