@@ -88,8 +88,12 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available to torch here")
-    if args.output.is_dir():
-        raise UserError(f"--output {args.output}: is a folder, give a file name")
+    _check_output(args.output)
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise UserError(f"--output {output}: is a folder, give a file name")
 
 
 def _progress(line: str) -> None:
@@ -110,8 +114,6 @@ def run_guard(args: argparse.Namespace) -> int:
 
     path = args.limits or guard.LIMITS_FILE
     if args.derive:
-        if args.runs < 2:
-            raise UserError(f"--runs {args.runs}: the limits need at least 2 runs per condition")
         if args.demo_slower or args.contended:
             raise UserError("--derive measures both conditions of the code as it is: drop --demo-slower and --contended")
         try:
@@ -156,8 +158,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--resamples must be >= 2, got {args.resamples}")
     if args.official_timed_resamples < 1:
         raise UserError(f"--official-timed-resamples must be >= 1, got {args.official_timed_resamples}")
-    if args.output.is_dir():
-        raise UserError(f"--output {args.output}: is a folder, give a file name")
+    _check_output(args.output)
     records = run_eval_bench(args.sizes, args.official_sizes, args.tasks, args.resamples,
                              args.official_timed_resamples, args.seed, progress=_progress)
     write_bench_file(args.output, "bench_eval", "cpu", records)

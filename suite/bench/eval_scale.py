@@ -88,16 +88,16 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
     else:
         from lvis import LVISEval, LVISResults
 
-        from suite.harness.numpy_compat import lvis_numpy_aliases
+        from suite import lvis_numpy2
 
+        lvis_numpy2.install()
         start = time.perf_counter()
         lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, results), task)
         lvis_eval.evaluate()
         evaluate_s = time.perf_counter() - start
         start = time.perf_counter()
-        with lvis_numpy_aliases():
-            lvis_eval.accumulate()
-            lvis_eval.summarize()
+        lvis_eval.accumulate()
+        lvis_eval.summarize()
         accumulate_s = time.perf_counter() - start
         summary = dict(lvis_eval.get_results())
         num_evaluated = sum(len(found) for found in lvis_eval._dts.values())

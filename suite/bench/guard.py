@@ -178,7 +178,7 @@ def losses_doing_more_work(names: Iterable[str], times: int = 2) -> Iterator[Non
             cls._terms = original
 
 
-def measure_guard(rows: Sequence[str], contended: bool = False, blocks: int = BLOCKS,
+def measure_guard(rows: Sequence[str], contended: bool = False,
                   shape: Mapping[str, Any] = GUARD_SHAPE) -> List[Dict[str, Any]]:
     """Kernel records (suite.bench.kernel) of `rows` at `shape`, timed by min_of_block_medians on
     GUARD_THREADS intra-op threads in CPU time with the heap reused, beside a competing process when
@@ -187,7 +187,7 @@ def measure_guard(rows: Sequence[str], contended: bool = False, blocks: int = BL
                for name in rows}
     with competing_process() if contended else contextlib.nullcontext(), intra_op_threads(GUARD_THREADS), \
             reused_heap():
-        timings = min_of_block_medians(kernels, shape["device"], blocks)
+        timings = min_of_block_medians(kernels, shape["device"])
     records = [timing_record(name, "kernel", shape["device"], shape["dtype"], shape["num_rois"], shape["num_classes"],
                              timing, contended) for name, timing in timings.items()]
     add_ratios(records)

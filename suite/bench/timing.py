@@ -25,7 +25,7 @@ class Timing:
     repeats: int
 
 
-#: The CPU clocks of time_calls: seconds as floats.
+#: The host clocks of time_calls, in seconds: wall time and this process's CPU time.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 

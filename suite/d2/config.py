@@ -3,6 +3,7 @@
 from typing import Any, Dict, List
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from suite.losses import LAMBDA_LVIS_V1
 
@@ -115,18 +116,24 @@ def loss_params_from_cfg(cfg: CN) -> Dict[str, Any]:
 PLUGIN_ROI_HEADS = ("LongTailROIHeads", "LongTailCascadeROIHeads")
 
 
+# The plugin's keys that ask for something only its heads train (the others tune those things).
+PLUGIN_SWITCH_KEYS = ("MODEL.ROI_BOX_HEAD.CLS_LOSS", "MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS",
+                      "MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", "MODEL.ROI_BOX_HEAD.RECORD_GRAD_BALANCE",
+                      "MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR", "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS")
+
+
+def _value(cfg: CN, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return tuple(node) if isinstance(node, (list, tuple)) else node
+
+
 def plugin_keys_in_use(cfg: CN) -> List[str]:
-    """The plugin's keys set away from what plain Detectron2 trains ("KEY = value")."""
-    box, mask = cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
-    settings = {
-        "MODEL.ROI_BOX_HEAD.CLS_LOSS": (box.CLS_LOSS, "ce"),
-        "MODEL.ROI_BOX_HEAD.CLS_NUM_LOGITS": (box.CLS_NUM_LOGITS, 0),
-        "MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER": (box.COSINE_CLASSIFIER, False),
-        "MODEL.ROI_BOX_HEAD.RECORD_GRAD_BALANCE": (box.RECORD_GRAD_BALANCE, False),
-        "MODEL.ROI_MASK_HEAD.COSINE_PREDICTOR": (mask.COSINE_PREDICTOR, False),
-        "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS": (tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS), ()),
-    }
-    return [f"{key} = {value!r}" for key, (value, default) in settings.items() if value != default]
+    """The PLUGIN_SWITCH_KEYS set away from add_longtail_config's defaults ("KEY = value")."""
+    defaults = get_cfg()
+    add_longtail_config(defaults)
+    return [f"{key} = {_value(cfg, key)!r}" for key in PLUGIN_SWITCH_KEYS if _value(cfg, key) != _value(defaults, key)]
 
 
 def check_roi_heads(cfg: CN) -> None:

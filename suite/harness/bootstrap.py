@@ -30,8 +30,8 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 from lvis import LVIS
 
+from suite import lvis_numpy2
 from suite.harness import lvis_fast
-from suite.harness.numpy_compat import lvis_numpy_aliases
 from suite.records import SCHEMA_VERSION, write_json_atomic
 
 BOOTSTRAP_RECORD = "bootstrap.json"
@@ -86,14 +86,14 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
     lvis_logger = logging.getLogger(lvis_eval.logger.name)
     level = lvis_logger.level
     lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
+    lvis_numpy2.install()
     try:
-        with lvis_numpy_aliases():
-            for draw in draws:
-                boot.params.img_ids = [params.img_ids[index] for index in draw]
-                boot.eval_imgs = [images[index] for images in per_category for index in draw]
-                boot.accumulate()
-                for metric in BOOTSTRAP_METRICS:
-                    values[metric].append(_percent(boot._summarize("ap", freq_group_idx=groups[metric])))
+        for draw in draws:
+            boot.params.img_ids = [params.img_ids[index] for index in draw]
+            boot.eval_imgs = [images[index] for images in per_category for index in draw]
+            boot.accumulate()
+            for metric in BOOTSTRAP_METRICS:
+                values[metric].append(_percent(boot._summarize("ap", freq_group_idx=groups[metric])))
     finally:
         lvis_logger.setLevel(level)
     return values

@@ -2,8 +2,8 @@
 
 `evaluate_lvis_results` evaluates predictions in the LVIS results format with one of
 EVALUATORS: "fast" (`suite.harness.lvis_fast`, vectorized, equal to the official API:
-docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, inside `lvis_numpy_aliases`
-for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
+docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, with `suite.lvis_numpy2`'s
+NumPy view for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
 each category's AP under the key "AP-<name>", as Detectron2's COCOEvaluator reports
 per-category AP. `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
 evaluation, so `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`)
@@ -27,8 +27,8 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
+from suite import lvis_numpy2
 from suite.harness import lvis_fast
-from suite.harness.numpy_compat import lvis_numpy_aliases
 from suite.records import write_json_atomic
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -54,9 +54,9 @@ def run_lvis_eval(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: i
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     drop = {"bbox"} if task == "segm" else set()
     results = [{key: value for key, value in result.items() if key not in drop} for result in results]
-    with lvis_numpy_aliases():
-        lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), task)
-        lvis_eval.run()
+    lvis_numpy2.install()
+    lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), task)
+    lvis_eval.run()
     return lvis_eval
 
 

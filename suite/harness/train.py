@@ -22,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
-from suite.harness.evaluate import evaluate_model, metrics_record, per_category_record
+from suite.harness.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, build_run_record, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
@@ -328,7 +328,7 @@ def _summary(record: Dict[str, Any]) -> None:
     )
 
 
-def evaluate_run(run_dir: Path, evaluator: str = "fast") -> Dict[str, Any]:
+def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Any]:
     """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
     `evaluator` ("fast" or "official", whatever its config says); rewrites its run.json metrics.
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
