@@ -13,19 +13,25 @@ from typing import List, Optional
 
 from suite.errors import UserError
 
-# Modules that add sub-commands, in the order `suite --help` lists them.
-COMMAND_MODULES = ("suite.data.commands", "suite.harness.commands", "suite.harness.study_commands",
-                   "suite.bench.commands", "suite.report.commands")
+# Each sub-command and the module that adds it, in the order `suite --help` lists them.
+COMMANDS = {"data": "suite.data.commands", "train": "suite.harness.commands", "eval": "suite.harness.commands",
+            "demo": "suite.harness.commands", "study": "suite.harness.study_commands",
+            "pretrain": "suite.harness.study_commands", "bench": "suite.bench.commands",
+            "report": "suite.report.commands"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command; given `command`, a key of COMMANDS, only of the commands
+    its module adds, so that e.g. `suite report` or `suite data` does not import torch (over a
+    second, and most of a short command's time)."""
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     parser = argparse.ArgumentParser(
         prog="suite",
         description="seesaw-suite: train, evaluate, benchmark and report long-tailed "
         "instance segmentation losses (Seesaw, CE, focal, EQL, EQLv2, federated).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     return parser
 
@@ -34,7 +40,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Detectron2's modules apply torch.jit.script at import, which current torch deprecates with a
     # warning per use: nothing a user can act on, and it would bury a one-line error.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()

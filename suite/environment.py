@@ -6,8 +6,6 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Optional
 
-import torch
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,9 +66,10 @@ def detectron2_install() -> Optional[Dict[str, Optional[str]]]:
 
 def collect(device: str = "cpu") -> Dict[str, object]:
     """The environment record described in docs/records.md."""
-    install = detectron2_install()
+    import torch  # here, not at the top: `suite report` reads REPO_ROOT without loading torch
     import torchvision
 
+    install = detectron2_install()
     on_cuda = device.startswith("cuda") and torch.cuda.is_available()
     return {
         "python": platform.python_version(),

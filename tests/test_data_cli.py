@@ -62,6 +62,17 @@ def test_python_m_suite_without_traceback(tmp_path):
     assert "lvis_v1_train.json" in help_text and "--classes K" in help_text
 
 
+def test_data_and_report_commands_leave_torch_unloaded(tmp_path):
+    """`suite data` and `suite report` import only their own command module (suite.cli.COMMANDS):
+    loading torch and Detectron2 would be most of a short command's time."""
+    code = ("import sys; from suite.cli import main; "
+            f"codes = [main(['data', 'synth', '--out', {str(tmp_path / 'file')!r}, '--images', '1']), "
+            f"main(['report', '--results', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'out')!r}])]; "
+            "print(codes, sorted(name for name in ('torch', 'detectron2') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[2, 2] []", done.stdout + done.stderr
+
+
 def test_unwritable_place_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -1,9 +1,14 @@
 """State under real torch.distributed (gloo, two processes): Seesaw's counts and EQLv2's gradient
-sums are the global ones on every rank after each step; the federated loss draws per rank."""
+sums are the global ones on every rank after each step; the federated loss draws per rank.
+
+The two ranks are spawned once for the module: each runs every scenario (SCENARIOS) in one
+process group, and each test checks its scenario's results (a rank's start-up, importing torch
+and building the fused CPU kernels, costs more than all the scenarios together)."""
 
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -20,22 +25,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def worker(rank: int, world_size: int, port: int, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        loss = build_loss("seesaw", NUM_CLASSES).train()
-        labels = torch.tensor(RANK_LABELS[rank])
-        logits = torch.randn(len(labels), loss.num_logits, requires_grad=True)
-        sum(loss(logits, labels).values()).backward()
-        results[rank] = loss.cum_samples.tolist()
-    finally:
-        dist.destroy_process_group()
+def seesaw_counts(rank: int):
+    loss = build_loss("seesaw", NUM_CLASSES).train()
+    labels = torch.tensor(RANK_LABELS[rank])
+    logits = torch.randn(len(labels), loss.num_logits, requires_grad=True)
+    sum(loss(logits, labels).values()).backward()
+    return loss.cum_samples.tolist()
 
 
-def test_counts_are_summed_over_ranks():
-    results = mp.Manager().dict()
-    mp.spawn(worker, args=(2, free_port(), results), nprocs=2, join=True)
+def test_counts_are_summed_over_ranks(rank_results):
+    results = rank_results["seesaw"]
     expected = torch.bincount(torch.tensor(RANK_LABELS[0] + RANK_LABELS[1]), minlength=NUM_CLASSES + 1).tolist()
     assert results[0] == expected == results[1]
 
@@ -46,24 +45,18 @@ def eqlv2_batch(rank: int, step: int):
     return logits.requires_grad_(), torch.tensor(RANK_LABELS[rank])
 
 
-def eqlv2_worker(rank: int, world_size: int, port: int, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        loss = build_loss("eqlv2", NUM_CLASSES).double().train()
-        for step in range(3):
-            logits, labels = eqlv2_batch(rank, step)
-            sum(loss(logits, labels).values()).backward()
-        results[rank] = {key: value.tolist() for key, value in loss.state_dict().items()}
-    finally:
-        dist.destroy_process_group()
+def eqlv2_state(rank: int):
+    loss = build_loss("eqlv2", NUM_CLASSES).double().train()
+    for step in range(3):
+        logits, labels = eqlv2_batch(rank, step)
+        sum(loss(logits, labels).values()).backward()
+    return {key: value.tolist() for key, value in loss.state_dict().items()}
 
 
-def test_eqlv2_gradient_sums_are_summed_over_ranks():
+def test_eqlv2_gradient_sums_are_summed_over_ranks(rank_results):
     """Each step's sums are sums over RoIs, so two ranks must hold what one process holds after
     the two ranks' batches concatenated."""
-    results = mp.Manager().dict()
-    mp.spawn(eqlv2_worker, args=(2, free_port(), results), nprocs=2, join=True)
+    results = rank_results["eqlv2"]
     single = build_loss("eqlv2", NUM_CLASSES).double().train()
     for step in range(3):
         batches = [eqlv2_batch(rank, step) for rank in (0, 1)]
@@ -73,20 +66,37 @@ def test_eqlv2_gradient_sums_are_summed_over_ranks():
         torch.testing.assert_close(torch.tensor(results[0][key], dtype=torch.float64), value, rtol=1e-12, atol=0)
 
 
-def fed_worker(rank: int, world_size: int, port: int, results) -> None:
+def fed_sampled_classes(rank: int):
+    loss = build_loss("fed", 200, class_freq=[0.01] * 200, num_sampled_classes=10).train()
+    labels = torch.tensor([200, 200])  # the same labels on both ranks
+    return loss.sample_classes(labels, loss.step_generator(torch.device("cpu"))).nonzero().tolist()
+
+
+def test_fed_ranks_draw_their_own_classes(rank_results):
+    """Seeded with the rank as Detectron2 seeds each rank's generator differently: two ranks with
+    the same labels sample different classes."""
+    results = rank_results["fed"]
+    assert len(results[0]) == len(results[1]) == 9 and results[0] != results[1]
+
+
+SCENARIOS = {"seesaw": seesaw_counts, "eqlv2": eqlv2_state, "fed": fed_sampled_classes}
+
+
+def worker(rank: int, world_size: int, port: int, results) -> None:
+    """One rank: every scenario in turn, in one gloo process group; results[(name, rank)]."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        loss = build_loss("fed", 200, class_freq=[0.01] * 200, num_sampled_classes=10).train()
-        labels = torch.tensor([200, 200])  # the same labels on both ranks
-        results[rank] = loss.sample_classes(labels, loss.step_generator(torch.device("cpu"))).nonzero().tolist()
+        for name, scenario in SCENARIOS.items():
+            results[(name, rank)] = scenario(rank)
     finally:
         dist.destroy_process_group()
 
 
-def test_fed_ranks_draw_their_own_classes():
-    """Seeded with the rank as Detectron2 seeds each rank's generator differently: two ranks with
-    the same labels sample different classes."""
-    results = mp.Manager().dict()
-    mp.spawn(fed_worker, args=(2, free_port(), results), nprocs=2, join=True)
-    assert len(results[0]) == len(results[1]) == 9 and results[0] != results[1]
+@pytest.fixture(scope="module")
+def rank_results():
+    """{scenario: {rank: its result}} from one spawn of two ranks."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(worker, args=(2, free_port(), results), nprocs=2, join=True)
+        return {name: {rank: results[(name, rank)] for rank in (0, 1)} for name in SCENARIOS}

@@ -4,8 +4,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from suite.errors import UserError
 
 
@@ -86,6 +84,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    import torch  # here: `suite bench eval` (the lvis API alone) need not load it
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available to torch here")
     _check_output(args.output)
