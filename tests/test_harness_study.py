@@ -30,13 +30,12 @@ from suite.report.records import gather
 
 from d2_helpers import TINY
 from data_helpers import lay_out_like_lvis_v1, small_set
+from test_harness_cli import TINY as TINY_RUN
 
-# The tiny model of tests/d2_helpers on 64 px images.
-TINY_OVERRIDES = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
-                  "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-                  "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.WARMUP_ITERS", "0",
-                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10",
-                  "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16"]
+# The harness tests' tiny runs with the narrower model of tests/d2_helpers.
+TINY_OVERRIDES = [*TINY_RUN, "SOLVER.WARMUP_ITERS", "0", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                  "TEST.DETECTIONS_PER_IMAGE", "10", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+                  "MODEL.ROI_MASK_HEAD.CONV_DIM", "16"]
 ARMS = ("ce", "seesaw")
 SEEDS = (0, 1)
 
