@@ -20,6 +20,12 @@ def config_hash(config_text: str) -> str:
     return hashlib.sha256(config_text.encode()).hexdigest()
 
 
+def is_lazy_config(config: Dict[str, Any]) -> bool:
+    """Whether a run record's `config` is a LazyConfig's (scripts/train_net.py: `model`, `train`,
+    `dataloader`, ...) rather than a yaml config's (`suite train`: `MODEL`, `SOLVER`, ...)."""
+    return "MODEL" not in config and "model" in config
+
+
 @dataclass(frozen=True)
 class RunSetting:
     """What a run record says was trained, as each route reads it from its config: the loss
