@@ -1,7 +1,7 @@
-"""The end of a training run, for every training loop that writes a run record (`suite train`'s
-LongTailTrainer on a yaml config): once the model is trained and evaluated with the suite's
-evaluator, every rank gathers the gradient balance, and the main process builds the run record,
-writes it atomically and logs a summary."""
+"""The end of a training run, the same on both routes (`suite train`'s LongTailTrainer on a yaml
+config, scripts/train_net.py's loop on a LazyConfig, suite.harness.lazy_run): once the model is
+trained and evaluated with the suite's evaluator, every rank gathers the gradient balance, and
+the main process builds the run record, writes it atomically and logs a summary."""
 
 import logging
 from pathlib import Path

@@ -25,7 +25,7 @@ from suite.errors import UserError
 from suite.harness.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
-from suite.harness.run_record import RUN_RECORD, RunSetting, read_run_record, write_run_record
+from suite.harness.run_record import RUN_RECORD, RunSetting, is_lazy_config, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.records import write_text_atomic
@@ -93,10 +93,12 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     if not config_file.is_file():
         raise UserError(f"{config_file}: no such config file")
     if config_file.suffix == ".py":
-        # The run directory's config.yaml, the --resume comparison and the run record are built
-        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py.
+        # The run directory's config.yaml, the --resume comparison and the exact resume are built
+        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py,
+        # which writes the same run record (suite.harness.lazy_run).
         raise UserError(f"{config_file} is a LazyConfig file; suite train reads yaml configs: train it with "
-                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset}")
+                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset} "
+                        "(which writes the run record too)")
     cfg.merge_from_file(str(config_file))
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = options.loss
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = dataset.num_classes
@@ -284,6 +286,10 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str,
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     with RunLock(run_dir):
         record = read_run_record(run_dir)
+        if is_lazy_config(record["config"]):
+            raise UserError(f"{run_dir} is a LazyConfig run (scripts/train_net.py), suite eval re-evaluates yaml runs: "
+                            f"python scripts/train_net.py --config-file CONFIG.py --dataset DATA --eval-only "
+                            f"train.init_checkpoint={run_dir / 'model_final.pth'}")
         cfg = load_run_cfg(config_path)
         cfg.defrost()
         cfg.TEST.LVIS_EVALUATOR = evaluator
