@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detectron2's training entry with the plugin, as PointRend ships one: yaml configs (Detectron2's
 DefaultTrainer) and LazyConfig files (.py: Detectron2's SimpleTrainer loop), both evaluated with
-Detectron2's own LVISEvaluator.
+Detectron2's own LVISEvaluator (but at the end of a recorded LazyConfig run, below).
 
     python scripts/train_net.py --config-file configs/lvis_v1/mask_rcnn_R_50_FPN_2x_seesaw.yaml --num-gpus 8
     python scripts/train_net.py --config-file configs/lazy/cascade_mask_rcnn_R_101_FPN_2x_seesaw.py --num-gpus 8
@@ -11,7 +11,9 @@ Detectron2's own LVISEvaluator.
 training and test sets and class count at it. Without it the config's own data sets are used
 (lvis_v1_train/lvis_v1_val: Detectron2's builtin LVIS v1 under $DETECTRON2_DATASETS).
 `suite train` is the harness (run records, exact resume, the suite's evaluator); this is the
-Detectron2 way of training the same models.
+Detectron2 way of training the same models. A LazyConfig run with --dataset also writes the run
+record (OUTPUT/run.json, as `suite train` does; suite.harness.lazy_run), evaluated once training
+ends by the suite's evaluator instead of the config's.
 """
 
 import logging
@@ -28,10 +30,12 @@ from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, defaul
 from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from suite.d2 import LongTailOutputLayers, add_longtail_config, check_roi_heads  # noqa: E402
-from suite.d2.lazy import class_freq_of  # noqa: E402
+from suite.d2.lazy import box_predictor_nodes, class_freq_of  # noqa: E402
 from suite.data.register import register_dataset  # noqa: E402
+from suite.harness.lazy_run import PeriodicEvalHook, lazy_run_recorder  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -78,7 +82,10 @@ def main_yaml(args):
 
 
 def setup_lazy(args):
+    """The LazyConfig with --dataset and the overrides applied, and the registered set (None
+    without --dataset)."""
     cfg = LazyConfig.load(args.config_file)
+    dataset = None
     if args.dataset:
         dataset = register_dataset(args.dataset, check_files=True)
         cfg.dataloader.train.dataset.names, cfg.dataloader.test.dataset.names = dataset.train, dataset.val
@@ -86,16 +93,12 @@ def setup_lazy(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     # EQL and the federated loss read class frequencies from the training set named now (after
     # --dataset and the overrides), unless the config gives its own.
-    for predictor in _box_predictor_nodes(cfg.model.roi_heads):
-        if predictor.get("class_freq") is None:
+    for predictor in box_predictor_nodes(cfg.model.roi_heads):
+        if predictor.get("_target_") is LongTailOutputLayers and predictor.get("class_freq") is None:
             predictor.class_freq = class_freq_of(cfg)
     default_setup(cfg, args)
-    return cfg
-
-
-def _box_predictor_nodes(roi_heads):
-    nodes = list(roi_heads.get("box_predictors") or []) + ([roi_heads.box_predictor] if "box_predictor" in roi_heads else [])
-    return [node for node in nodes if node.get("_target_") is LongTailOutputLayers]
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="suite")
+    return cfg, dataset
 
 
 def test_lazy(cfg, model):
@@ -107,7 +110,9 @@ def test_lazy(cfg, model):
 
 
 def main_lazy(args):
-    cfg = setup_lazy(args)
+    cfg, dataset = setup_lazy(args)
+    # Before the optimizer puts the model into the config: the record holds the config as given.
+    recorder = None if args.eval_only else lazy_run_recorder(cfg, dataset)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     if args.eval_only:
@@ -123,14 +128,18 @@ def main_lazy(args):
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        # The record's training time and loss curve, before the checkpointer that saves them.
+        *(recorder.hooks() if recorder else []),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: test_lazy(cfg, model)),
+        (PeriodicEvalHook if recorder else hooks.EvalHook)(cfg.train.eval_period, lambda: test_lazy(cfg, model)),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
                              period=cfg.train.log_period) if main_process else None,
     ])
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, cfg.train.max_iter)
+    if recorder:
+        recorder.finish(model, start_iter)
 
 
 def main(args):

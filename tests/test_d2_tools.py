@@ -1,8 +1,9 @@
 """Detectron2's own tools on the suite's models, with real Detectron2 on the CPU: scripts/train_net.py
-(yaml --eval-only on a finished `suite train` run, a LazyConfig Cascade trained, checkpointed,
-reloaded and evaluated), DefaultPredictor on a finished run, the LazyConfig predictor's argument
-checks, and `suite train` refusing a LazyConfig file in one line."""
+(yaml --eval-only on a finished `suite train` run; a LazyConfig Cascade trained in two segments,
+its run record, checkpoint reloaded and evaluated), DefaultPredictor on a finished run, the
+LazyConfig predictor's argument checks, and `suite train` refusing a LazyConfig file in one line."""
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -18,9 +19,14 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 
 from suite.cli import main as suite_main
-from suite.d2 import CosineConv2d, LongTailOutputLayers, add_longtail_config
+from suite.d2 import LOSS_CONFIG_KEYS, CosineConv2d, LongTailOutputLayers, add_longtail_config, loss_params_from_cfg
+from suite.d2.lazy import trained_loss
 from suite.data.synth import generate
+from suite.harness.lazy_run import lazy_run_recorder, lazy_run_setting
 from suite.harness.run_record import read_run_record
+from suite.losses import params_with_defaults
+from suite.report import run_config
+from suite.report.paired import arm_name
 from suite.report.records import check_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,34 +131,91 @@ LAZY_TINY = ["train.device=cpu", "train.max_iter=1", "train.init_checkpoint=", "
              "model.backbone.bottom_up.freeze_at=0"]
 
 
-def test_lazy_cascade_trains_seesaw_checkpoints_reloads_and_evaluates(data, tmp_path):
-    config = str(REPO / "configs" / "lazy" / "cascade_mask_rcnn_R_101_FPN_2x_seesaw.py")
-    output = tmp_path / "lazy"
-    # Few detections to evaluate; Seesaw's eager kernels (torch.compile's first build is slow).
-    common = ["--config-file", config, "--dataset", str(data)]
-    fast = ["model.roi_heads.box_predictors.2.test_topk_per_image=20",
-            *(f"model.roi_heads.box_predictors.{stage}.loss_params={{compiled:false}}" for stage in range(STAGES))]
-    run_train_net(*common, *LAZY_TINY, *fast, f"train.output_dir={output}", f"train.eval_period={10 ** 6}",
-                  f"dataloader.evaluator.output_dir={output / 'end'}")
+LAZY_CASCADE = ["--config-file", str(REPO / "configs" / "lazy" / "cascade_mask_rcnn_R_101_FPN_2x_seesaw.py")]
+# Few detections to evaluate; Seesaw's eager kernels (torch.compile's first build is slow); every
+# stage's gradient balance recorded.
+LAZY_CASCADE_FAST = ["model.roi_heads.box_predictors.2.test_topk_per_image=20",
+                     *(f"model.roi_heads.box_predictors.{stage}.{argument}"
+                       for stage in range(STAGES) for argument in ("loss_params={compiled:false}",
+                                                                   "record_grad_balance=true"))]
+
+
+@pytest.fixture(scope="module")
+def lazy_cascade_run(data, tmp_path_factory):
+    """A LazyConfig Cascade run of scripts/train_net.py on the generated set, trained in two
+    segments: 1 iteration, then --resume'd to 2 (train.max_iter raised). Returns its folder and
+    the run record the first segment wrote."""
+    output = tmp_path_factory.mktemp("tools") / "lazy"
+    common = [*LAZY_CASCADE, "--dataset", str(data), *LAZY_TINY, *LAZY_CASCADE_FAST, f"train.output_dir={output}",
+              f"train.eval_period={10 ** 6}"]
+    run_train_net(*common)
+    first = read_run_record(output)
+    run_train_net("--resume", *common, "train.max_iter=2")
+    return output, first
+
+
+def test_lazy_cascade_writes_a_complete_record_of_seesaw_in_every_stage(lazy_cascade_run):
+    output, _ = lazy_cascade_run
+    record = read_run_record(output)  # refuses a missing field
+    check_run(record)  # what the report requires of a run record
+    assert record["loss"] == {"name": "seesaw", "params": {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": False}}
+    assert record["dataset"]["num_classes"] == TINY.num_classes and record["iterations"] == 2 and record["seed"] == 0
+    assert {"AP", "APr", "APc", "APf"} <= set(record["metrics"]["bbox"]) and set(record["metrics"]) == {"bbox", "segm"}
+    assert [category["id"] for category in record["per_category"]] == list(range(1, TINY.num_classes + 1))
+    assert any(category["bbox_AP"] is not None for category in record["per_category"])
+    # Every stage trained Seesaw: its terms in the curve, its own gradient balance.
+    assert {f"loss_cls_{term}_stage{stage}" for term in ("classes", "objectness") for stage in range(STAGES)} \
+        <= set(record["train"]["loss_curve"][-1])
+    stages = record["grad_balance"]["stages"]
+    assert len(stages) == STAGES and all(sum(stage["pos_grad"]) > 0 for stage in stages)
+    # The config: the LazyConfig as JSON, `_target_`s as dotted names; what the report reads of it.
+    heads = record["config"]["model"]["roi_heads"]
+    assert heads["_target_"] == "suite.d2.cascade.LongTailCascadeROIHeads"
+    assert [node["loss_name"] for node in heads["box_predictors"]] == ["seesaw"] * STAGES
+    assert record["config_hash"] == hashlib.sha256(json.dumps(record["config"], sort_keys=True).encode()).hexdigest()
+    assert arm_name(record) == "seesaw+cos"
+    assert run_config.experiment_config(record["config"])["train"].keys() == \
+        record["config"]["train"].keys() - {"seed", "output_dir", "init_checkpoint"}
+
+
+def test_suite_eval_refuses_a_lazy_run_in_one_line(lazy_cascade_run, capsys):
+    output, _ = lazy_cascade_run
+    assert suite_main(["eval", "--run", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LazyConfig run" in err[0] and "scripts/train_net.py" in err[0], err
+
+
+def test_lazy_cascade_resume_keeps_counting_segments_time_and_curve(lazy_cascade_run):
+    output, first = lazy_cascade_run
+    record = read_run_record(output)
+    assert (first["train"]["segments"], first["train"]["start_iter"]) == (1, 0)
+    assert (record["train"]["segments"], record["train"]["start_iter"]) == (2, 1)
+    assert record["train"]["wall_s"] > first["train"]["wall_s"] > 0
+    # The first segment's point (its last iteration) came back from the checkpoint.
+    assert [point["iter"] for point in record["train"]["loss_curve"]] == [1, 2]
+    assert record["train"]["loss_curve"][0] == first["train"]["loss_curve"][0]
+
+
+def test_lazy_cascade_checkpoint_reloads_and_evaluates(data, lazy_cascade_run, tmp_path):
+    output, _ = lazy_cascade_run
     state = torch.load(output / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     for stage in range(STAGES):
         counts = state[f"roi_heads.box_predictor.{stage}.cls_loss.cum_samples"]
         assert counts.shape == (TINY.num_classes + 1,) and counts.sum() > 0
     assert state["roi_heads.box_predictor.0.cls_score.weight"].shape[0] == TINY.num_classes + 2  # Seesaw: C + 2
 
-    results = run_train_net(*common, "--eval-only", *LAZY_TINY, *fast, f"train.output_dir={output / 'eval'}",
-                            f"train.init_checkpoint={output / 'model_final.pth'}",
-                            f"dataloader.evaluator.output_dir={output / 'reloaded'}")
+    # Detectron2's LVISEvaluator (the config's) on the reloaded weights: the detections of the
+    # run's own evaluation at its end (the suite's evaluator).
+    results = run_train_net(*LAZY_CASCADE, "--dataset", str(data), "--eval-only", *LAZY_TINY, *LAZY_CASCADE_FAST,
+                            f"train.output_dir={tmp_path / 'eval'}", f"train.init_checkpoint={output / 'model_final.pth'}",
+                            f"dataloader.evaluator.output_dir={tmp_path / 'reloaded'}")
     assert {"AP", "APr"} <= set(results["bbox"])
-    at_end = detections(output / "end" / "lvis_instances_results.json")
-    assert at_end and detections(output / "reloaded" / "lvis_instances_results.json") == at_end
+    at_end = detections(output / "inference" / "lvis_instances_results.json")
+    assert at_end and detections(tmp_path / "reloaded" / "lvis_instances_results.json") == at_end
 
 
 def test_lazy_eql_reads_the_training_set_and_cosine_mask_is_an_argument(data, tmp_path):
-    args = train_net.argument_parser().parse_args(
-        ["--config-file", str(REPO / "configs" / "lazy" / "mask_rcnn_R_50_FPN_2x_eql.py"), "--dataset", str(data),
-         *LAZY_TINY, f"train.output_dir={tmp_path}", "model.roi_heads.mask_cosine_scale=20.0"])
-    cfg = train_net.setup_lazy(args)
+    cfg, _ = lazy_setup("mask_rcnn_R_50_FPN_2x_eql.py", data, tmp_path, "model.roi_heads.mask_cosine_scale=20.0")
     model = instantiate(cfg.model)
     predictor = model.roi_heads.box_predictor
     assert isinstance(predictor, LongTailOutputLayers) and predictor.num_classes == TINY.num_classes
@@ -161,6 +224,49 @@ def test_lazy_eql_reads_the_training_set_and_cosine_mask_is_an_argument(data, tm
     assert predictor.cls_loss.name == "eql" and predictor.cls_loss.rare.shape == (TINY.num_classes,)
     assert isinstance(model.roi_heads.mask_head.predictor, CosineConv2d)
     assert model.roi_heads.mask_head.predictor.scale == 20.0
+
+
+def lazy_setup(config: str, data, output, *overrides):
+    args = train_net.argument_parser().parse_args(["--config-file", str(REPO / "configs" / "lazy" / config),
+                                                   "--dataset", str(data), *LAZY_TINY, f"train.output_dir={output}",
+                                                   *overrides])
+    return train_net.setup_lazy(args)
+
+
+def test_lazy_mask_rcnn_run_setting(data, tmp_path):
+    """What the run record of a LazyConfig Mask R-CNN says was trained (its training is the
+    cascade's above, with one predictor): the loss and its defaults, the config as JSON, the seed."""
+    cfg, dataset = lazy_setup("mask_rcnn_R_50_FPN_2x_seesaw.py", data, tmp_path)
+    setting = lazy_run_setting(cfg)
+    assert (setting.loss_name, setting.loss_params) == ("seesaw", {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": None})
+    assert (setting.iterations, setting.seed, setting.device) == (1, 0, "cpu")
+    assert json.loads(setting.config_text) == setting.config  # JSON-ready: no object left
+    predictor = setting.config["model"]["roi_heads"]["box_predictor"]
+    assert predictor["_target_"] == "suite.d2.box_predictor.LongTailOutputLayers"
+    assert predictor["num_classes"] == dataset.num_classes  # interpolations resolved
+    assert predictor["input_shape"] == {"_target_": "detectron2.layers.shape_spec.ShapeSpec", "channels": 1024,
+                                        "height": None, "width": None, "stride": None}
+    assert arm_name({"loss": {"name": "seesaw"}, "config": setting.config}) == "seesaw+cos"
+    assert lazy_run_recorder(cfg, None) is None  # no --dataset: no record (said in the log)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_CONFIG_KEYS))
+def test_both_routes_record_a_loss_at_its_defaults_alike(loss):
+    """A LazyConfig run's loss parameters (the constructor's defaults) are a yaml run's (the
+    plugin's keys at add_longtail_config's defaults): the report tells the same settings apart
+    from the same dict."""
+    cfg = get_cfg()
+    add_longtail_config(cfg)
+    cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = loss
+    assert params_with_defaults(loss, {}) == loss_params_from_cfg(cfg)
+
+
+def test_a_cascade_whose_stages_differ_has_no_run_record(data, tmp_path):
+    cfg, dataset = lazy_setup("cascade_mask_rcnn_R_101_FPN_2x_seesaw.py", data, tmp_path,
+                              "model.roi_heads.box_predictors.1.loss_name=ce")
+    with pytest.raises(ValueError, match="stages train different losses.*stage 1: \\('ce'"):
+        trained_loss(cfg.model.roi_heads)
+    assert lazy_run_recorder(cfg, dataset) is None
 
 
 def _predictor(**arguments):

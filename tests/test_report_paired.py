@@ -1,10 +1,10 @@
 """suite.report.paired on hand-made records: what makes one protocol, arms and references, and
-the flags for dirty trees and mixed commits."""
+the flags for dirty trees and mixed commits; records of yaml and of LazyConfig runs."""
 
 import copy
 
 from suite.report import paired
-from suite.report.records import Records
+from suite.report.records import Records, config_key
 
 from test_report_generate import ENV, run_record
 
@@ -51,3 +51,34 @@ def test_dirty_trees_mixed_commits_and_repeats_are_flagged():
     assert "1 run(s) from a dirty working tree" in flags and "`runs/1/run.json`" in flags
     assert "2 different code commits: abc123, def456" in flags
     assert "repeated arm and seed, left out: `runs/4/run.json`" in flags
+
+
+def lazy_run(loss, seed, apr, cosine=False):
+    """A LazyConfig Cascade run's record (scripts/train_net.py): its config in the LazyConfig form."""
+    record = study_run(loss, seed, apr)
+    predictor = {"_target_": "suite.d2.box_predictor.LongTailOutputLayers", "num_classes": 6, "loss_name": loss,
+                 "loss_params": {"compiled": False} if loss == "seesaw" else None,
+                 "cosine_scale": 20.0 if cosine else None, "class_freq": "suite.d2.lazy.class_freq_of.<locals>.<lambda>"}
+    record["config"] = {
+        "model": {"roi_heads": {"_target_": "suite.d2.cascade.LongTailCascadeROIHeads",
+                                "box_predictors": [dict(predictor) for _ in range(3)]}},
+        "train": {"seed": seed, "output_dir": f"runs/lazy_{loss}_{seed}", "init_checkpoint": f"init/seed{seed}.pth",
+                  "max_iter": 100},
+        "dataloader": {"evaluator": {"output_dir": f"runs/lazy_{loss}_{seed}/eval", "max_dets_per_image": 300}},
+    }
+    return record
+
+
+def test_lazy_config_runs_are_a_protocol_of_their_own():
+    """LazyConfig runs differing in seed, output folders, initial weights and the box predictors'
+    loss arguments are one protocol (arms from `loss_name` and `cosine_scale`), never one with yaml runs."""
+    lazy = [lazy_run("ce", 0, 2.0), lazy_run("ce", 1, 4.0), lazy_run("seesaw", 0, 5.0, cosine=True),
+            lazy_run("seesaw", 1, 9.0, cosine=True)]
+    found = paired.protocols(records(*lazy, study_run("ce", 0, 2.0), study_run("ce", 1, 4.0)))
+    assert len(found) == 2
+    (protocol,) = [protocol for protocol in found if "seesaw+cos" in protocol.runs]
+    assert set(protocol.runs) == {"ce", "seesaw+cos"} and set(protocol.runs["ce"]) == {0, 1}
+    assert config_key(lazy[0]["config"]) == config_key(lazy[1]["config"]) != config_key(lazy[2]["config"])
+    changed = copy.deepcopy(lazy[1])
+    changed["config"]["model"]["roi_heads"]["box_predictors"][0]["num_classes"] = 7
+    assert paired.protocol_key(changed) != paired.protocol_key(lazy[1])

@@ -18,6 +18,9 @@ train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.max_iter = 150264  # 24 epochs of LVIS v1 train (100,170 images) at 16 images
 train.checkpointer.period = 6261
 train.eval_period = 150264
+# Seeded as `suite train` (--seed 0): default_setup seeds each rank with seed + rank, and the run
+# record's seed is this (Detectron2's common train config has none: a random seed every run).
+train.seed = 0
 
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02

@@ -3,6 +3,7 @@ atomically, read back with checks."""
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -15,37 +16,56 @@ REQUIRED_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "se
                    "train", "grad_balance", "environment", "finished_at")
 
 
-def config_hash(config_yaml: str) -> str:
-    return hashlib.sha256(config_yaml.encode()).hexdigest()
+def config_hash(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode()).hexdigest()
 
 
-def build_run_record(*, loss_name: str, loss_params: Dict[str, Any], dataset: Dict[str, Any],
-                     config: Dict[str, Any], config_yaml: str, iterations: int, seed: int,
-                     metrics: Dict[str, Any], per_category: List[Dict[str, Any]], wall_s: float,
-                     start_iter: int, segments: int, curve: List[Dict[str, float]],
-                     grad_balance: Optional[Dict[str, Any]], device: str) -> Dict[str, Any]:
+def is_lazy_config(config: Dict[str, Any]) -> bool:
+    """Whether a run record's `config` is a LazyConfig's (scripts/train_net.py: `model`, `train`,
+    `dataloader`, ...) rather than a yaml config's (`suite train`: `MODEL`, `SOLVER`, ...)."""
+    return "MODEL" not in config and "model" in config
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    """What a run record says was trained, as each route reads it from its config: the loss
+    and its parameters, the config as JSON-ready data and the text its hash is taken of (the
+    yaml dump, or the LazyConfig's JSON), the iterations, the seed, the device."""
+
+    loss_name: str
+    loss_params: Dict[str, Any]
+    config: Dict[str, Any]
+    config_text: str
+    iterations: int
+    seed: Optional[int]
+    device: str
+
+
+def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: Dict[str, Any],
+                     per_category: List[Dict[str, Any]], wall_s: float, start_iter: int, segments: int,
+                     curve: List[Dict[str, float]], grad_balance: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Everything docs/records.md lists for a finished run. `wall_s`: training time over all
     `segments` (1 + resumes); `start_iter`: where the last segment started."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
-        "loss": {"name": loss_name, "params": loss_params},
+        "loss": {"name": setting.loss_name, "params": setting.loss_params},
         "dataset": dataset,
-        "config": config,
-        "config_hash": config_hash(config_yaml),
-        "iterations": iterations,
-        "seed": seed,
+        "config": setting.config,
+        "config_hash": config_hash(setting.config_text),
+        "iterations": setting.iterations,
+        "seed": setting.seed,
         "metrics": metrics,
         "per_category": per_category,
         "train": {
             "start_iter": start_iter,
             "segments": segments,
             "wall_s": wall_s,
-            "iters_per_s": iterations / wall_s if wall_s > 0 else None,
+            "iters_per_s": setting.iterations / wall_s if wall_s > 0 else None,
             "loss_curve": curve,
         },
         "grad_balance": grad_balance,
-        "environment": collect(device),
+        "environment": collect(setting.device),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

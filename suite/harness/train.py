@@ -23,8 +23,9 @@ from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_ke
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.harness.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
+from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
-from suite.harness.run_record import RUN_RECORD, build_run_record, read_run_record, write_run_record
+from suite.harness.run_record import RUN_RECORD, RunSetting, is_lazy_config, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.records import write_text_atomic
@@ -92,10 +93,12 @@ def build_run_cfg(options: TrainOptions, dataset: RegisteredDataset) -> CfgNode:
     if not config_file.is_file():
         raise UserError(f"{config_file}: no such config file")
     if config_file.suffix == ".py":
-        # The run directory's config.yaml, the --resume comparison and the run record are built
-        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py.
+        # The run directory's config.yaml, the --resume comparison and the exact resume are built
+        # on a yaml config; a LazyConfig trains through Detectron2's loop in scripts/train_net.py,
+        # which writes the same run record (suite.harness.lazy_run).
         raise UserError(f"{config_file} is a LazyConfig file; suite train reads yaml configs: train it with "
-                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset}")
+                        f"python scripts/train_net.py --config-file {config_file} --dataset {options.dataset} "
+                        "(which writes the run record too)")
     cfg.merge_from_file(str(config_file))
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = options.loss
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = dataset.num_classes
@@ -229,11 +232,8 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer.resume_or_load(resume=options.resume)
     trainer.train()
     evaluation = _evaluate(cfg, trainer.model, dataset)
-    balance = _grad_balance(trainer.model)  # a collective: every rank takes part
-    if comm.is_main_process():
-        record = _run_record(cfg, config_yaml, dataset, evaluation, trainer, balance)
-        write_run_record(Path(cfg.OUTPUT_DIR), record)
-        _summary(record)
+    finish_run(Path(cfg.OUTPUT_DIR), run_setting(cfg, config_yaml), dataset, trainer.model, evaluation,
+               trainer.training_time, trainer.loss_curve, trainer.start_iter)
 
 
 def configure_logging(output: Optional[Path] = None) -> None:
@@ -259,47 +259,11 @@ def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) 
         model.train()
 
 
-def _grad_balance(model: torch.nn.Module) -> Optional[Dict[str, Any]]:
-    """The box predictor's gradient balance summed over all ranks, None when not recorded. A
-    cascade's record adds up its stages' sums and lists each stage's under "stages"."""
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    predictors = model.roi_heads.box_predictor
-    if not isinstance(predictors, torch.nn.ModuleList):
-        balance = predictors.grad_balance
-        return None if balance is None else balance.as_record(all_ranks=True)
-    if predictors[0].grad_balance is None:
-        return None
-    stages = [predictor.grad_balance.as_record(all_ranks=True) for predictor in predictors]
-    return {
-        "class_ids": stages[0]["class_ids"],
-        "pos_grad": [sum(values) for values in zip(*(stage["pos_grad"] for stage in stages))],
-        "neg_grad": [sum(values) for values in zip(*(stage["neg_grad"] for stage in stages))],
-        "stages": stages,
-    }
-
-
-def _run_record(cfg: CfgNode, config_yaml: str, dataset: RegisteredDataset, evaluation,
-                trainer: LongTailTrainer, grad_balance: Optional[Dict[str, List]]) -> Dict[str, Any]:
-    from detectron2.data import MetadataCatalog
-
-    categories = MetadataCatalog.get(dataset.train).lvis_categories
-    return build_run_record(
-        loss_name=cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS,
-        loss_params=loss_params_from_cfg(cfg),
-        dataset=dataset.record(),
-        config=_plain(cfg),
-        config_yaml=config_yaml,
-        iterations=cfg.SOLVER.MAX_ITER,
-        seed=cfg.SEED,
-        metrics=metrics_record(evaluation),
-        per_category=per_category_record(evaluation, categories),
-        wall_s=trainer.wall_s,
-        start_iter=trainer.start_iter,
-        segments=trainer.segments,
-        curve=trainer.loss_curve.points,
-        grad_balance=grad_balance,
-        device=cfg.MODEL.DEVICE,
-    )
+def run_setting(cfg: CfgNode, config_yaml: str) -> RunSetting:
+    """What the run record of a yaml run says was trained (its config is `config_yaml`)."""
+    return RunSetting(loss_name=cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS, loss_params=loss_params_from_cfg(cfg),
+                      config=_plain(cfg), config_text=config_yaml, iterations=cfg.SOLVER.MAX_ITER, seed=cfg.SEED,
+                      device=cfg.MODEL.DEVICE)
 
 
 def _plain(node: Any) -> Any:
@@ -309,23 +273,6 @@ def _plain(node: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return [_plain(value) for value in node]
     return node
-
-
-def _summary(record: Dict[str, Any]) -> None:
-    bbox, segm = record["metrics"]["bbox"], record["metrics"]["segm"]
-
-    def ap(metrics, key):
-        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.1f}"
-
-    segments = record["train"].get("segments", 1)
-    logger.info(
-        "done: %s on %s, %d iterations in %.0f s of training%s | bbox AP %s (r %s c %s f %s) | "
-        "segm AP %s (r %s c %s f %s)",
-        record["loss"]["name"], record["dataset"]["name"], record["iterations"], record["train"]["wall_s"],
-        f" over {segments} segments" if segments > 1 else "",
-        ap(bbox, "AP"), ap(bbox, "APr"), ap(bbox, "APc"), ap(bbox, "APf"),
-        ap(segm, "AP"), ap(segm, "APr"), ap(segm, "APc"), ap(segm, "APf"),
-    )
 
 
 def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Any]:
@@ -339,6 +286,10 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str,
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     with RunLock(run_dir):
         record = read_run_record(run_dir)
+        if is_lazy_config(record["config"]):
+            raise UserError(f"{run_dir} is a LazyConfig run (scripts/train_net.py), suite eval re-evaluates yaml runs: "
+                            f"python scripts/train_net.py --config-file CONFIG.py --dataset DATA --eval-only "
+                            f"train.init_checkpoint={run_dir / 'model_final.pth'}")
         cfg = load_run_cfg(config_path)
         cfg.defrost()
         cfg.TEST.LVIS_EVALUATOR = evaluator
@@ -358,5 +309,5 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str,
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
-    _summary(record)
+    log_summary(record)
     return record

@@ -5,7 +5,8 @@
     probs = loss.scores(logits)         # (N, 1204), background last
 """
 
-from typing import Dict, Type
+import inspect
+from typing import Any, Dict, Mapping, Type
 
 from .base import ClassificationLoss
 from .ce import CrossEntropyLoss
@@ -45,8 +46,20 @@ def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
         raise ValueError(f"{name}: bad parameters {sorted(params)}: {error}") from None
 
 
+def params_with_defaults(name: str, params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The keyword parameters loss `name` is built with from `params`: every one of its
+    constructor's, `params`' value or else the default (e.g. Seesaw's {"p", "q", "eps",
+    "compiled"}), without `class_freq`, which is data, not a setting. What a run record lists."""
+    signature = inspect.signature(trainable_losses()[name].__init__)
+    defaults = {parameter.name: parameter.default for parameter in signature.parameters.values()
+                if parameter.default is not inspect.Parameter.empty}
+    merged = {**defaults, **params}
+    merged.pop("class_freq", None)
+    return merged
+
+
 __all__ = [
-    "LOSSES", "REFERENCE_LOSSES", "CLASS_FREQ_LOSSES", "trainable_losses", "build_loss", "OfficialSeesawLoss",
+    "LOSSES", "REFERENCE_LOSSES", "CLASS_FREQ_LOSSES", "trainable_losses", "build_loss", "params_with_defaults", "OfficialSeesawLoss",
     "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
     "EqualizationLoss", "EqualizationLossV2", "FederatedLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
 ]

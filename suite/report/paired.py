@@ -5,9 +5,11 @@ verdict per metric (suite.report.stats).
 
 A protocol: runs on one data set (name and path) with one iteration count whose configs are
 equal apart from the seed, the output folder, the initial weights file and the loss's own keys
-(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD). An arm:
-the loss name, "+cos" with the cosine classifier. References: `ce` and, for arms with the
-cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its classifier).
+(suite.report.run_config.protocol_config: for a yaml config YAML_LOSS_KEYS and every
+loss-parameter node under MODEL.ROI_BOX_HEAD, for a LazyConfig the box predictors'
+LAZY_LOSS_ARGUMENTS). An arm: the loss name, "+cos" with the cosine classifier. References:
+`ce` and, for arms with the cosine classifier, `ce+cos` (the control that separates Seesaw's
+loss from its classifier).
 """
 
 import hashlib
@@ -21,34 +23,25 @@ import pandas as pd
 
 from suite.report import stats
 from suite.report.records import Records
+from suite.report.run_config import cosine_classifier, protocol_config
 
 TASKS = ("bbox", "segm")
 METRICS = ("AP", "APr", "APc", "APf")
 COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in METRICS]
 HEADERS = [f"{task} {metric}" for task in TASKS for metric in METRICS]
 REFERENCES = ("ce", "ce+cos")
-PROTOCOL_IGNORED_HEAD_KEYS = ("CLS_LOSS", "COSINE_CLASSIFIER", "COSINE_SCALE", "CLS_NUM_LOGITS", "CHECK_LABELS",
-                              "RECORD_GRAD_BALANCE")
 BOOTSTRAP_FILE = "bootstrap.json"
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
 def arm_name(record: Dict[str, Any]) -> str:
-    head = record["config"].get("MODEL", {}).get("ROI_BOX_HEAD", {})
-    return record["loss"]["name"] + ("+cos" if head.get("COSINE_CLASSIFIER") else "")
+    return record["loss"]["name"] + ("+cos" if cosine_classifier(record["config"]) else "")
 
 
 def protocol_key(record: Dict[str, Any]) -> str:
     """sha256 over what the runs of one comparison share (see the module docstring)."""
-    config = {key: value for key, value in record["config"].items() if key not in ("SEED", "OUTPUT_DIR")}
-    model = dict(config.get("MODEL", {}))
-    model.pop("WEIGHTS", None)
-    head = {key: value for key, value in model.get("ROI_BOX_HEAD", {}).items()
-            if key not in PROTOCOL_IGNORED_HEAD_KEYS and not isinstance(value, dict)}
-    model["ROI_BOX_HEAD"] = head
-    config["MODEL"] = model
     shared = {"dataset": [record["dataset"]["name"], record["dataset"]["path"]], "iterations": record["iterations"],
-              "config": config}
+              "config": protocol_config(record["config"])}
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
 
 

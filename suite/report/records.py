@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from suite.errors import UserError
 from suite.records import SCHEMA_VERSION
+from suite.report.run_config import experiment_config
 
 RUN_KIND = "train_run"
 BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
@@ -33,10 +34,6 @@ STEP_FIELDS = ("iters_per_s", "loss_share")
 EVAL_FIELDS = ("name", "evaluator", "task", "num_images", "evaluate_s", "accumulate_s", "bootstrap_s",
                "bootstrap_resamples", "bootstrap_timed_resamples", "total_s", "peak_rss_gib", "loadavg_before")
 EVAL_NUMBERS = ("num_images", "evaluate_s", "accumulate_s", "bootstrap_s", "total_s", "peak_rss_gib")
-# Config keys that say where or with which seed a run ran, not what it ran; MODEL.WEIGHTS too,
-# since a study's seed s starts from its own file of initial weights (OUT/init/seed<s>.pth).
-CONFIG_KEYS_IGNORED = ("SEED", "OUTPUT_DIR")
-MODEL_KEYS_IGNORED = ("WEIGHTS",)
 
 
 class RecordError(ValueError):
@@ -207,9 +204,6 @@ def gather(results: Iterable[Path]) -> Records:
 
 def config_key(config: Dict[str, Any]) -> str:
     """sha256 of the config without the keys that differ between seeds of one experiment
-    (CONFIG_KEYS_IGNORED, MODEL.MODEL_KEYS_IGNORED): runs with equal keys differ only in seed,
+    (suite.report.run_config.experiment_config): runs with equal keys differ only in seed,
     output folder and initial weights file."""
-    kept = {key: value for key, value in config.items() if key not in CONFIG_KEYS_IGNORED}
-    if isinstance(kept.get("MODEL"), dict):
-        kept["MODEL"] = {key: value for key, value in kept["MODEL"].items() if key not in MODEL_KEYS_IGNORED}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(experiment_config(config), sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,70 @@
+"""What the report reads of a run record's `config`, in either of its two forms (docs/records.md):
+a `suite train` run's Detectron2 yaml config (`MODEL`, `SOLVER`, ...), or a LazyConfig run's
+(scripts/train_net.py: `model`, `train`, `dataloader`, ..., every `_target_` a dotted name).
+
+A run of one form is never grouped or paired with a run of the other: their configs differ."""
+
+import copy
+from typing import Any, Dict, List
+
+from suite.harness.run_record import is_lazy_config
+
+# Where and with which seed a run ran, not what it ran; the initial weights too, since a study's
+# seed s starts from its own file of initial weights (OUT/init/seed<s>.pth).
+YAML_WHERE_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS")
+LAZY_WHERE_KEYS = ("train.seed", "train.output_dir", "train.init_checkpoint", "dataloader.evaluator.output_dir")
+# The loss's own settings, in which the arms of one protocol differ: keys of MODEL.ROI_BOX_HEAD
+# (and every loss-parameter node under it, e.g. SEESAW), arguments of a LazyConfig's box predictors.
+YAML_LOSS_KEYS = ("CLS_LOSS", "COSINE_CLASSIFIER", "COSINE_SCALE", "CLS_NUM_LOGITS", "CHECK_LABELS",
+                  "RECORD_GRAD_BALANCE")
+LAZY_LOSS_ARGUMENTS = ("loss_name", "loss_params", "cosine_scale", "num_logits", "check_labels",
+                       "record_grad_balance", "class_freq")
+
+
+def _box_predictors(config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """A LazyConfig's box predictor nodes: a cascade's `box_predictors`, or `box_predictor`."""
+    heads = config.get("model", {}).get("roi_heads", {})
+    return list(heads.get("box_predictors") or []) + ([heads["box_predictor"]] if "box_predictor" in heads else [])
+
+
+def cosine_classifier(config: Dict[str, Any]) -> bool:
+    """Whether the run's box classifier is cosine (COSINE_CLASSIFIER; a box predictor's
+    `cosine_scale` that is not null)."""
+    if is_lazy_config(config):
+        return any(node.get("cosine_scale") is not None for node in _box_predictors(config))
+    return bool(config.get("MODEL", {}).get("ROI_BOX_HEAD", {}).get("COSINE_CLASSIFIER"))
+
+
+def _without(config: Dict[str, Any], dotted_keys) -> Dict[str, Any]:
+    config = copy.deepcopy(config)
+    for dotted in dotted_keys:
+        *parents, key = dotted.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return config
+
+
+def experiment_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The config without where and with which seed the run ran (YAML_WHERE_KEYS or
+    LAZY_WHERE_KEYS): runs with equal ones are seeds of one experiment."""
+    return _without(config, LAZY_WHERE_KEYS if is_lazy_config(config) else YAML_WHERE_KEYS)
+
+
+def protocol_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The experiment config without the loss's own settings (YAML_LOSS_KEYS and the loss
+    parameter nodes, or LAZY_LOSS_ARGUMENTS of every box predictor): what the arms of one
+    protocol share."""
+    config = experiment_config(config)
+    if is_lazy_config(config):
+        for node in _box_predictors(config):
+            for argument in LAZY_LOSS_ARGUMENTS:
+                node.pop(argument, None)
+        return config
+    model = dict(config.get("MODEL", {}))
+    model["ROI_BOX_HEAD"] = {key: value for key, value in model.get("ROI_BOX_HEAD", {}).items()
+                             if key not in YAML_LOSS_KEYS and not isinstance(value, dict)}
+    config["MODEL"] = model
+    return config
