@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from d2_helpers import TINY
+from test_harness_cli import TINY as TINY_OVERRIDES
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
@@ -30,10 +31,7 @@ from suite.report.paired import arm_name
 from suite.report.records import check_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
-            "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-            "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000",
-            "MODEL.ROI_BOX_HEAD.SEESAW.COMPILED", "False"]  # eager kernels: no compile time
+TINY_RUN = [*TINY_OVERRIDES, "MODEL.ROI_BOX_HEAD.SEESAW.COMPILED", "False"]  # eager kernels: no compile time
 STAGES = 3
 
 
