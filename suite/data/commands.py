@@ -57,17 +57,30 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Statistics of a data set's training split (classes, images, instances per image, "
         "frequency groups, per-class image-count range and ratio, the pressure on rare classes) beside "
-        "LVIS v1's, computed now from the running Detectron2's LVIS metadata.",
+        "LVIS v1's, computed now from the running Detectron2's LVIS metadata (where it has no per-class image "
+        "counts, as v0.6, those statistics come from baselines/lvis_v1_image_counts.json: suite data lvis-baseline).",
         epilog="pressure on a class: the sum over all classes of their training image counts / that class's\n"
         "image count (the rarest class; the median rare class). A class's image count: training images\n"
         "holding at least one of its instances. n/a: the source does not give it (Detectron2's metadata has\n"
-        "no image or instance numbers, and v0.6 no per-class image counts).")
+        "no image or instance numbers).")
     stats.add_argument("dataset", metavar="DATASET",
                        help="the folder of a set written by 'suite data synth', or lvis_v1 (its annotations under "
                        "$DETECTRON2_DATASETS)")
     stats.add_argument("--json", action="store_true",
                        help="print the record (JSON, kind dataset_stats) instead of the table")
     stats.set_defaults(func=run_stats)
+    baseline = commands.add_parser(
+        "lvis-baseline", help="derive LVIS v1's per-class image-count baseline from Detectron2's metadata",
+        description="Read LVIS v1's per-class training image counts and frequency groups from the running "
+        "Detectron2's metadata (later versions than v0.6 have the counts: run it with a source tree of Detectron2's "
+        "main branch on PYTHONPATH) and write the baseline that 'suite data stats' falls back to and 'suite data "
+        "synth --profile lvis' is shaped by: per-group quantiles of the image counts and the statistics, with "
+        "provenance (this command, Detectron2's version, the metadata files' sha256, the date).")
+    baseline.add_argument("--out", type=Path, default=None, metavar="FILE",
+                          help="where to write it (default: the committed baselines/lvis_v1_image_counts.json)")
+    baseline.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 if the committed baseline differs from what is derived now")
+    baseline.set_defaults(func=run_lvis_baseline)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -106,6 +119,24 @@ def stats_record(dataset: str) -> dict:
     return {"schema_version": SCHEMA_VERSION, "kind": "dataset_stats",
             "datasets": [{"name": dataset, **dataset_statistics(dataset)},
                          {"name": "lvis_v1 (Detectron2 metadata)", **lvis_v1_metadata_statistics()}]}
+
+
+def run_lvis_baseline(args: argparse.Namespace) -> int:
+    from suite.data.lvis_reference import BASELINE_FILE, derive_baseline, load_baseline, same_baseline
+    from suite.records import write_json_atomic
+
+    derived = derive_baseline()
+    out = args.out or BASELINE_FILE
+    if args.check:
+        same = same_baseline(load_baseline(out), derived)
+        print(f"{out}: {'the same as' if same else 'DIFFERS from'} what {derived['provenance']['command']} derives now")
+        return 0 if same else 1
+    write_json_atomic(out, derived)
+    statistics = derived["statistics"]
+    print(f"wrote {out}: {statistics['num_classes']} classes, image counts {statistics['image_count_min']}-"
+          f"{statistics['image_count_max']} (sum {statistics['image_count_sum']}), from Detectron2 "
+          f"{derived['provenance']['detectron2_version']}")
+    return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
