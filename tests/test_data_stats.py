@@ -2,6 +2,7 @@
 counts and LVIS v1's split from the running Detectron2; errors as one line."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from suite.cli import main
 from suite.data.lvis_reference import (BASELINE_FILE, BASELINE_QUANTILES, IMAGE_COUNT_KEYS, baseline_content,
                                        load_baseline, lvis_v1_metadata_statistics, same_baseline)
 from suite.data.stats import class_statistics, dataset_statistics
+from suite.data.synth import SynthSpec, frequency_group, frequency_thresholds, generate, group_sizes, lvis_profile_spec
 
 from data_helpers import lay_out_like_lvis_v1, read, small_set
 
@@ -170,3 +172,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (corrupt / "annotations" / "lvis_v1_train.json").unlink()
     assert main(["data", "stats", str(corrupt)]) == 2
     assert "lvis_v1_train.json: no such file" in capsys.readouterr().err
+
+
+def test_lvis_profile_is_at_least_five_times_closer_to_lvis_than_the_study_set(tmp_path):
+    """`suite data stats` on the LVIS profile's training split and on the committed study's (the
+    default SynthSpec's training split): at least 5 times the pressure on the rarest class. The
+    LVIS profile is generated at 32 px with a 31-image validation split to keep the test short:
+    neither changes which classes a training image holds (its image counts equal the plan,
+    checked); the study's set at its own 128 px."""
+    lvis_spec = replace(lvis_profile_spec(), image_size=32, num_val_images=31, min_val_images=1)
+    generate(lvis_spec, tmp_path / "lvis")
+    generate(SynthSpec(num_val_images=24, min_val_images=1), tmp_path / "study")
+    lvis, study = (dataset_statistics(str(tmp_path / name)) for name in ("lvis", "study"))
+    assert lvis["rarest_pressure"] >= 5 * study["rarest_pressure"]
+    assert lvis["median_rare_pressure"] >= 5 * study["median_rare_pressure"]
+    categories = read(tmp_path / "lvis" / "annotations" / "lvis_v1_train.json")["categories"]
+    assert sorted((c["image_count"] for c in categories), reverse=True) == list(lvis_spec.train_counts)
+    assert lvis["groups"] == group_sizes(lvis_spec.num_classes)  # LVIS's proportions, and LVIS's rule:
+    thresholds = frequency_thresholds(lvis_spec.num_train_images)
+    assert thresholds == (10, 100) and all(c["frequency"] == frequency_group(c["image_count"], thresholds)
+                                           for c in categories)

@@ -4,10 +4,12 @@ and `suite data stats` (a set's long-tail statistics beside LVIS v1's)."""
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from suite.data.layout import SyntheticLayout
-from suite.data.synth import SynthSpec, frequency_thresholds, generate
+from suite.data.synth import (LVIS_PROFILE_CLASSES, LVIS_PROFILE_IMAGE_SIZE, LVIS_PROFILE_MIN_VAL_IMAGES,
+                              LVIS_PROFILE_VAL_IMAGES, SynthSpec, frequency_thresholds, generate, lvis_profile_spec)
 
 DEFAULTS = SynthSpec()
 
@@ -32,14 +34,19 @@ def register(subparsers) -> None:
         "Use it: suite train --dataset DIR ...")
     synth.add_argument("--out", required=True, type=Path, metavar="DIR",
                        help="folder to create (must not exist, or be empty)")
-    synth.add_argument("--images", type=int, default=DEFAULTS.num_train_images, metavar="N",
-                       help="training images (default %(default)s)")
-    synth.add_argument("--val-images", type=int, default=DEFAULTS.num_val_images, metavar="M",
-                       help="validation images (default %(default)s)")
-    synth.add_argument("--classes", type=int, default=DEFAULTS.num_classes, metavar="K",
-                       help="categories, 3-64 (default %(default)s)")
-    synth.add_argument("--size", type=int, default=DEFAULTS.image_size, metavar="PX",
-                       help="image side in pixels (default %(default)s)")
+    synth.add_argument("--profile", choices=("default", "lvis"), default="default",
+                       help="default: a geometric tail inside each frequency group (the study's set); lvis: "
+                       "per-class image counts from LVIS v1's quantiles (baselines/lvis_v1_image_counts.json) and "
+                       "training images for LVIS v1's classes per image (docs/data-stats.md)")
+    synth.add_argument("--images", type=int, metavar="N",
+                       help=f"training images (default {DEFAULTS.num_train_images}; lvis: derived, not settable)")
+    synth.add_argument("--val-images", type=int, metavar="M",
+                       help=f"validation images (default {DEFAULTS.num_val_images}; lvis {LVIS_PROFILE_VAL_IMAGES}, "
+                       f"every class in at least {LVIS_PROFILE_MIN_VAL_IMAGES})")
+    synth.add_argument("--classes", type=int, metavar="K",
+                       help=f"categories, 3-64 (default {DEFAULTS.num_classes}; lvis {LVIS_PROFILE_CLASSES})")
+    synth.add_argument("--size", type=int, metavar="PX",
+                       help=f"image side in pixels (default {DEFAULTS.image_size}; lvis {LVIS_PROFILE_IMAGE_SIZE})")
     synth.add_argument("--seed", type=int, default=DEFAULTS.seed, metavar="S",
                        help="random seed (default %(default)s)")
     synth.set_defaults(func=run_synth)
@@ -83,9 +90,21 @@ def register(subparsers) -> None:
     baseline.set_defaults(func=run_lvis_baseline)
 
 
+def synth_spec(args: argparse.Namespace) -> SynthSpec:
+    """The spec `suite data synth` was asked for; ValueError for --images with the LVIS profile."""
+    given = {field: value for field, value in (("num_val_images", args.val_images), ("num_classes", args.classes),
+                                               ("image_size", args.size)) if value is not None}
+    if args.profile == "lvis":
+        if args.images is not None:
+            raise ValueError("--images: the LVIS profile derives its training images from its classes' image counts "
+                             "and LVIS v1's classes per image; set --classes instead")
+        return lvis_profile_spec(seed=args.seed, **given)
+    return replace(DEFAULTS, seed=args.seed, **given,
+                   **({} if args.images is None else {"num_train_images": args.images}))
+
+
 def run_synth(args: argparse.Namespace) -> int:
-    spec = SynthSpec(num_train_images=args.images, num_val_images=args.val_images,
-                     num_classes=args.classes, image_size=args.size, seed=args.seed)
+    spec = synth_spec(args)
     start = time.perf_counter()
     summary = generate(spec, args.out)
     groups = summary["groups"]

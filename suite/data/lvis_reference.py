@@ -32,6 +32,8 @@ from suite.environment import REPO_ROOT, code_version
 from suite.errors import UserError
 
 BASELINE_FILE = REPO_ROOT / "baselines" / "lvis_v1_image_counts.json"
+# LVIS v1 train's image and instance numbers as published (no Detectron2 metadata holds them).
+PUBLISHED_SIZES_FILE = REPO_ROOT / "baselines" / "lvis_v1_published_sizes.json"
 DERIVE_COMMAND = "suite data lvis-baseline"
 BASELINE_QUANTILES = 101  # levels 0, 0.01, ..., 1
 # The statistics that per-class image counts give (suite.data.stats.STAT_KEYS minus those of the
@@ -155,3 +157,14 @@ def load_baseline(path: Path = BASELINE_FILE) -> Dict[str, Any]:
     if not isinstance(baseline, dict) or not {"statistics", "groups", "provenance"} <= set(baseline):
         raise UserError(f"{path}: not an LVIS image-count baseline (no statistics/groups/provenance)")
     return baseline
+
+
+def lvis_v1_classes_per_image(baseline_file: Path = BASELINE_FILE, sizes_file: Path = PUBLISHED_SIZES_FILE) -> float:
+    """LVIS v1 train's mean number of classes per image: the baseline's sum of per-class image
+    counts over the published number of training images. UserError naming a missing or bad file."""
+    baseline = load_baseline(baseline_file)
+    try:
+        train_images = json.loads(Path(sizes_file).read_text())["train_images"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{sizes_file}: no published train_images ({error})") from None
+    return baseline["statistics"]["image_count_sum"] / train_images
