@@ -154,6 +154,10 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert record["kind"] == "dataset_stats" and record["schema_version"] == 1
     assert [column["name"] for column in record["datasets"]] == [str(root), "lvis_v1 (Detectron2 metadata)"]
     assert record["datasets"][0]["rarest_pressure"] == 14.0
+    other = hand_set(tmp_path / "other")  # two sets: a column each, LVIS last
+    assert main(["data", "stats", str(root), str(other), "--json"]) == 0
+    assert [column["name"] for column in json.loads(capsys.readouterr().out)["datasets"]] == [
+        str(root), str(other), "lvis_v1 (Detectron2 metadata)"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

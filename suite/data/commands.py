@@ -70,9 +70,9 @@ def register(subparsers) -> None:
         "image count (the rarest class; the median rare class). A class's image count: training images\n"
         "holding at least one of its instances. n/a: the source does not give it (Detectron2's metadata has\n"
         "no image or instance numbers).")
-    stats.add_argument("dataset", metavar="DATASET",
+    stats.add_argument("datasets", nargs="+", metavar="DATASET",
                        help="the folder of a set written by 'suite data synth', or lvis_v1 (its annotations under "
-                       "$DETECTRON2_DATASETS)")
+                       "$DETECTRON2_DATASETS); several: one column each")
     stats.add_argument("--json", action="store_true",
                        help="print the record (JSON, kind dataset_stats) instead of the table")
     stats.set_defaults(func=run_stats)
@@ -128,15 +128,15 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def stats_record(dataset: str) -> dict:
-    """The `dataset_stats` record (docs/records.md): the set's statistics and LVIS v1's from
+def stats_record(datasets) -> dict:
+    """The `dataset_stats` record (docs/records.md): each set's statistics, then LVIS v1's from
     Detectron2's metadata."""
     from suite.data.lvis_reference import lvis_v1_metadata_statistics
     from suite.data.stats import dataset_statistics
     from suite.records import SCHEMA_VERSION
 
     return {"schema_version": SCHEMA_VERSION, "kind": "dataset_stats",
-            "datasets": [{"name": dataset, **dataset_statistics(dataset)},
+            "datasets": [*({"name": dataset, **dataset_statistics(dataset)} for dataset in datasets),
                          {"name": "lvis_v1 (Detectron2 metadata)", **lvis_v1_metadata_statistics()}]}
 
 
@@ -161,7 +161,7 @@ def run_lvis_baseline(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from suite.data.stats import format_table
 
-    record = stats_record(args.dataset)
+    record = stats_record(args.datasets)
     if args.json:
         print(json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
         return 0
