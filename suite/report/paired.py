@@ -6,7 +6,8 @@ verdict per metric (suite.report.stats).
 A protocol: runs on one data set (name and path) with one iteration count whose configs are
 equal apart from the seed, the output folder, the initial weights file and the loss's own keys
 (PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD). An arm:
-the loss name, "+cos" with the cosine classifier. References: `ce` and, for arms with the
+the loss name (with the factors it keeps where one is switched off: `seesaw[mitigation]`), "+cos"
+with the cosine classifier. References: `ce` and, for arms with the
 cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its classifier).
 """
 
@@ -33,9 +34,22 @@ BOOTSTRAP_FILE = "bootstrap.json"
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
+# Loss parameters that switch a factor of the loss off at 0 (Seesaw's exponents p and q make its
+# mitigation and compensation factors 1 for every pair): a run with one of them at 0 is named by
+# the factors it keeps, as the rows of the paper's ablation table.
+SWITCHABLE_FACTORS = {loss: (("p", "mitigation"), ("q", "compensation")) for loss in ("seesaw", "seesaw_official")}
+
+
 def arm_name(record: Dict[str, Any]) -> str:
+    """The loss name; "[<factors kept>]" where a SWITCHABLE_FACTORS parameter is 0 (e.g.
+    "seesaw[mitigation]": q = 0); "+cos" with the cosine classifier."""
     head = record["config"].get("MODEL", {}).get("ROI_BOX_HEAD", {})
-    return record["loss"]["name"] + ("+cos" if head.get("COSINE_CLASSIFIER") else "")
+    name = record["loss"]["name"]
+    factors = SWITCHABLE_FACTORS.get(name, ())
+    kept = [factor for parameter, factor in factors if record["loss"].get("params", {}).get(parameter) != 0]
+    if len(kept) < len(factors):
+        name += "[" + ("+".join(kept) or "none") + "]"
+    return name + ("+cos" if head.get("COSINE_CLASSIFIER") else "")
 
 
 def protocol_key(record: Dict[str, Any]) -> str:
