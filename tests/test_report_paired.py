@@ -42,6 +42,23 @@ def test_other_iterations_or_head_settings_are_other_protocols():
     assert found == []  # no protocol holds two seeds of ce
 
 
+def test_plugin_keys_at_their_default_are_the_protocol_of_records_without_them():
+    """A record from before the plugin had TEST.LVIS_EVALUATOR and the cascade's stage weights (the
+    committed study's) shares a protocol with one that leaves them at their defaults, not with one
+    that sets them otherwise."""
+    older = study_run("ce", 0, 2.0)
+    later = study_run("ce", 1, 4.0)
+    later["config"]["TEST"] = {"LVIS_EVALUATOR": "fast"}
+    later["config"]["MODEL"]["ROI_BOX_CASCADE_HEAD"] = {"STAGE_LOSS_WEIGHTS": []}
+    assert paired.plugin_defaults()[("TEST", "LVIS_EVALUATOR")] == "fast"
+    assert paired.protocol_key(older) == paired.protocol_key(later)
+    (protocol,) = paired.protocols(records(older, later))
+    assert set(protocol.runs["ce"]) == {0, 1}
+    other = copy.deepcopy(later)
+    other["config"]["TEST"]["LVIS_EVALUATOR"] = "official"
+    assert paired.protocol_key(other) != paired.protocol_key(older)
+
+
 def test_dirty_trees_mixed_commits_and_repeats_are_flagged():
     runs = [study_run("ce", 0, 2.0), study_run("ce", 1, 4.0, dirty=True), study_run("seesaw", 0, 5.0, commit="def456"),
             study_run("seesaw", 1, 9.0)]

@@ -5,12 +5,15 @@ verdict per metric (suite.report.stats).
 
 A protocol: runs on one data set (name and path) with one iteration count whose configs are
 equal apart from the seed, the output folder, the initial weights file and the loss's own keys
-(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD). An arm:
+(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD); a plugin key
+at its default counts as absent, so runs recorded before the plugin had a key share a protocol with
+later ones that leave it at its default. An arm:
 the loss name (with the factors it keeps where one is switched off: `seesaw[mitigation]`), "+cos"
 with the cosine classifier. References: `ce` and, for arms with the
 cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its classifier).
 """
 
+import functools
 import hashlib
 import json
 import math
@@ -52,9 +55,51 @@ def arm_name(record: Dict[str, Any]) -> str:
     return name + ("+cos" if head.get("COSINE_CLASSIFIER") else "")
 
 
+def _flatten(node: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[Tuple[str, ...], Any]:
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path + (key,)))
+        else:
+            flat[path + (key,)] = value
+    return flat
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_defaults() -> Dict[Tuple[str, ...], Any]:
+    """Key path -> default, as a run record holds it (JSON: tuples as lists), of every config key
+    the plugin adds to Detectron2's (add_longtail_config), Detectron2's own loss switches
+    included (added where a version lacks them)."""
+    from detectron2.config import get_cfg
+
+    from suite.d2.config import PARENT_LOSS_KEYS, add_longtail_config
+
+    detectron2_keys = set(_flatten(json.loads(json.dumps(get_cfg()))))
+    cfg = get_cfg()
+    add_longtail_config(cfg)
+    return {path: value for path, value in _flatten(json.loads(json.dumps(cfg))).items()
+            if path not in detectron2_keys or path[:2] == ("MODEL", "ROI_BOX_HEAD") and path[2] in PARENT_LOSS_KEYS}
+
+
+def _without_plugin_defaults(config: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """`config` without the plugin's keys that hold their default: a run recorded before a key
+    existed ran as its default does, so its record and a later one at the default share a protocol."""
+    defaults = plugin_defaults()
+    kept = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            node = _without_plugin_defaults(value, path + (key,))
+            if node or not value:  # a node left empty by the removal goes too
+                kept[key] = node
+        elif path + (key,) not in defaults or defaults[path + (key,)] != value:
+            kept[key] = value
+    return kept
+
+
 def protocol_key(record: Dict[str, Any]) -> str:
     """sha256 over what the runs of one comparison share (see the module docstring)."""
-    config = {key: value for key, value in record["config"].items() if key not in ("SEED", "OUTPUT_DIR")}
+    config = {key: value for key, value in _without_plugin_defaults(record["config"]).items()
+              if key not in ("SEED", "OUTPUT_DIR")}
     model = dict(config.get("MODEL", {}))
     model.pop("WEIGHTS", None)
     head = {key: value for key, value in model.get("ROI_BOX_HEAD", {}).items()
