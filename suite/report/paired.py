@@ -5,21 +5,20 @@ verdict per metric (suite.report.stats).
 
 A protocol: runs on one data set (name and path) with one iteration count whose configs are
 equal apart from the seed, the output folder, the initial weights file and the loss's own keys
-(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD); a plugin key
-at its default counts as absent, so runs recorded before the plugin had a key share a protocol with
-later ones that leave it at its default. An arm:
+(PROTOCOL_IGNORED_HEAD_KEYS and every loss-parameter node under MODEL.ROI_BOX_HEAD); a config
+key that some runs lack and all others hold at one value (later_keys: added after those runs were
+recorded) is left out, so runs from before and after it share a protocol. An arm:
 the loss name (with the factors it keeps where one is switched off: `seesaw[mitigation]`), "+cos"
 with the cosine classifier. References: `ce` and, for arms with the
 cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its classifier).
 """
 
-import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pandas as pd
 
@@ -65,40 +64,36 @@ def _flatten(node: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[Tuple[str
     return flat
 
 
-@functools.lru_cache(maxsize=1)
-def plugin_defaults() -> Dict[Tuple[str, ...], Any]:
-    """Key path -> default, as a run record holds it (JSON: tuples as lists), of every config key
-    the plugin adds to Detectron2's (add_longtail_config), Detectron2's own loss switches
-    included (added where a version lacks them)."""
-    from detectron2.config import get_cfg
-
-    from suite.d2.config import PARENT_LOSS_KEYS, add_longtail_config
-
-    detectron2_keys = set(_flatten(json.loads(json.dumps(get_cfg()))))
-    cfg = get_cfg()
-    add_longtail_config(cfg)
-    return {path: value for path, value in _flatten(json.loads(json.dumps(cfg))).items()
-            if path not in detectron2_keys or path[:2] == ("MODEL", "ROI_BOX_HEAD") and path[2] in PARENT_LOSS_KEYS}
+def later_keys(configs: List[Dict[str, Any]]) -> Set[Tuple[str, ...]]:
+    """Config key paths that some of `configs` lack and all the others hold at one value: keys
+    added to the plugin or Detectron2 after some runs were recorded, which those runs ran as the
+    value every later run keeps (its default). protocol_key leaves them out, so runs from before
+    and after such a key share a protocol; where the later runs disagree, the key stays."""
+    flats = [_flatten(config) for config in configs]
+    values: Dict[Tuple[str, ...], Set[str]] = {}
+    for flat in flats:
+        for path, value in flat.items():
+            values.setdefault(path, set()).add(json.dumps(value, sort_keys=True))
+    return {path for path, seen in values.items() if len(seen) == 1 and any(path not in flat for flat in flats)}
 
 
-def _without_plugin_defaults(config: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    """`config` without the plugin's keys that hold their default: a run recorded before a key
-    existed ran as its default does, so its record and a later one at the default share a protocol."""
-    defaults = plugin_defaults()
+def _without(config: Dict[str, Any], paths: Set[Tuple[str, ...]], path: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """`config` without the key paths `paths` (a node they leave empty goes too)."""
     kept = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            node = _without_plugin_defaults(value, path + (key,))
-            if node or not value:  # a node left empty by the removal goes too
+            node = _without(value, paths, path + (key,))
+            if node or not value:
                 kept[key] = node
-        elif path + (key,) not in defaults or defaults[path + (key,)] != value:
+        elif path + (key,) not in paths:
             kept[key] = value
     return kept
 
 
-def protocol_key(record: Dict[str, Any]) -> str:
-    """sha256 over what the runs of one comparison share (see the module docstring)."""
-    config = {key: value for key, value in _without_plugin_defaults(record["config"]).items()
+def protocol_key(record: Dict[str, Any], left_out: Set[Tuple[str, ...]] = frozenset()) -> str:
+    """sha256 over what the runs of one comparison share (see the module docstring), leaving out
+    the config key paths `left_out` (later_keys of the runs compared)."""
+    config = {key: value for key, value in _without(record["config"], left_out).items()
               if key not in ("SEED", "OUTPUT_DIR")}
     model = dict(config.get("MODEL", {}))
     model.pop("WEIGHTS", None)
@@ -163,8 +158,9 @@ class Protocol:
 def protocols(records: Records) -> List[Protocol]:
     """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
     grouped: Dict[str, Protocol] = {}
+    left_out = later_keys([record["config"] for _, record in records.runs])
     for path, record in records.runs:
-        key = protocol_key(record)
+        key = protocol_key(record, left_out)
         protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
                   metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},
