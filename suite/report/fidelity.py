@@ -19,6 +19,7 @@ from suite.data.lvis_reference import BASELINE_FILE, PUBLISHED_SIZES_FILE, load_
 from suite.data.stats import STAT_KEYS, STAT_LABELS, class_statistics, format_value
 from suite.report.group_balance import balance_rows
 from suite.report.records import Records
+from suite.report.tables import markdown
 
 
 def record_statistics(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,11 +55,6 @@ def datasets(records: Records) -> List[Tuple[str, str, Dict[str, Any]]]:
     return [(name, path, stats) for (name, path), stats in sorted(found.items())]
 
 
-def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def statistics_table(columns: Sequence[Tuple[str, Dict[str, Any]]], lvis: Dict[str, Any]) -> str:
     """Markdown: one row per statistic, one column per (label, statistics), LVIS v1 last, and how
     many times milder than LVIS's each set's pressures are."""
@@ -67,7 +63,7 @@ def statistics_table(columns: Sequence[Tuple[str, Dict[str, Any]]], lvis: Dict[s
     for key in ("rarest_pressure", "median_rare_pressure"):
         rows.append([f"LVIS v1's {STAT_LABELS[key]} / this set's",
                      *(format_value(lvis[key] / stats[key] if stats.get(key) else None) for _, stats in columns), "1"])
-    return _markdown(["statistic", *(label for label, _ in every)], rows)
+    return markdown(["statistic", *(label for label, _ in every)], rows)
 
 
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -88,7 +84,7 @@ def balance_table(rows: Sequence[Dict[str, Any]], labels: Dict[Tuple[str, str], 
         table.append([label, arm, str(len(runs)),
                       " / ".join("n/a" if share is None else f"{100 * share:.1f}" for share in shares),
                       " / ".join("n/a" if ratio is None else f"{ratio:.3f}" for ratio in ratios)])
-    return _markdown(["data set", "arm", "runs", "fg RoIs % r / c / f", "pos/neg grad r / c / f"], table)
+    return markdown(["data set", "arm", "runs", "fg RoIs % r / c / f", "pos/neg grad r / c / f"], table)
 
 
 def fidelity_section(records: Records) -> List[str]:
