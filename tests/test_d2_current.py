@@ -1,6 +1,7 @@
 """What keeps the plugin honest on every Detectron2 version: its own loss switches refused, class
 frequencies checked, a run's config read on the running version's defaults, the install named in
-the environment record, and `~` in DETECTRON2_DATASETS."""
+the environment record, `~` in DETECTRON2_DATASETS, and (on a source tree) the committed LVIS
+image-count baseline."""
 
 import os
 from pathlib import Path
@@ -90,6 +91,13 @@ def test_environment_names_the_detectron2_install():
         assert Path(install["path"]) == Path(source).resolve() and install["distribution"] is None
     else:
         assert install["distribution"].endswith(detectron2.__version__) and install["commit"] is None
+
+
+@pytest.mark.d2_source
+def test_committed_lvis_baseline_is_what_the_source_trees_metadata_gives(capsys):
+    """baselines/lvis_v1_image_counts.json equals what `suite data lvis-baseline` derives now from
+    the source tree's metadata (its quantiles, statistics and the metadata files' sha256)."""
+    assert main(["data", "lvis-baseline", "--check"]) == 0, capsys.readouterr().out
 
 
 def test_detectron2_datasets_accepts_a_tilde(tmp_path, monkeypatch):

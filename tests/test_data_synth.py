@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from suite.data.lvis_format import lvis_format_problem
-from suite.data.synth import SHAPES, SynthSpec, frequency_thresholds, generate, group_sizes, make_classes
+from suite.data.synth import (SHAPES, LvisProfileSpec, SynthSpec, frequency_thresholds, generate, group_sizes,
+                              lvis_profile_spec, lvis_quantile_counts, make_classes)
 
 from data_helpers import SMALL, read, small_set
 
@@ -187,3 +188,35 @@ def test_hue_offset_gives_classes_of_their_own():
         for old in base:
             distance = min(abs(new.hue - old.hue), 1 - abs(new.hue - old.hue))
             assert (old.family, old.texture) != (new.family, new.texture) or distance > 0.03, (new.name, old.name)
+
+
+def test_lvis_quantile_counts_by_hand():
+    """8 classes: 2 rare, 3 common, 3 frequent (group_sizes); each group's quantiles here are its
+    range (levels 0 and 1), so class i of n gets bottom + (top - bottom) (1 - (i + 0.5) / n)."""
+    groups = {"r": {"quantiles": [1, 10]}, "c": {"quantiles": [11, 100]}, "f": {"quantiles": [101, 1001]}}
+    assert group_sizes(8) == {"r": 2, "c": 3, "f": 3}
+    # f: 101 + 900 (5/6, 1/2, 1/6); c: 11 + 89 (5/6, 1/2, 1/6) = 85.2, 55.5 (up), 25.8; r: 1 + 9 (3/4, 1/4)
+    assert lvis_quantile_counts(8, groups) == [851, 551, 251, 85, 56, 26, 8, 3]
+
+
+def test_lvis_profile_spec_checks_its_counts():
+    spec = lvis_profile_spec()
+    assert isinstance(spec, LvisProfileSpec) and len(spec.train_counts) == spec.num_classes
+    # as many training images as give LVIS v1's classes per image (sum of counts / images)
+    assert abs(sum(spec.train_counts) / spec.num_train_images - 360952 / 100170) < 1e-3
+    for counts, message in [((5, 3), "2 counts for 3 classes"), ((5, 6, 1), "descending"), ((5, 3, 0), "positive"),
+                            ((30, 3, 1), "in 30 of 20 training images")]:
+        with pytest.raises(ValueError, match=message):
+            LvisProfileSpec(num_train_images=20, num_val_images=4, num_classes=3, min_val_images=1,
+                            train_counts=counts).check()
+    with pytest.raises(ValueError, match="more than 5 classes in each"):
+        LvisProfileSpec(num_train_images=20, num_val_images=4, num_classes=6, min_val_images=1,
+                        train_counts=(20,) * 5 + (1,)).check()
+
+
+def test_lvis_profile_refuses_images_on_the_command_line(tmp_path, capsys):
+    from suite.cli import main
+
+    assert main(["data", "synth", "--profile", "lvis", "--images", "500", "--out", str(tmp_path / "set")]) == 2
+    assert "--images: the LVIS profile derives its training images" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()

@@ -322,3 +322,65 @@ def test_every_loss_has_an_arm_and_eql_and_fed_are_sized_to_the_generated_set(st
     spec = SynthSpec(num_train_images=cells._num_train_images())
     assert cells._arm_overrides(ARMS["eql"])[-2:] == ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA", str(eql_lambda(spec))]
     assert cells._arm_overrides(ARMS["fed"])[-2:] == ["MODEL.ROI_BOX_HEAD.FED.NUM_CLASSES", str(fed_num_classes(spec))]
+
+
+def test_ablation_preset_arms_reach_the_loss_through_the_config(tmp_path):
+    """Each arm of --preset ablation builds a run config whose Seesaw exponents and classifier are
+    the arm's, and the report names the arm by what it holds; the default study's cells (ce,
+    ce_cosine, seesaw) keep their folders and configs, and a default study's protocol is the
+    committed study's, so a folder holding them keeps them."""
+    from suite.d2 import loss_params_from_cfg
+    from suite.harness.study import ARMS, PRESETS, Cell, Study, StudyOptions
+    from suite.harness.train import build_run_cfg
+    from suite.report.paired import arm_name
+
+    small_set(tmp_path / "data", TINY)
+    grid = Study(StudyOptions(out=tmp_path / "study", arms=PRESETS["ablation"], dataset=str(tmp_path / "data")))
+    expected = {"ce": ("ce", None, False), "ce_cosine": ("ce+cos", None, True),
+                "seesaw": ("seesaw+cos", (0.8, 2.0), True),
+                "seesaw_mitigation": ("seesaw[mitigation]+cos", (0.8, 0.0), True),
+                "seesaw_compensation": ("seesaw[compensation]+cos", (0.0, 2.0), True),
+                "seesaw_linear": ("seesaw", (0.8, 2.0), False)}
+    assert set(PRESETS["ablation"]) == set(expected)
+    dataset = register_dataset(str(tmp_path / "data"))
+    for name in PRESETS["ablation"]:
+        arm = ARMS[name]
+        cfg = build_run_cfg(grid._train_options(arm, 0, tmp_path / name, None, resume=False), dataset)
+        params = loss_params_from_cfg(cfg)
+        report_name, exponents, cosine = expected[name]
+        assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER is cosine and cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == arm.loss
+        assert (None if arm.loss == "ce" else (params["p"], params["q"])) == exponents
+        record = {"loss": {"name": arm.loss, "params": params}, "config": {"MODEL": {"ROI_BOX_HEAD": {
+            "COSINE_CLASSIFIER": cosine}}}}
+        assert arm_name(record) == report_name
+
+    committed = json.loads(Path("results/study/study.json").read_text())
+    for name in ("ce", "ce_cosine", "seesaw"):
+        assert ARMS[name].loss_overrides == ()
+        for cell in committed["cells"]:
+            if cell["arm"] == name:
+                assert str(Cell(ARMS[name], cell["seed"]).run_dir(Path("."))) == cell["run_dir"]
+                run = json.loads((Path("results/study") / cell["run_dir"] / "run.json").read_text())
+                assert arm_name(run) == expected[name][0]
+    default = Study(StudyOptions(out=tmp_path / "default", arms=PRESETS["ablation"]))
+    assert default.protocol() == committed["protocol"]
+
+
+def test_an_ablation_cell_records_its_exponent_and_presets_exclude_losses(tmp_path, capsys):
+    """One training iteration of seesaw_mitigation end to end: q = 0 in run.json's loss.params and
+    in the study record; --preset with --losses is refused in one line."""
+    from suite.report.paired import arm_name
+
+    small_set(tmp_path / "data", TINY)
+    out = tmp_path / "study"
+    code, _ = run_cli(["study", "--out", str(out), "--dataset", str(tmp_path / "data"), "--losses", "seesaw_mitigation",
+                       "--seeds", "0", "--max-iter", "1", "--pretrain-iter", "0", "--bootstrap-resamples", "2",
+                       *TINY_OVERRIDES])
+    assert code == 0
+    run = json.loads((out / "runs" / "seesaw_mitigation" / "seed0" / "run.json").read_text())
+    assert (run["loss"]["name"], run["loss"]["params"]["p"], run["loss"]["params"]["q"]) == ("seesaw", 0.8, 0.0)
+    assert arm_name(run) == "seesaw[mitigation]+cos"
+    (cell,) = json.loads((out / "study.json").read_text())["cells"]
+    assert cell["loss_overrides"] == ["MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0"] and cell["done"]
+    assert main(["study", "--out", str(tmp_path / "other"), "--preset", "ablation", "--losses", "ce"]) == 2
+    assert "suite study: error: --preset ablation and --losses both name the arms" in capsys.readouterr().err

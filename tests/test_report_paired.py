@@ -42,6 +42,23 @@ def test_other_iterations_or_head_settings_are_other_protocols():
     assert found == []  # no protocol holds two seeds of ce
 
 
+def test_keys_added_after_older_runs_do_not_split_a_protocol():
+    """A record from before TEST.LVIS_EVALUATOR and the cascade's stage weights existed (as the
+    committed study's) shares a protocol with later ones that all hold one value of them, not
+    where the later ones disagree."""
+    older = study_run("ce", 0, 2.0)
+    later = [study_run("ce", seed, 4.0) for seed in (1, 2)]
+    for record in later:
+        record["config"]["TEST"] = {"LVIS_EVALUATOR": "fast"}
+        record["config"]["MODEL"]["ROI_BOX_CASCADE_HEAD"] = {"STAGE_LOSS_WEIGHTS": []}
+    assert paired.later_keys([older["config"], *(record["config"] for record in later)]) == {
+        ("TEST", "LVIS_EVALUATOR"), ("MODEL", "ROI_BOX_CASCADE_HEAD", "STAGE_LOSS_WEIGHTS")}
+    (protocol,) = paired.protocols(records(older, *later))
+    assert set(protocol.runs["ce"]) == {0, 1, 2}
+    later[1]["config"]["TEST"]["LVIS_EVALUATOR"] = "official"
+    assert paired.protocols(records(older, *later)) == []  # three protocols of one seed each
+
+
 def test_dirty_trees_mixed_commits_and_repeats_are_flagged():
     runs = [study_run("ce", 0, 2.0), study_run("ce", 1, 4.0, dirty=True), study_run("seesaw", 0, 5.0, commit="def456"),
             study_run("seesaw", 1, 9.0)]

@@ -4,10 +4,12 @@ and `suite data stats` (a set's long-tail statistics beside LVIS v1's)."""
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from suite.data.layout import SyntheticLayout
-from suite.data.synth import SynthSpec, frequency_thresholds, generate
+from suite.data.synth import (LVIS_PROFILE_CLASSES, LVIS_PROFILE_IMAGE_SIZE, LVIS_PROFILE_MIN_VAL_IMAGES,
+                              LVIS_PROFILE_VAL_IMAGES, SynthSpec, frequency_thresholds, generate, lvis_profile_spec)
 
 DEFAULTS = SynthSpec()
 
@@ -32,14 +34,19 @@ def register(subparsers) -> None:
         "Use it: suite train --dataset DIR ...")
     synth.add_argument("--out", required=True, type=Path, metavar="DIR",
                        help="folder to create (must not exist, or be empty)")
-    synth.add_argument("--images", type=int, default=DEFAULTS.num_train_images, metavar="N",
-                       help="training images (default %(default)s)")
-    synth.add_argument("--val-images", type=int, default=DEFAULTS.num_val_images, metavar="M",
-                       help="validation images (default %(default)s)")
-    synth.add_argument("--classes", type=int, default=DEFAULTS.num_classes, metavar="K",
-                       help="categories, 3-64 (default %(default)s)")
-    synth.add_argument("--size", type=int, default=DEFAULTS.image_size, metavar="PX",
-                       help="image side in pixels (default %(default)s)")
+    synth.add_argument("--profile", choices=("default", "lvis"), default="default",
+                       help="default: a geometric tail inside each frequency group (the study's set); lvis: "
+                       "per-class image counts from LVIS v1's quantiles (baselines/lvis_v1_image_counts.json) and "
+                       "training images for LVIS v1's classes per image (docs/data-stats.md)")
+    synth.add_argument("--images", type=int, metavar="N",
+                       help=f"training images (default {DEFAULTS.num_train_images}; lvis: derived, not settable)")
+    synth.add_argument("--val-images", type=int, metavar="M",
+                       help=f"validation images (default {DEFAULTS.num_val_images}; lvis {LVIS_PROFILE_VAL_IMAGES}, "
+                       f"every class in at least {LVIS_PROFILE_MIN_VAL_IMAGES})")
+    synth.add_argument("--classes", type=int, metavar="K",
+                       help=f"categories, 3-64 (default {DEFAULTS.num_classes}; lvis {LVIS_PROFILE_CLASSES})")
+    synth.add_argument("--size", type=int, metavar="PX",
+                       help=f"image side in pixels (default {DEFAULTS.image_size}; lvis {LVIS_PROFILE_IMAGE_SIZE})")
     synth.add_argument("--seed", type=int, default=DEFAULTS.seed, metavar="S",
                        help="random seed (default %(default)s)")
     synth.set_defaults(func=run_synth)
@@ -57,22 +64,47 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Statistics of a data set's training split (classes, images, instances per image, "
         "frequency groups, per-class image-count range and ratio, the pressure on rare classes) beside "
-        "LVIS v1's, computed now from the running Detectron2's LVIS metadata.",
+        "LVIS v1's, computed now from the running Detectron2's LVIS metadata (where it has no per-class image "
+        "counts, as v0.6, those statistics come from baselines/lvis_v1_image_counts.json: suite data lvis-baseline).",
         epilog="pressure on a class: the sum over all classes of their training image counts / that class's\n"
         "image count (the rarest class; the median rare class). A class's image count: training images\n"
         "holding at least one of its instances. n/a: the source does not give it (Detectron2's metadata has\n"
-        "no image or instance numbers, and v0.6 no per-class image counts).")
-    stats.add_argument("dataset", metavar="DATASET",
+        "no image or instance numbers).")
+    stats.add_argument("datasets", nargs="+", metavar="DATASET",
                        help="the folder of a set written by 'suite data synth', or lvis_v1 (its annotations under "
-                       "$DETECTRON2_DATASETS)")
+                       "$DETECTRON2_DATASETS); several: one column each")
     stats.add_argument("--json", action="store_true",
                        help="print the record (JSON, kind dataset_stats) instead of the table")
     stats.set_defaults(func=run_stats)
+    baseline = commands.add_parser(
+        "lvis-baseline", help="derive LVIS v1's per-class image-count baseline from Detectron2's metadata",
+        description="Read LVIS v1's per-class training image counts and frequency groups from the running "
+        "Detectron2's metadata (later versions than v0.6 have the counts: run it with a source tree of Detectron2's "
+        "main branch on PYTHONPATH) and write the baseline that 'suite data stats' falls back to and 'suite data "
+        "synth --profile lvis' is shaped by: per-group quantiles of the image counts and the statistics, with "
+        "provenance (this command, Detectron2's version, the metadata files' sha256, the date).")
+    baseline.add_argument("--out", type=Path, default=None, metavar="FILE",
+                          help="where to write it (default: the committed baselines/lvis_v1_image_counts.json)")
+    baseline.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 if the committed baseline differs from what is derived now")
+    baseline.set_defaults(func=run_lvis_baseline)
+
+
+def synth_spec(args: argparse.Namespace) -> SynthSpec:
+    """The spec `suite data synth` was asked for; ValueError for --images with the LVIS profile."""
+    given = {field: value for field, value in (("num_val_images", args.val_images), ("num_classes", args.classes),
+                                               ("image_size", args.size)) if value is not None}
+    if args.profile == "lvis":
+        if args.images is not None:
+            raise ValueError("--images: the LVIS profile derives its training images from its classes' image counts "
+                             "and LVIS v1's classes per image; set --classes instead")
+        return lvis_profile_spec(seed=args.seed, **given)
+    return replace(DEFAULTS, seed=args.seed, **given,
+                   **({} if args.images is None else {"num_train_images": args.images}))
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    spec = SynthSpec(num_train_images=args.images, num_val_images=args.val_images,
-                     num_classes=args.classes, image_size=args.size, seed=args.seed)
+    spec = synth_spec(args)
     start = time.perf_counter()
     summary = generate(spec, args.out)
     groups = summary["groups"]
@@ -96,22 +128,40 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def stats_record(dataset: str) -> dict:
-    """The `dataset_stats` record (docs/records.md): the set's statistics and LVIS v1's from
+def stats_record(datasets) -> dict:
+    """The `dataset_stats` record (docs/records.md): each set's statistics, then LVIS v1's from
     Detectron2's metadata."""
     from suite.data.lvis_reference import lvis_v1_metadata_statistics
     from suite.data.stats import dataset_statistics
     from suite.records import SCHEMA_VERSION
 
     return {"schema_version": SCHEMA_VERSION, "kind": "dataset_stats",
-            "datasets": [{"name": dataset, **dataset_statistics(dataset)},
+            "datasets": [*({"name": dataset, **dataset_statistics(dataset)} for dataset in datasets),
                          {"name": "lvis_v1 (Detectron2 metadata)", **lvis_v1_metadata_statistics()}]}
+
+
+def run_lvis_baseline(args: argparse.Namespace) -> int:
+    from suite.data.lvis_reference import BASELINE_FILE, derive_baseline, load_baseline, same_baseline
+    from suite.records import write_json_atomic
+
+    derived = derive_baseline()
+    out = args.out or BASELINE_FILE
+    if args.check:
+        same = same_baseline(load_baseline(out), derived)
+        print(f"{out}: {'the same as' if same else 'DIFFERS from'} what {derived['provenance']['command']} derives now")
+        return 0 if same else 1
+    write_json_atomic(out, derived)
+    statistics = derived["statistics"]
+    print(f"wrote {out}: {statistics['num_classes']} classes, image counts {statistics['image_count_min']}-"
+          f"{statistics['image_count_max']} (sum {statistics['image_count_sum']}), from Detectron2 "
+          f"{derived['provenance']['detectron2_version']}")
+    return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
     from suite.data.stats import format_table
 
-    record = stats_record(args.dataset)
+    record = stats_record(args.datasets)
     if args.json:
         print(json.dumps(record, indent=1, sort_keys=True, allow_nan=False))
         return 0

@@ -33,6 +33,16 @@ STAT_KEYS = ("num_classes", "num_images", "num_instances", "instances_per_image"
              "image_count_max", "image_count_ratio", "image_count_sum", "rarest_pressure", "median_rare_pressure",
              "classes_without_images")
 
+# How a table names each statistic.
+STAT_LABELS = {
+    "num_classes": "classes", "num_images": "training images", "num_instances": "training instances",
+    "instances_per_image": "instances per image", "groups": "classes rare / common / frequent",
+    "image_count_min": "images per class, min", "image_count_max": "images per class, max",
+    "image_count_ratio": "images per class, max / min", "image_count_sum": "sum of images per class",
+    "rarest_pressure": "pressure on the rarest class", "median_rare_pressure": "pressure on the median rare class",
+    "classes_without_images": "classes without training images",
+}
+
 
 def class_statistics(frequencies: Mapping[int, str], image_counts: Optional[Mapping[int, int]]) -> Dict[str, Any]:
     """The per-class statistics from each category id's frequency group ("r"/"c"/"f") and, when
@@ -107,17 +117,9 @@ def dataset_statistics(dataset: str) -> Dict[str, Any]:
 def format_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table: one line per statistic, one column per data set (`columns[i]` heads
     `rows[i]`); None is "n/a"."""
-    labels = {
-        "num_classes": "classes", "num_images": "training images", "num_instances": "training instances",
-        "instances_per_image": "instances per image", "groups": "classes rare / common / frequent",
-        "image_count_min": "images per class, min", "image_count_max": "images per class, max",
-        "image_count_ratio": "images per class, max / min", "image_count_sum": "sum of images per class",
-        "rarest_pressure": "pressure on the rarest class", "median_rare_pressure": "pressure on the median rare class",
-        "classes_without_images": "classes without training images",
-    }
     lines = [["statistic", *columns]]
     for key in STAT_KEYS:
-        lines.append([labels[key], *(format_value(row.get(key)) for row in rows)])
+        lines.append([STAT_LABELS[key], *(format_value(row.get(key)) for row in rows)])
     widths = [max(len(line[index]) for line in lines) for index in range(len(lines[0]))]
     text = ["  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
                       for index, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in lines]

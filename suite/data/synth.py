@@ -34,7 +34,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -50,6 +50,11 @@ TEXTURES = ("solid", "striped", "dotted", "checkered")
 MEMBERS_PER_FAMILY = 8
 MAX_CLASSES_PER_IMAGE = 5
 OBJECT_SIZE = (0.14, 0.32)  # object diameter as a share of the image side
+# The LVIS profile (lvis_profile_spec; docs/data-stats.md "An LVIS-shaped set" argues each number).
+LVIS_PROFILE_CLASSES = 31
+LVIS_PROFILE_IMAGE_SIZE = 96
+LVIS_PROFILE_VAL_IMAGES = 800
+LVIS_PROFILE_MIN_VAL_IMAGES = 80
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,30 @@ class SynthSpec:
 
 
 @dataclass(frozen=True)
+class LvisProfileSpec(SynthSpec):
+    """A SynthSpec whose training image count per class is given, `train_counts[r]` for the class
+    of rank r (descending), instead of following from `head_image_fraction` (ignored here): the
+    LVIS profile, built by `lvis_profile_spec`. `profile` names it in the files' `info.spec`."""
+
+    train_counts: Tuple[int, ...] = ()
+    profile: str = "lvis"
+
+    def check(self) -> None:
+        """ValueError naming the first bad field (SynthSpec's checks, then the counts')."""
+        super().check()
+        counts = list(self.train_counts)
+        if len(counts) != self.num_classes:
+            raise ValueError(f"train_counts has {len(counts)} counts for {self.num_classes} classes")
+        if min(counts) < 1 or counts != sorted(counts, reverse=True):
+            raise ValueError("train_counts must be positive and in descending order (rank 0 = most images)")
+        if counts[0] > self.num_train_images:
+            raise ValueError(f"train_counts asks for a class in {counts[0]} of {self.num_train_images} training images")
+        if sum(counts) > MAX_CLASSES_PER_IMAGE * self.num_train_images:
+            raise ValueError(f"train_counts sum to {sum(counts)}, more than {MAX_CLASSES_PER_IMAGE} classes in each "
+                             f"of the {self.num_train_images} training images")
+
+
+@dataclass(frozen=True)
 class SynthClass:
     rank: int  # 0 = most training images
     family: int  # shape index
@@ -143,6 +172,40 @@ def train_image_counts(spec: SynthSpec) -> List[int]:
     head = min(spec.num_train_images, max(common_max + 1, round(spec.head_image_fraction * spec.num_train_images)))
     return (_geometric(head, common_max + 1, sizes["f"]) + _geometric(common_max, rare_max + 1, sizes["c"])
             + _geometric(rare_max, 1, sizes["r"]))
+
+
+def lvis_quantile_counts(num_classes: int, groups: Mapping[str, Mapping[str, Any]]) -> List[int]:
+    """Training images per class, by rank (descending), for `num_classes` classes in LVIS v1's
+    group proportions (group_sizes): the i-th of a group's n classes (0 = most images) gets the
+    group's image count at quantile level 1 - (i + 0.5) / n, interpolated linearly in `groups[g]
+    ["quantiles"]` (counts at evenly spaced levels 0..1, as baselines/lvis_v1_image_counts.json
+    holds them) and rounded half up."""
+    sizes = group_sizes(num_classes)
+    counts = []
+    for group in ("f", "c", "r"):
+        quantiles = groups[group]["quantiles"]
+        levels = np.linspace(0.0, 1.0, len(quantiles))
+        count = sizes[group]
+        counts += [int(np.floor(np.interp(1 - (i + 0.5) / count, levels, quantiles) + 0.5)) for i in range(count)]
+    return counts
+
+
+def lvis_profile_spec(num_classes: int = LVIS_PROFILE_CLASSES, image_size: int = LVIS_PROFILE_IMAGE_SIZE,
+                      num_val_images: int = LVIS_PROFILE_VAL_IMAGES, min_val_images: int = LVIS_PROFILE_MIN_VAL_IMAGES,
+                      seed: int = 0) -> LvisProfileSpec:
+    """The LVIS-shaped set (docs/data-stats.md argues each number): per-class training image counts
+    from LVIS v1's per-group quantiles (lvis_quantile_counts on the committed baseline) and as many
+    training images as give LVIS v1's mean classes per image (sum of the counts / that mean,
+    rounded). UserError naming a missing baseline file; ValueError where the counts do not fit
+    (too few classes: the largest count would exceed the images)."""
+    from suite.data.lvis_reference import load_baseline, lvis_v1_classes_per_image
+
+    counts = lvis_quantile_counts(num_classes, load_baseline()["groups"])
+    spec = LvisProfileSpec(num_train_images=round(sum(counts) / lvis_v1_classes_per_image()),
+                           num_val_images=num_val_images, num_classes=num_classes, image_size=image_size, seed=seed,
+                           min_val_images=min_val_images, train_counts=tuple(counts))
+    spec.check()
+    return spec
 
 
 def make_classes(num_classes: int, hue_step: float, hue_offset: float = 0.0) -> List[SynthClass]:
@@ -354,7 +417,7 @@ def _write(spec: SynthSpec, layout: SyntheticLayout) -> Dict[str, Any]:
     for position, cls in enumerate(by_name):
         category_ids[cls.rank] = position + 1
     thresholds = frequency_thresholds(spec.num_train_images)
-    train_counts = train_image_counts(spec)
+    train_counts = list(spec.train_counts) if isinstance(spec, LvisProfileSpec) else train_image_counts(spec)
     val_counts = [min(spec.num_val_images, max(spec.min_val_images,
                                                round(count * spec.num_val_images / spec.num_train_images)))
                   for count in train_counts]

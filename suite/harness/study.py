@@ -24,8 +24,9 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
 from suite.harness import pretrain as pretraining
@@ -42,11 +43,13 @@ logger = logging.getLogger("suite.study")
 
 @dataclass(frozen=True)
 class Arm:
-    """One row of the grid: a loss and its classifier."""
+    """One row of the grid: a loss, its classifier, and config overrides of the loss's own keys
+    (its parameters reach the loss through the run's config, as every run's do)."""
 
     name: str
     loss: str
     cosine: bool  # normalized (cosine) linear classifier, temperature 20
+    loss_overrides: Tuple[str, ...] = ()  # KEY VALUE pairs under MODEL.ROI_BOX_HEAD.<the loss's node>
 
 
 ARMS = {arm.name: arm for arm in (
@@ -56,10 +59,19 @@ ARMS = {arm.name: arm for arm in (
     Arm("eql", "eql", False),
     Arm("eqlv2", "eqlv2", False),
     Arm("fed", "fed", False),
-    Arm("seesaw", "seesaw", True),  # the official configuration
+    Arm("seesaw", "seesaw", True),  # the official configuration: both factors, cosine classifier
+    # The paper's ablation: one factor switched off (its exponent 0 makes it 1 for every pair),
+    # and both factors on the linear classifier.
+    Arm("seesaw_mitigation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0")),
+    Arm("seesaw_compensation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.P", "0.0")),
+    Arm("seesaw_linear", "seesaw", False),
     Arm("seesaw_official", "seesaw_official", True),  # mmdet's code, a reference
 )}
 DEFAULT_ARMS = ("ce", "focal", "eql", "seesaw", "ce_cosine")
+# Named sets of arms (--preset). "ablation": the paper's ablation of Seesaw's two factors and of
+# its classifier, beside CE with each classifier; ce, ce_cosine and seesaw are the default study's
+# cells, so a study folder that holds them keeps them.
+PRESETS = {"ablation": ("ce", "ce_cosine", "seesaw", "seesaw_mitigation", "seesaw_compensation", "seesaw_linear")}
 DEFAULT_SEEDS = (0, 1, 2)
 
 # The protocol on a generated set (docs/harness.md "Loss study" argues each number).
@@ -67,15 +79,48 @@ STUDY_ITERATIONS = 250
 STUDY_VAL_IMAGES = 480
 STUDY_MIN_VAL_IMAGES = 80
 BASE_LR = 0.01  # the paper's 0.02 at batch 16, scaled to the small model's batch of 8
+# The LVIS profile's iterations: the default's cost per cell at its measured cost per iteration
+# (docs/data-stats.md "An LVIS-shaped set": scripts/time_profiles.py).
+LVIS_PROFILE_ITERATIONS = 320
 
 
-def study_set_spec():
-    """The study set: the demo's training set (LVIS-like frequencies: rare classes in 1-10
-    training images) with a validation split grown so that every class, rare ones included, is
-    in at least STUDY_MIN_VAL_IMAGES validation images."""
-    from suite.data.synth import SynthSpec
+@dataclass(frozen=True)
+class Profile:
+    """A study set (`set_spec`) and the schedule that fits a cell's budget on it: `iterations`,
+    and `image_size` (None: the config's input size, 128 px) as the INPUT overrides."""
 
-    return SynthSpec(num_val_images=STUDY_VAL_IMAGES, min_val_images=STUDY_MIN_VAL_IMAGES)
+    name: str
+    iterations: int
+    image_size: Optional[int] = None
+
+    def set_spec(self):
+        """The SynthSpec of the profile's study set (lvis: read from the committed baselines)."""
+        from suite.data.synth import SynthSpec, lvis_profile_spec
+
+        if self.name == "lvis":
+            return lvis_profile_spec()
+        return SynthSpec(num_val_images=STUDY_VAL_IMAGES, min_val_images=STUDY_MIN_VAL_IMAGES)
+
+    def input_overrides(self) -> List[str]:
+        """Config overrides (KEY VALUE ...) that train and test at `image_size`, for the study's
+        cells and its pretraining."""
+        if self.image_size is None:
+            return []
+        size = str(self.image_size)
+        return ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", size, "INPUT.MIN_SIZE_TEST", size,
+                "INPUT.MAX_SIZE_TEST", size]
+
+
+# default: the demo's training set (LVIS-like frequency groups: rare classes in 1-10 training
+# images) with a validation split grown so that every class, rare ones included, is in at least
+# STUDY_MIN_VAL_IMAGES validation images. lvis: suite.data.synth.lvis_profile_spec.
+PROFILES = {"default": Profile("default", STUDY_ITERATIONS),
+            "lvis": Profile("lvis", LVIS_PROFILE_ITERATIONS, LVIS_PROFILE_IMAGE_SIZE)}
+
+
+def study_set_spec(profile: str = "default"):
+    """The study set of a profile (PROFILES)."""
+    return PROFILES[profile].set_spec()
 
 
 def schedule_overrides(iterations: int, pretrained: bool) -> List[str]:
@@ -97,7 +142,8 @@ class StudyOptions:
     arms: Sequence[str] = DEFAULT_ARMS
     seeds: Sequence[int] = DEFAULT_SEEDS
     official_seeds: int = 0
-    dataset: Optional[str] = None  # None: generate the study set in OUT/data
+    profile: str = "default"  # PROFILES: the generated set and the iterations
+    dataset: Optional[str] = None  # None: generate the profile's study set in OUT/data
     max_iter: Optional[int] = None
     pretrain_iter: int = pretraining.PRETRAIN_ITERATIONS
     pretrain_images: int = pretraining.PRETRAIN_IMAGES
@@ -151,6 +197,8 @@ def check_options(options: StudyOptions) -> None:
         raise UserError(f"--pretrain-iter must be >= 0, got {options.pretrain_iter}")
     if options.max_iter is not None and options.max_iter < 1:
         raise UserError(f"--max-iter must be >= 1, got {options.max_iter}")
+    if options.profile not in PROFILES:
+        raise UserError(f"unknown profile {options.profile}; known: {', '.join(PROFILES)}")
     if options.bootstrap_resamples < 2:
         raise UserError(f"--bootstrap-resamples must be >= 2, got {options.bootstrap_resamples}")
 
@@ -165,7 +213,9 @@ class Study:
         self.lvis = options.dataset == "lvis_v1"
         self.data_dir = None if self.lvis else Path(options.dataset) if options.dataset else self.out / "data"
         self.pretrained = self.lvis or options.pretrain_iter > 0
-        self.iterations = options.max_iter if options.max_iter is not None else (None if self.lvis else STUDY_ITERATIONS)
+        self.profile = PROFILES[options.profile]
+        self.iterations = (options.max_iter if options.max_iter is not None else
+                           None if self.lvis else self.profile.iterations)
 
     # -- the protocol ---------------------------------------------------------------------------
     def protocol(self) -> Dict[str, Any]:
@@ -184,11 +234,11 @@ class Study:
         }
 
     def _protocol_overrides(self) -> List[str]:
-        protocol = [] if self.lvis else schedule_overrides(self.iterations, self.pretrained)
+        protocol = [] if self.lvis else schedule_overrides(self.iterations, self.pretrained) + self.profile.input_overrides()
         return protocol + list(self.options.overrides)
 
     def _arm_overrides(self, arm: Arm) -> List[str]:
-        overrides = ["MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", str(arm.cosine)]
+        overrides = ["MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", str(arm.cosine), *arm.loss_overrides]
         if self.lvis or arm.loss not in ("eql", "fed"):
             return overrides
         from suite.harness.demo import eql_lambda, fed_num_classes
@@ -236,7 +286,7 @@ class Study:
         if self.lvis:
             return
         if self.options.dataset is None and not SyntheticLayout(self.data_dir).split("train").json_file.exists():
-            generate(study_set_spec(), self.data_dir)
+            generate(self.profile.set_spec(), self.data_dir)
         if not SyntheticLayout(self.data_dir).split("train").json_file.exists():
             raise UserError(f"{self.data_dir}: no data set (write one with: suite data synth --out {self.data_dir})")
         if self.pretrained and not SyntheticLayout(self._pretrain_data()).split("train").json_file.exists():
@@ -264,7 +314,8 @@ class Study:
         if self.pretrained and not self.lvis:
             pretrained = str(pretraining.pretrain_backbone(
                 self._pretrain_data(), self.out / "pretrain" / f"seed{seed}", seed, self.options.pretrain_iter,
-                overrides=self.options.overrides, device=self.options.device, num_gpus=self.options.num_gpus))
+                overrides=self.profile.input_overrides() + list(self.options.overrides), device=self.options.device,
+                num_gpus=self.options.num_gpus))
         from suite.data.register import register_dataset
         from suite.harness.train import build_run_cfg
 
@@ -305,7 +356,7 @@ class Study:
     def record(self, grid: List[Cell], wall_s: float) -> Dict[str, Any]:
         dataset: Dict[str, Any] = {"name": "lvis_v1"} if self.lvis else {"name": "synthetic", "path": str(self.data_dir)}
         if self.options.dataset is None and not self.lvis:
-            dataset["spec"] = asdict(study_set_spec())
+            dataset["spec"] = asdict(self.profile.set_spec())
         if self.pretrained and not self.lvis:
             dataset["pretrain_spec"] = asdict(self._pretrain_spec())
         return {
@@ -314,7 +365,8 @@ class Study:
                      "official_seeds": self.options.official_seeds},
             "protocol": self.protocol(),
             "dataset": dataset,
-            "cells": [{"arm": cell.arm.name, "loss": cell.arm.loss, "cosine": cell.arm.cosine, "seed": cell.seed,
+            "cells": [{"arm": cell.arm.name, "loss": cell.arm.loss, "cosine": cell.arm.cosine,
+                       "loss_overrides": list(cell.arm.loss_overrides), "seed": cell.seed,
                        "run_dir": str(cell.run_dir(Path("."))),
                        "done": (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()} for cell in grid],
             "wall_s": wall_s,

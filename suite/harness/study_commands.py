@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from suite.data.synth import LVIS_PROFILE_CLASSES
 from suite.harness import pretrain as pretraining
 from suite.harness import study
 
@@ -16,8 +17,14 @@ grid
     eqlv2, fed       EQLv2, the federated loss (4 % of the classes drawn a step, as 50 of LVIS's
                      1203); not defaults: add them to --losses
     seesaw           Seesaw in the official configuration: cosine classifier, temperature 20
+    seesaw_mitigation, seesaw_compensation
+                     Seesaw with one factor only (q = 0, p = 0), cosine classifier
+    seesaw_linear    Seesaw with both factors on the linear classifier
     seesaw_official  mmdet 3.3.0's Seesaw code, cosine classifier (a reference; not a default:
                      add it to --losses, or to the first K seeds with --official-seeds K)
+  --preset ablation: {','.join(study.PRESETS['ablation'])}, the paper's
+    ablation of Seesaw's factors and classifier; the default study's ce, ce_cosine and seesaw cells
+    are the same cells (same folders, same runs), so a study folder that holds them keeps them.
   seeds (--seeds, default {','.join(map(str, study.DEFAULT_SEEDS))}): paired - seed s gives every arm the same data
     order and the same initial weights for every module but the classifier.
 
@@ -30,6 +37,9 @@ protocol (generated set; docs/harness.md "Loss study" gives the reasons)
             for ImageNet weights, loaded through MODEL.WEIGHTS; --pretrain-iter 0 trains from scratch
   schedule  {study.STUDY_ITERATIONS} iterations, batch 8, lr {study.BASE_LR} (the paper's 0.02 at batch 16), warm-up 50,
             steps at 16/24 and 22/24, FrozenBN with stem and res2 frozen (fine-tuning)
+  --profile lvis  the LVIS-shaped generated set (suite data synth --profile lvis: {LVIS_PROFILE_CLASSES} classes,
+            image counts from LVIS v1's quantiles, {study.PROFILES['lvis'].image_size} px) and {study.LVIS_PROFILE_ITERATIONS} iterations, the default's
+            training cost per cell (docs/data-stats.md); use its own --out
   lvis_v1   --dataset lvis_v1: the configs/lvis_v1 files (ImageNet R-50, the 2x schedule); with
             --device cuda --num-gpus N this is the LVIS v1 study on your GPUs
 
@@ -67,8 +77,13 @@ def register(subparsers) -> None:
         "protocol; keep each run's detections and bootstrap its AP over validation images.",
         epilog=STUDY_EPILOG)
     parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="study folder (created, or continued)")
-    parser.add_argument("--losses", type=_names, default=list(study.DEFAULT_ARMS), metavar="ARM,...",
+    parser.add_argument("--losses", type=_names, metavar="ARM,...",
                         help=f"arms (default {','.join(study.DEFAULT_ARMS)}; known: {','.join(study.ARMS)})")
+    parser.add_argument("--preset", choices=sorted(study.PRESETS),
+                        help="a named set of arms instead of --losses (ablation: Seesaw's factors and classifier)")
+    parser.add_argument("--profile", choices=sorted(study.PROFILES), default="default",
+                        help="the generated study set and its iterations (default %(default)s; lvis: the LVIS-shaped "
+                        "set)")
     parser.add_argument("--seeds", type=_seeds, default=list(study.DEFAULT_SEEDS), metavar="S,...",
                         help=f"seeds (default {','.join(map(str, study.DEFAULT_SEEDS))})")
     parser.add_argument("--official-seeds", type=int, default=0, metavar="K",
@@ -76,7 +91,7 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", metavar="DIR|lvis_v1",
                         help="a set written by 'suite data synth', or lvis_v1 (default: generate the study set in OUT/data)")
     parser.add_argument("--max-iter", type=int, help=f"iterations per cell (default {study.STUDY_ITERATIONS}; "
-                        "lvis_v1: the config's)")
+                        f"--profile lvis {study.LVIS_PROFILE_ITERATIONS}; lvis_v1: the config's)")
     parser.add_argument("--pretrain-iter", type=int, default=pretraining.PRETRAIN_ITERATIONS, metavar="N",
                         help="pretraining iterations per seed; 0 trains every cell from scratch (default %(default)s)")
     parser.add_argument("--pretrain-images", type=int, default=pretraining.PRETRAIN_IMAGES, metavar="N",
@@ -113,8 +128,12 @@ def register(subparsers) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
+    if args.preset and args.losses:
+        raise ValueError(f"--preset {args.preset} and --losses both name the arms; give one")
+    arms = study.PRESETS[args.preset] if args.preset else study.DEFAULT_ARMS if args.losses is None else args.losses
     study.run_study(study.StudyOptions(
-        out=args.out, arms=args.losses, seeds=args.seeds, official_seeds=args.official_seeds, dataset=args.dataset,
+        out=args.out, arms=tuple(arms), seeds=args.seeds, official_seeds=args.official_seeds, profile=args.profile,
+        dataset=args.dataset,
         max_iter=args.max_iter, pretrain_iter=args.pretrain_iter, pretrain_images=args.pretrain_images,
         config_file=args.config, device=args.device, num_gpus=args.num_gpus,
         bootstrap_resamples=args.bootstrap_resamples, keep_checkpoints=args.keep_checkpoints,

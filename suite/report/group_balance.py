@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from suite.data.lvis_format import FREQUENCY_GROUPS
 from suite.errors import UserError
 from suite.report.paired import arm_name
-from suite.report.records import gather
+from suite.report.records import Records, gather
 
 SEESAW_COUNTS_KEY = "roi_heads.box_predictor.cls_loss.cum_samples"
 
@@ -63,27 +63,33 @@ def foreground_share_by_group(counts: Sequence[int], groups: Sequence[str]) -> D
 
 def seesaw_counts(run_dir: Path) -> Optional[List[int]]:
     """Seesaw's cum_samples in the checkpoint `run_dir/last_checkpoint` names; None when there is
-    no such checkpoint or it holds no Seesaw counts (another loss)."""
-    import torch
-
+    no such checkpoint or it holds no Seesaw counts (another loss). Loads torch only to read one."""
     pointer = Path(run_dir) / "last_checkpoint"
     if not pointer.is_file() or not (Path(run_dir) / pointer.read_text().strip()).is_file():
         return None
+    import torch
+
     checkpoint = torch.load(Path(run_dir) / pointer.read_text().strip(), map_location="cpu", weights_only=True)
     counts = checkpoint.get("model", {}).get(SEESAW_COUNTS_KEY)
     return None if counts is None else [int(count) for count in counts.tolist()]
 
 
 def group_balance_rows(results: Sequence[Path]) -> List[Dict[str, Any]]:
-    """One row per run record under `results`: dataset, arm, seed, path, and per group its
+    """One row per run record under `results`: see balance_rows."""
+    return balance_rows(gather(results))
+
+
+def balance_rows(records: Records) -> List[Dict[str, Any]]:
+    """One row per run record: dataset (name), dataset_path, arm, seed, path, and per group its
     foreground share ("share_r", ...) and gradient ratio ("ratio_r", ...), None where not known."""
     rows = []
-    for path, record in gather(results).runs:
+    for path, record in records.runs:
         counts = seesaw_counts(Path(path).parent)
         shares = (foreground_share_by_group(counts, label_groups(record)) if counts is not None
                   else {group: None for group in FREQUENCY_GROUPS})
         ratios = gradient_ratio_by_group(record)
-        row = {"dataset": record["dataset"]["name"], "arm": arm_name(record), "seed": record["seed"], "path": path}
+        row = {"dataset": record["dataset"]["name"], "dataset_path": record["dataset"].get("path"),
+               "arm": arm_name(record), "seed": record["seed"], "path": path}
         row.update({f"share_{group}": shares[group] for group in FREQUENCY_GROUPS})
         row.update({f"ratio_{group}": ratios[group] for group in FREQUENCY_GROUPS})
         rows.append(row)

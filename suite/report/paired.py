@@ -7,9 +7,12 @@ A protocol: runs on one data set (name and path) with one iteration count whose 
 equal apart from the seed, the output folder, the initial weights file and the loss's own keys
 (suite.report.run_config.protocol_config: for a yaml config YAML_LOSS_KEYS and every
 loss-parameter node under MODEL.ROI_BOX_HEAD, for a LazyConfig the box predictors'
-LAZY_LOSS_ARGUMENTS). An arm: the loss name, "+cos" with the cosine classifier. References:
-`ce` and, for arms with the cosine classifier, `ce+cos` (the control that separates Seesaw's
-loss from its classifier).
+LAZY_LOSS_ARGUMENTS); a config key that some runs of a config form lack and all its others hold
+at one value (later_keys: added after those runs were recorded) is left out, so runs from before
+and after it share a protocol. An arm: the loss name (with the factors it keeps where one is
+switched off: `seesaw[mitigation]`), "+cos" with the cosine classifier. References: `ce` and, for
+arms with the cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its
+classifier).
 """
 
 import hashlib
@@ -17,10 +20,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pandas as pd
 
+from suite.harness.run_record import is_lazy_config
 from suite.report import stats
 from suite.report.records import Records
 from suite.report.run_config import cosine_classifier, protocol_config
@@ -34,14 +38,69 @@ BOOTSTRAP_FILE = "bootstrap.json"
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
+# Loss parameters that switch a factor of the loss off at 0 (Seesaw's exponents p and q make its
+# mitigation and compensation factors 1 for every pair): a run with one of them at 0 is named by
+# the factors it keeps, as the rows of the paper's ablation table.
+SWITCHABLE_FACTORS = {loss: (("p", "mitigation"), ("q", "compensation")) for loss in ("seesaw", "seesaw_official")}
+
+
 def arm_name(record: Dict[str, Any]) -> str:
-    return record["loss"]["name"] + ("+cos" if cosine_classifier(record["config"]) else "")
+    """The loss name; "[<factors kept>]" where a SWITCHABLE_FACTORS parameter is 0 (e.g.
+    "seesaw[mitigation]": q = 0); "+cos" with the cosine classifier."""
+    name = record["loss"]["name"]
+    factors = SWITCHABLE_FACTORS.get(name, ())
+    kept = [factor for parameter, factor in factors if record["loss"].get("params", {}).get(parameter) != 0]
+    if len(kept) < len(factors):
+        name += "[" + ("+".join(kept) or "none") + "]"
+    return name + ("+cos" if cosine_classifier(record["config"]) else "")
 
 
-def protocol_key(record: Dict[str, Any]) -> str:
-    """sha256 over what the runs of one comparison share (see the module docstring)."""
+def _flatten(node: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[Tuple[str, ...], Any]:
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path + (key,)))
+        else:
+            flat[path + (key,)] = value
+    return flat
+
+
+def later_keys(configs: List[Dict[str, Any]]) -> Set[Tuple[str, ...]]:
+    """Config key paths that some of `configs` of one form (yaml or LazyConfig, compared apart)
+    lack and all the others of that form hold at one value: keys added to the plugin or
+    Detectron2 after some runs were recorded, which those runs ran as the value every later run
+    keeps (its default). protocol_key leaves them out, so runs from before and after such a key
+    share a protocol; where the later runs disagree, the key stays."""
+    later: Set[Tuple[str, ...]] = set()
+    for lazy in (False, True):
+        flats = [_flatten(config) for config in configs if is_lazy_config(config) == lazy]
+        values: Dict[Tuple[str, ...], Set[str]] = {}
+        for flat in flats:
+            for path, value in flat.items():
+                values.setdefault(path, set()).add(json.dumps(value, sort_keys=True))
+        later |= {path for path, seen in values.items() if len(seen) == 1 and any(path not in flat for flat in flats)}
+    return later
+
+
+def _without_paths(config: Dict[str, Any], paths: Set[Tuple[str, ...]], path: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """`config` without the key paths `paths` (a node they leave empty goes too)."""
+    kept = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            node = _without_paths(value, paths, path + (key,))
+            if node or not value:
+                kept[key] = node
+        elif path + (key,) not in paths:
+            kept[key] = value
+    return kept
+
+
+def protocol_key(record: Dict[str, Any], left_out: Set[Tuple[str, ...]] = frozenset()) -> str:
+    """sha256 over what the runs of one comparison share (see the module docstring), leaving out
+    the config key paths `left_out` (later_keys of the runs compared)."""
+    config = protocol_config(_without_paths(record["config"], left_out))
     shared = {"dataset": [record["dataset"]["name"], record["dataset"]["path"]], "iterations": record["iterations"],
-              "config": protocol_config(record["config"])}
+              "config": config}
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,8 +156,9 @@ class Protocol:
 def protocols(records: Records) -> List[Protocol]:
     """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
     grouped: Dict[str, Protocol] = {}
+    left_out = later_keys([record["config"] for _, record in records.runs])
     for path, record in records.runs:
-        key = protocol_key(record)
+        key = protocol_key(record, left_out)
         protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
                   metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},

@@ -11,6 +11,7 @@ import pandas as pd
 
 from suite.environment import REPO_ROOT
 from suite.report import figures, paired, tables
+from suite.report.fidelity import fidelity_section
 from suite.report.records import gather
 
 PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
@@ -134,6 +135,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
         lines += _dataset_section(dataset, experiments, categories, balance, out, written)
 
     lines += paired_section(records, out, written)
+    lines += fidelity_section(records)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
               "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and the loss's own official code "
