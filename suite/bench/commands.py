@@ -84,7 +84,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    import torch  # here: `suite bench eval` (the lvis API alone) need not load it
+    import torch  # here, not at the top: `suite bench eval` needs torch only for its environment record
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available to torch here")

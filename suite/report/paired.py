@@ -27,7 +27,7 @@ import pandas as pd
 from suite.harness.run_record import is_lazy_config
 from suite.report import stats
 from suite.report.records import Records
-from suite.report.run_config import cosine_classifier, protocol_config
+from suite.report.run_config import cosine_classifier, protocol_config, without_keys
 
 TASKS = ("bbox", "segm")
 METRICS = ("AP", "APr", "APc", "APf")
@@ -82,23 +82,10 @@ def later_keys(configs: List[Dict[str, Any]]) -> Set[Tuple[str, ...]]:
     return later
 
 
-def _without_paths(config: Dict[str, Any], paths: Set[Tuple[str, ...]], path: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    """`config` without the key paths `paths` (a node they leave empty goes too)."""
-    kept = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            node = _without_paths(value, paths, path + (key,))
-            if node or not value:
-                kept[key] = node
-        elif path + (key,) not in paths:
-            kept[key] = value
-    return kept
-
-
 def protocol_key(record: Dict[str, Any], left_out: Set[Tuple[str, ...]] = frozenset()) -> str:
     """sha256 over what the runs of one comparison share (see the module docstring), leaving out
     the config key paths `left_out` (later_keys of the runs compared)."""
-    config = protocol_config(_without_paths(record["config"], left_out))
+    config = protocol_config(without_keys(record["config"], left_out))
     shared = {"dataset": [record["dataset"]["name"], record["dataset"]["path"]], "iterations": record["iterations"],
               "config": config}
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()

@@ -5,7 +5,7 @@ a `suite train` run's Detectron2 yaml config (`MODEL`, `SOLVER`, ...), or a Lazy
 A run of one form is never grouped or paired with a run of the other: their configs differ."""
 
 import copy
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 from suite.harness.run_record import is_lazy_config
 
@@ -35,22 +35,32 @@ def cosine_classifier(config: Dict[str, Any]) -> bool:
     return bool(config.get("MODEL", {}).get("ROI_BOX_HEAD", {}).get("COSINE_CLASSIFIER"))
 
 
-def _without(config: Dict[str, Any], dotted_keys) -> Dict[str, Any]:
-    config = copy.deepcopy(config)
-    for dotted in dotted_keys:
-        *parents, key = dotted.split(".")
-        node = config
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(key, None)
-    return config
+def without_keys(config: Dict[str, Any], paths: Iterable[Tuple[str, ...]]) -> Dict[str, Any]:
+    """A deep copy of `config` without the key paths `paths` (tuples of keys, e.g. ("MODEL",
+    "WEIGHTS")); a node that they leave empty goes too."""
+    paths = set(paths)
+
+    def strip(node: Dict[str, Any], path: Tuple[str, ...]) -> Dict[str, Any]:
+        kept = {}
+        for key, value in node.items():
+            if path + (key,) in paths:
+                continue
+            if isinstance(value, dict):
+                child = strip(value, path + (key,))
+                if child or not value:
+                    kept[key] = child
+            else:
+                kept[key] = copy.deepcopy(value)
+        return kept
+
+    return strip(config, ())
 
 
 def experiment_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """The config without where and with which seed the run ran (YAML_WHERE_KEYS or
     LAZY_WHERE_KEYS): runs with equal ones are seeds of one experiment."""
-    return _without(config, LAZY_WHERE_KEYS if is_lazy_config(config) else YAML_WHERE_KEYS)
+    where = LAZY_WHERE_KEYS if is_lazy_config(config) else YAML_WHERE_KEYS
+    return without_keys(config, (tuple(key.split(".")) for key in where))
 
 
 def protocol_config(config: Dict[str, Any]) -> Dict[str, Any]:
