@@ -91,6 +91,8 @@ def test_environment_names_the_detectron2_install():
         assert Path(install["path"]) == Path(source).resolve() and install["distribution"] is None
     else:
         assert install["distribution"].endswith(detectron2.__version__) and install["commit"] is None
+    install["path"] = "changed by a caller"  # found once per process, but a fresh dict for every record
+    assert collect()["detectron2_install"]["path"] == str(Path(detectron2.__file__).resolve().parent.parent)
 
 
 @pytest.mark.d2_source
