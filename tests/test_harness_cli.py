@@ -10,7 +10,7 @@ from suite.cli import main
 from suite.harness.run_record import read_run_record
 from suite.harness.evaluate import METRICS
 
-from data_helpers import lay_out_like_lvis_v1, small_set
+from data_helpers import RUN_SET, lay_out_like_lvis_v1, small_set
 
 # A tiny model and schedule on top of configs/small_cpu.yaml: seconds per run. At test time too
 # (proposals and detections per image): an untrained model's detections all pass LVIS's score
@@ -29,7 +29,7 @@ RECORD_PARAMS = {"seesaw": {"p": 0.8, "q": 2.0, "eps": 0.01, "compiled": None}, 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    small_set(root)
+    small_set(root, RUN_SET)
     return root
 
 
@@ -119,7 +119,7 @@ def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
 
 def test_lvis_v1_path_on_a_generated_layout(dataset, tmp_path, monkeypatch):
     root = tmp_path / "datasets"
-    lay_out_like_lvis_v1(small_set(tmp_path / "set"), root)
+    lay_out_like_lvis_v1(small_set(tmp_path / "set", RUN_SET), root)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
     run_dir = tmp_path / "run"
     assert main(["train", "--loss", "ce", "--dataset", "lvis_v1", "--config", "configs/small_cpu.yaml",
@@ -138,7 +138,7 @@ def test_missing_lvis_names_the_path(tmp_path, monkeypatch, capsys):
 
 def test_corrupt_json_is_one_line(dataset, tmp_path, capsys):
     broken = tmp_path / "broken"
-    small_set(broken)
+    small_set(broken, RUN_SET)
     (broken / "annotations" / "lvis_v1_train.json").write_text('{"images": [')
     assert main(["train", "--loss", "ce", "--dataset", str(broken), "--output", str(tmp_path / "run")]) == 2
     one_error_line(capsys, "lvis_v1_train.json")

@@ -15,22 +15,19 @@ from suite.cli import main
 from suite.harness.run_lock import LOCK_FILE, RunLock
 from suite.harness.run_record import read_run_record
 
-from data_helpers import small_set
-from suite.data.synth import SynthSpec
+from data_helpers import RUN_SET, small_set
 from test_harness_cli import TINY, one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 # Checkpoints every 2 iterations, so that a kill lands between two of them.
 EVERY_2 = ["SOLVER.CHECKPOINT_PERIOD", "2"]
 MAX_ITER = 6
-# Few validation images: the evaluation at the end of each run is most of its time.
-SET = SynthSpec(num_train_images=40, num_val_images=6, num_classes=9, image_size=64, seed=3, min_val_images=1)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    small_set(root, SET)
+    small_set(root, RUN_SET)
     return root
 
 
