@@ -59,3 +59,31 @@ def test_mean_sd_and_bootstrap_se():
     assert (summary.n, summary.mean, summary.sd) == (3, 3.0, pytest.approx(math.sqrt(7)))
     assert math.isnan(stats.mean_sd([4.0]).sd)
     assert stats.bootstrap_se([1.0, 3.0, None]) == pytest.approx(math.sqrt(2))
+
+
+def test_t_quantile_at_whole_and_fractional_degrees_of_freedom():
+    """Welch's degrees of freedom are real numbers: the quantile at 2.5 lies between those at 2
+    and 3, and the CDF there still integrates to 1."""
+    between = stats.t_quantile(0.975, 2.5)
+    assert T_TABLE[3] < between < T_TABLE[2]
+    assert stats.t_cdf(between, 2.5) == pytest.approx(0.975, abs=1e-9)
+    assert stats.t_cdf(1e6, 2.5) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_welch_change_by_hand():
+    # Equal n and sd: Welch's degrees of freedom are 2 (n - 1), its standard error sd sqrt(2 / n).
+    first = stats.paired_difference([2.0, 6.0], [1.0, 3.0])  # differences 1, 3: mean 2, sd sqrt(2)
+    second = stats.paired_difference([9.0, 10.0], [4.0, 3.0])  # differences 5, 7: mean 6, sd sqrt(2)
+    change = stats.welch_change(first, second)
+    assert (change.change, change.df) == (pytest.approx(4.0), pytest.approx(2.0))
+    half = T_TABLE[2] * math.sqrt(2 / 2 + 2 / 2)
+    assert (change.low, change.high) == (pytest.approx(4.0 - half, abs=1e-3), pytest.approx(4.0 + half, abs=1e-3))
+    assert change.verdict == stats.NO_DIFFERENCE  # 4 -+ 6.08
+    # Unequal: n 2 and 3, variances of the means 1 and 4/3; nu = (7/3)^2 / (1 / 1 + (4/3)^2 / 2).
+    third = stats.paired_difference([4.0, 8.0, 6.0], [0.0, 0.0, 0.0])  # mean 6, sd 2
+    change = stats.welch_change(first, third)
+    nu = (7 / 3) ** 2 / (1 + (4 / 3) ** 2 / 2)
+    assert change.df == pytest.approx(nu)
+    assert change.high - change.change == pytest.approx(stats.t_quantile(0.975, nu) * math.sqrt(7 / 3))
+    assert math.isnan(stats.welch_change(first, stats.paired_difference([1.0], [0.0])).low)  # one seed: no interval
+    assert stats.welch_change(second, stats.paired_difference([30.0, 31.0], [0.0, 1.0])).verdict == stats.BETTER

@@ -125,6 +125,10 @@ class Protocol:
     duplicates: List[str]  # paths left out because their arm and seed repeat
 
     @property
+    def title(self) -> str:
+        return f"{self.dataset}, {self.iterations} iterations, protocol {self.key[:8]}"
+
+    @property
     def flags(self) -> List[str]:
         every = [run for by_seed in self.runs.values() for run in by_seed.values()]
         notes = []

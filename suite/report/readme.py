@@ -11,6 +11,7 @@ import pandas as pd
 
 from suite.environment import REPO_ROOT
 from suite.report import figures, paired, tables
+from suite.report.across import across_section
 from suite.report.fidelity import fidelity_section
 from suite.report.records import gather
 
@@ -90,7 +91,7 @@ def paired_section(records, out: Path, written: List[str]) -> List[str]:
              "SE: bootstrap standard error of a run's APr over validation images (mean over seeds).", ""]
     for index, protocol in enumerate(found, start=1):
         frame = paired.comparisons_frame(protocol)
-        title = f"{protocol.dataset}, {protocol.iterations} iterations, protocol {protocol.key[:8]}"
+        title = protocol.title
         lines += [f"### {title}", ""]
         lines += [f"**Flag:** {note}" for note in protocol.flags]
         if protocol.flags:
@@ -135,6 +136,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
         lines += _dataset_section(dataset, experiments, categories, balance, out, written)
 
     lines += paired_section(records, out, written)
+    lines += across_section(records)
     lines += fidelity_section(records)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "

@@ -13,6 +13,11 @@ of one validation set stores its metric on the same B resampled image sets (suit
 bootstrap), so replicate b of the difference is mean_s [rep_b(loss, s) - rep_b(ref, s)], and the
 interval is its 2.5th and 97.5th percentile.
 
+Two protocols' paired differences (e.g. on two data sets) share no seeds: other data, other
+pretraining. How a difference changes from one to the other, mean d_B - mean d_A, gets Welch's
+interval: -+ t_{0.975, nu} * sqrt(s_A^2 / n_A + s_B^2 / n_B), nu the Welch-Satterthwaite degrees
+of freedom (a real number).
+
 No SciPy: Student's t quantile is found by bisection on its CDF, integrated numerically
 (Simpson's rule on the closed-form density; accurate to about 1e-9, checked against tables).
 """
@@ -27,8 +32,8 @@ CONFIDENCE = 0.95
 BETTER, WORSE, NO_DIFFERENCE, UNDECIDED = "better", "worse", "no detectable difference", "n/a"
 
 
-def t_cdf(t: float, df: int) -> float:
-    """P(T <= t) for Student's t with `df` >= 1 degrees of freedom."""
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` >= 1 degrees of freedom (not necessarily whole)."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
     if t == 0:
@@ -45,7 +50,7 @@ def t_cdf(t: float, df: int) -> float:
     return 0.5 + math.copysign(area, t)
 
 
-def t_quantile(probability: float, df: int) -> float:
+def t_quantile(probability: float, df: float) -> float:
     """The t with P(T <= t) = `probability` (0 < probability < 1), by bisection."""
     if not 0 < probability < 1:
         raise ValueError(f"probability must be in (0, 1), got {probability}")
@@ -129,6 +134,37 @@ def paired_difference(loss: Sequence[Optional[float]], reference: Sequence[Optio
         boot_low, boot_high = bootstrap_interval([loss_replicates[index] for index in pairs],
                                                  [reference_replicates[index] for index in pairs])
     return PairedDifference(n, mean, sd, low, high, boot_low, boot_high)
+
+
+@dataclass(frozen=True)
+class Change:
+    """How a paired difference changes between two independent sets of seeds: `change` = mean B -
+    mean A with Welch's 95 % interval (NaN where either side has fewer than 2 seeds or both sds
+    are 0), and `df`, its degrees of freedom."""
+
+    change: float
+    low: float
+    high: float
+    df: float
+
+    @property
+    def verdict(self) -> str:
+        """better (larger in B) / worse (smaller in B) when the interval excludes 0."""
+        return verdict(self.low, self.high)
+
+
+def welch_change(first: PairedDifference, second: PairedDifference) -> Change:
+    """second.mean - first.mean with Welch's interval from each side's n, mean and sd."""
+    change = second.mean - first.mean
+    if first.n < 2 or second.n < 2:
+        return Change(change, math.nan, math.nan, math.nan)
+    variances = [first.sd ** 2 / first.n, second.sd ** 2 / second.n]
+    se2 = sum(variances)
+    if se2 == 0:
+        return Change(change, math.nan, math.nan, math.nan)
+    df = se2 ** 2 / (variances[0] ** 2 / (first.n - 1) + variances[1] ** 2 / (second.n - 1))
+    half = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(se2)
+    return Change(change, change - half, change + half, df)
 
 
 def bootstrap_interval(loss_replicates: Sequence[Sequence[float]],

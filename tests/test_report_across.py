@@ -1,0 +1,71 @@
+"""suite.report.across on hand-made records: the change of a paired difference from the protocol
+on the milder data set to the one on the harsher, with Welch's interval, and the report's section."""
+
+import json
+import math
+
+import pytest
+
+from suite.report import across, stats
+from suite.report.readme import build_report
+
+from test_report_paired import records, study_run
+
+# Training image counts per category: the milder set's rarest class is as frequent as the others
+# (pressure 6), the harsher one's is in 1 image (pressure 443).
+MILD_COUNTS = [10] * 6
+HARSH_COUNTS = [250, 150, 30, 10, 2, 1]
+
+
+def on_dataset(record, name, image_counts):
+    record["dataset"].update(name=name, path=f"data/{name}")
+    for category, count in zip(record["per_category"], image_counts):
+        category["image_count"] = count
+    return record
+
+
+def two_protocols():
+    """Seesaw - CE in AP_r: 1 and 3 on the milder set (named so that it sorts second), 4, 8 and 6
+    on the harsher one."""
+    mild = [on_dataset(study_run(loss, seed, apr), "b_mild", MILD_COUNTS)
+            for loss, seed, apr in (("ce", 0, 10.0), ("ce", 1, 10.0), ("seesaw", 0, 11.0), ("seesaw", 1, 13.0))]
+    harsh = [on_dataset(study_run(loss, seed, apr), "a_harsh", HARSH_COUNTS)
+             for loss, seed, apr in (("ce", 0, 0.0), ("ce", 1, 0.0), ("ce", 2, 0.0), ("seesaw", 0, 4.0),
+                                     ("seesaw", 1, 8.0), ("seesaw", 2, 6.0))]
+    return records(*mild, *harsh)
+
+
+def test_change_runs_from_the_milder_set_to_the_harsher_with_welchs_interval():
+    frame = across.changes_frame(two_protocols())
+    assert set(frame["column"]) == set(across.COLUMNS) and set(frame["arm"]) == {"seesaw"}
+    row = frame[frame["column"] == "segm_APr"].iloc[0]
+    assert row["from"].startswith("b_mild,") and row["to"].startswith("a_harsh,")
+    assert (row["n_from"], row["n_to"], row["change"]) == (2, 3, pytest.approx(4.0))  # mean 6 - mean 2
+    nu = (7 / 3) ** 2 / (1 + (4 / 3) ** 2 / 2)  # variances of the means: 2 / 2 and 4 / 3
+    half = stats.t_quantile(0.975, nu) * math.sqrt(7 / 3)
+    assert (row["df"], row["low"], row["high"]) == (pytest.approx(nu), pytest.approx(4.0 - half),
+                                                    pytest.approx(4.0 + half))
+    assert row["verdict"] == stats.NO_DIFFERENCE
+    ap = frame[frame["column"] == "segm_AP"].iloc[0]
+    assert ap["change"] == 0.0 and math.isnan(ap["low"])  # no spread on either side: no interval
+
+
+def test_one_protocol_or_one_seed_gives_no_change():
+    found = two_protocols()
+    assert across.changes_frame(records(*[record for _, record in found.runs][:4])).empty
+    single = [record for _, record in found.runs if not (record["dataset"]["name"] == "b_mild" and record["seed"] == 1
+                                                          and record["loss"]["name"] == "seesaw")]
+    assert across.changes_frame(records(*single)).empty  # seesaw on the milder set at one seed only
+
+
+def test_the_report_has_the_section(tmp_path):
+    for index, (_, record) in enumerate(two_protocols().runs):
+        path = tmp_path / "runs" / str(index) / "run.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+    text = build_report([tmp_path / "runs"], tmp_path / "report").readme.read_text()
+    assert "## Across protocols" in text
+    section = text.split("## Across protocols", 1)[1]
+    assert "From *b_mild, 100 iterations, protocol" in section
+    line = next(line for line in section.splitlines() if line.startswith("| seesaw − ce |"))
+    assert line.startswith("| seesaw − ce | 2, 3 | +0.0 | +4.0 [") and line.endswith("n.d. |")
