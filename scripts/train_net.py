@@ -35,6 +35,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from suite.d2 import LongTailOutputLayers, add_longtail_config, check_roi_heads  # noqa: E402
 from suite.d2.lazy import box_predictor_nodes, class_freq_of  # noqa: E402
 from suite.data.register import register_dataset  # noqa: E402
+from suite.environment import code_version  # noqa: E402
 from suite.harness.lazy_run import PeriodicEvalHook, lazy_run_recorder  # noqa: E402
 
 logger = logging.getLogger("detectron2")
@@ -143,6 +144,7 @@ def main_lazy(args):
 
 
 def main(args):
+    code_version()  # the commit this process runs, before the run record is written
     return (main_lazy if args.config_file.endswith(".py") else main_yaml)(args)
 
 

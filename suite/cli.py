@@ -11,6 +11,7 @@ import sys
 import warnings
 from typing import List, Optional
 
+from suite.environment import code_version
 from suite.errors import UserError
 
 # Each sub-command and the module that adds it, in the order `suite --help` lists them.
@@ -46,6 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    code_version()  # the commit this process runs, before a long command's records are written
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError) as error:

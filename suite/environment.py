@@ -30,7 +30,14 @@ def cpu_name() -> str:
 
 
 def code_version() -> Dict[str, Optional[object]]:
-    """This checkout's {"git_commit", "git_dirty"} (None where git cannot tell)."""
+    """This checkout's {"git_commit", "git_dirty"} (None where git cannot tell) as this process
+    first asked: the code it loaded, not what the checkout holds by the time a long run writes
+    its record (`suite.cli.main` and scripts/train_net.py ask at start). A fresh dict each call."""
+    return dict(_code_version())
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version() -> Dict[str, Optional[object]]:
     status = _git("status", "--porcelain")
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
 

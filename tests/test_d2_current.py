@@ -108,3 +108,20 @@ def test_detectron2_datasets_accepts_a_tilde(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", "~/datasets")
     registered = register_lvis_v1()
     assert registered.path == str((tmp_path / "datasets").resolve())
+
+
+def test_code_version_is_read_once_per_process(monkeypatch):
+    """A record names the commit the process started with: git is asked once, and callers get
+    copies (a study that runs for hours while the checkout moves on still records its own code)."""
+    from suite import environment
+
+    asked = []
+    monkeypatch.setattr(environment, "_git", lambda *args: asked.append(args) or "f00")
+    environment._code_version.cache_clear()
+    try:
+        first = environment.code_version()
+        first["git_commit"] = "changed by a caller"
+        assert environment.code_version() == {"git_commit": "f00", "git_dirty": True}
+        assert len(asked) == 2  # status and rev-parse, once
+    finally:
+        environment._code_version.cache_clear()
