@@ -45,7 +45,7 @@ def changes_frame(records: Records) -> pd.DataFrame:
         for arm, reference, column in ours.index.intersection(theirs.index):
             if column not in COLUMNS:
                 continue
-            sides = [paired_difference(frame.loc[(arm, reference, column)]) for frame in (ours, theirs)]
+            sides = [_paired_difference(frame.loc[(arm, reference, column)]) for frame in (ours, theirs)]
             if min(side.n for side in sides) < 2:
                 continue
             change = stats.welch_change(*sides)
@@ -56,7 +56,8 @@ def changes_frame(records: Records) -> pd.DataFrame:
                                        "high", "df", "verdict"])
 
 
-def paired_difference(row: pd.Series) -> stats.PairedDifference:
+def _paired_difference(row: pd.Series) -> stats.PairedDifference:
+    """A comparisons_frame row (suite.report.paired) as the stats object it was made from."""
     return stats.PairedDifference(int(row["n"]), float(row["mean"]), float(row["sd"]), float(row["low"]),
                                   float(row["high"]))
 
