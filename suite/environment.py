@@ -10,6 +10,13 @@ from typing import Dict, Optional
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def repo_relative(path) -> str:
+    """`path` relative to this repository where it lies in it (so that what names it reads the
+    same however it was given), else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def _git(*args: str) -> Optional[str]:
     try:
         result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)

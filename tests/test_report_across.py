@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from suite.report import across, stats
+from suite.report import across, paired, stats
 from suite.report.readme import build_report
 
 from test_report_paired import records, study_run
@@ -35,8 +35,12 @@ def two_protocols():
     return records(*mild, *harsh)
 
 
+def changes(gathered):
+    return across.changes_frame(paired.protocols(gathered), gathered)
+
+
 def test_change_runs_from_the_milder_set_to_the_harsher_with_welchs_interval():
-    frame = across.changes_frame(two_protocols())
+    frame = changes(two_protocols())
     assert set(frame["column"]) == set(across.COLUMNS) and set(frame["arm"]) == {"seesaw"}
     row = frame[frame["column"] == "segm_APr"].iloc[0]
     assert row["from"].startswith("b_mild,") and row["to"].startswith("a_harsh,")
@@ -52,10 +56,10 @@ def test_change_runs_from_the_milder_set_to_the_harsher_with_welchs_interval():
 
 def test_one_protocol_or_one_seed_gives_no_change():
     found = two_protocols()
-    assert across.changes_frame(records(*[record for _, record in found.runs][:4])).empty
+    assert changes(records(*[record for _, record in found.runs][:4])).empty
     single = [record for _, record in found.runs if not (record["dataset"]["name"] == "b_mild" and record["seed"] == 1
                                                           and record["loss"]["name"] == "seesaw")]
-    assert across.changes_frame(records(*single)).empty  # seesaw on the milder set at one seed only
+    assert changes(records(*single)).empty  # seesaw on the milder set at one seed only
 
 
 def test_the_report_has_the_section(tmp_path):

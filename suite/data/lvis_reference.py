@@ -28,7 +28,7 @@ import numpy as np
 
 from suite.data.lvis_format import FREQUENCY_GROUPS
 from suite.data.stats import class_statistics
-from suite.environment import REPO_ROOT, code_version
+from suite.environment import REPO_ROOT, code_version, repo_relative
 from suite.errors import UserError
 
 BASELINE_FILE = REPO_ROOT / "baselines" / "lvis_v1_image_counts.json"
@@ -75,14 +75,9 @@ def lvis_v1_metadata_statistics(baseline_file: Path = BASELINE_FILE) -> Dict[str
     stats.update({key: baseline["statistics"][key] for key in IMAGE_COUNT_KEYS})
     derived = baseline["provenance"]
     stats["source"] = (f"{origin}: categories and frequency groups; {missing}, so the image-count statistics are "
-                       f"{_relative(baseline_file)}'s, derived from Detectron2 {derived['detectron2_version']} "
+                       f"{repo_relative(baseline_file)}'s, derived from Detectron2 {derived['detectron2_version']} "
                        f"on {derived['derived_at'][:10]}")
     return stats
-
-
-def _relative(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def baseline_content(frequencies: Mapping[int, str], image_counts: Mapping[int, int]) -> Dict[str, Any]:

@@ -12,7 +12,7 @@ that grows toward LVIS.
 
 import math
 from itertools import combinations
-from typing import List
+from typing import Any, Dict, List
 
 import pandas as pd
 
@@ -25,23 +25,25 @@ HEADERS = ("bbox AP", "bbox APr", "segm AP", "segm APr")
 VERDICT_MARKS = {stats.BETTER: "larger", stats.WORSE: "smaller", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
-def rarest_pressure(protocol: paired.Protocol, records: Records) -> float:
-    """The pressure on the rarest class of the protocol's training set (its first run's record)."""
-    by_path = dict(records.runs)
+def rarest_pressure(protocol: paired.Protocol, by_path: Dict[str, Dict[str, Any]]) -> float:
+    """The pressure on the rarest class of the protocol's training set (the record of its first
+    run by path; `by_path`: run records by path)."""
     first = min(run.path for by_seed in protocol.runs.values() for run in by_seed.values())
     pressure = record_statistics(by_path[first])["rarest_pressure"]
     return math.nan if pressure is None else float(pressure)
 
 
-def changes_frame(records: Records) -> pd.DataFrame:
-    """One row per (protocol pair, arm, reference, column) that both protocols compare over >= 2
-    seeds: the protocols' titles (`from`: the milder data set), each side's seeds, and the change
-    with its interval and verdict."""
-    found = paired.protocols(records)
-    pressure = {protocol.key: rarest_pressure(protocol, records) for protocol in found}
+def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFrame:
+    """One row per (pair of the protocols `found`, arm, reference, column) that both protocols
+    compare over >= 2 seeds: the protocols' titles (`from`: the milder data set), each side's
+    seeds, and the change with its interval and verdict."""
+    by_path = dict(records.runs)
+    ordered = sorted(found, key=lambda protocol: (rarest_pressure(protocol, by_path), protocol.key))
+    frames = {protocol.key: paired.comparisons_frame(protocol).set_index(["arm", "reference", "column"])
+              for protocol in ordered}
     rows = []
-    for first, second in combinations(sorted(found, key=lambda p: (pressure[p.key], p.key)), 2):
-        ours, theirs = (paired.comparisons_frame(p).set_index(["arm", "reference", "column"]) for p in (first, second))
+    for first, second in combinations(ordered, 2):
+        ours, theirs = frames[first.key], frames[second.key]
         for arm, reference, column in ours.index.intersection(theirs.index):
             if column not in COLUMNS:
                 continue
@@ -87,9 +89,10 @@ def change_tables(frame: pd.DataFrame) -> List[str]:
     return lines
 
 
-def across_section(records: Records) -> List[str]:
-    """## Across protocols (nothing where fewer than two protocols compare the same arms)."""
-    frame = changes_frame(records)
+def across_section(found: List[paired.Protocol], records: Records) -> List[str]:
+    """## Across protocols over the protocols `found` (suite.report.paired.protocols of `records`);
+    nothing where fewer than two compare the same arms."""
+    frame = changes_frame(found, records)
     if frame.empty:
         return []
     return ["## Across protocols", "",

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pandas as pd
 
-from suite.environment import REPO_ROOT
+from suite.environment import repo_relative
 from suite.harness.run_record import is_lazy_config
 from suite.report import stats
 from suite.report.records import Records
@@ -104,13 +104,6 @@ def _replicates(run_path: str) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) and record.get("kind") == "ap_bootstrap" else None
 
 
-def shown_path(path: str) -> str:
-    """A record's path as the report names it: relative to the repository where it lies in it, so
-    the committed report reads the same however its results folder was given."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else path
-
-
 @dataclass
 class Run:
     path: str
@@ -140,7 +133,7 @@ class Protocol:
     def flags(self) -> List[str]:
         every = [run for by_seed in self.runs.values() for run in by_seed.values()]
         notes = []
-        dirty = sorted(shown_path(run.path) for run in every if run.dirty)
+        dirty = sorted(repo_relative(run.path) for run in every if run.dirty)
         if dirty:
             shown = ", ".join(f"`{path}`" for path in dirty[:3]) + (", ..." if len(dirty) > 3 else "")
             notes.append(f"{len(dirty)} run(s) from a dirty working tree (uncommitted code): {shown}")
@@ -148,7 +141,7 @@ class Protocol:
         if len(commits) > 1:
             notes.append(f"runs from {len(commits)} different code commits: " + ", ".join(c[:10] for c in commits))
         if self.duplicates:
-            notes.append("repeated arm and seed, left out: " + ", ".join(f"`{shown_path(path)}`" for path in self.duplicates))
+            notes.append("repeated arm and seed, left out: " + ", ".join(f"`{repo_relative(path)}`" for path in self.duplicates))
         return notes
 
 

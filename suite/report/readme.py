@@ -75,10 +75,9 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
     return lines
 
 
-def paired_section(records, out: Path, written: List[str]) -> List[str]:
-    """## Paired comparisons: per protocol with >= 2 seeds of CE, mean ± sd per arm and the
-    paired differences to CE with their intervals and verdicts (suite.report.paired)."""
-    found = paired.protocols(records)
+def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) -> List[str]:
+    """## Paired comparisons: per protocol `found` (suite.report.paired.protocols: >= 2 seeds of CE),
+    mean ± sd per arm and the paired differences to CE with their intervals and verdicts."""
     if not found:
         return []
     lines = ["## Paired comparisons", "",
@@ -135,8 +134,9 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
     for dataset in sorted(experiments["dataset"].unique()) if not experiments.empty else []:
         lines += _dataset_section(dataset, experiments, categories, balance, out, written)
 
-    lines += paired_section(records, out, written)
-    lines += across_section(records)
+    found = paired.protocols(records)  # reads every run's bootstrap record: once, for both sections
+    lines += paired_section(found, out, written)
+    lines += across_section(found, records)
     lines += fidelity_section(records)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
