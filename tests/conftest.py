@@ -4,6 +4,28 @@ import os
 
 import pytest
 
+#: The test files that hold every test marked `timing` or `threads` (pyproject.toml's markers):
+#: scripts/test.sh's second phase (`--timing-phase`) collects only these, so that it imports no
+#: other test module; a marked test anywhere else is a collection error.
+TIMING_FILES = ("test_bench_guard.py", "test_losses_cpu_kernels.py")
+TIMING_MARKERS = ("timing", "threads")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--timing-phase", action="store_true",
+                     help=f"run only the tests marked {' or '.join(TIMING_MARKERS)}, collected from {TIMING_FILES}")
+
+
+def pytest_ignore_collect(collection_path, config):
+    if (config.getoption("--timing-phase") and collection_path.suffix == ".py"
+            and collection_path.name.startswith("test_") and collection_path.name not in TIMING_FILES):
+        return True
+    return None
+
+
+def _is_timed(item) -> bool:
+    return any(item.get_closest_marker(marker) for marker in TIMING_MARKERS)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def private_cache_dir(tmp_path_factory):
@@ -17,13 +39,22 @@ def private_cache_dir(tmp_path_factory):
     monkeypatch.undo()
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked d2_source need a Detectron2 source tree (SUITE_D2_SOURCE, as `tox -e d2-current`
-    sets up); without one they are deselected, and the summary says how many, rather than skipped."""
-    if os.environ.get("SUITE_D2_SOURCE"):
-        return
-    kept = [item for item in items if item.get_closest_marker("d2_source") is None]
-    deselected = [item for item in items if item.get_closest_marker("d2_source") is not None]
+def _deselect(config, items, drop) -> None:
+    deselected = [item for item in items if drop(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+        items[:] = [item for item in items if not drop(item)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked d2_source need a Detectron2 source tree (SUITE_D2_SOURCE, as `tox -e d2-current`
+    sets up); without one they are deselected, and the summary says how many, rather than skipped.
+    With --timing-phase only the timed tests are kept."""
+    misplaced = [item.nodeid for item in items if _is_timed(item) and item.path.name not in TIMING_FILES]
+    if misplaced:
+        raise pytest.UsageError(f"tests marked {' or '.join(TIMING_MARKERS)} outside conftest.TIMING_FILES "
+                                f"(scripts/test.sh's second phase would not run them): {misplaced}")
+    if not os.environ.get("SUITE_D2_SOURCE"):
+        _deselect(config, items, lambda item: item.get_closest_marker("d2_source") is not None)
+    if config.getoption("--timing-phase"):
+        _deselect(config, items, lambda item: not _is_timed(item))

@@ -1,0 +1,34 @@
+"""scripts/test.sh's two phases (tests/conftest.py): the second, `--timing-phase`, collects only
+conftest.TIMING_FILES and keeps their tests marked `timing` or `threads`; a test so marked in any
+other file stops the collection, so that neither phase leaves it out."""
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+MARKED = "import pytest\n\n@pytest.mark.timing\ndef test_timed():\n    pass\n\ndef test_plain():\n    pass\n"
+
+
+@pytest.fixture
+def tree(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nmarkers =\n    timing: t\n    threads: t\n    d2_source: d\n")
+    pytester.makepyfile(test_bench_guard=MARKED, test_other="def test_elsewhere():\n    pass\n")
+    return pytester
+
+
+def test_timing_phase_collects_only_the_timing_files_and_their_marked_tests(tree):
+    result = tree.runpytest("--timing-phase", "-v")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*test_bench_guard.py::test_timed PASSED*"])
+    assert "test_other" not in result.stdout.str()
+
+
+def test_a_marked_test_outside_the_timing_files_stops_the_collection(tree):
+    tree.makepyfile(test_stray=MARKED)
+    result = tree.runpytest("-m", "not timing")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*outside conftest.TIMING_FILES*test_stray.py::test_timed*"])
