@@ -1,6 +1,6 @@
 """The fused CPU kernels (suite.losses.cpu_compile) of Seesaw and of EQLv2 and fed: the default on
 the CPU, and the same values as the eager kernels. (The fallback where torch.compile cannot build
-is tested in test_losses_cpu_fallback, their parallel regions in test_bench_regions.) Marked
+is tested in test_losses_cpu_build, their parallel regions in test_bench_regions.) Marked
 `threads`: the gradient kernels are one parallel loop, so they are checked with torch's default
 intra-op threads, as users run them (scripts/test.sh runs the other tests on one thread per worker)."""
 

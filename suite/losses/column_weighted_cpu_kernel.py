@@ -41,11 +41,17 @@ def _gradient(logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: Te
 
 
 def _probe(total: Callable, total_and_prob_sums: Callable, gradient: Callable) -> None:
-    """Build the three kernels on a small float32 example (4 rows, 3 columns)."""
-    logits, labels, weight = torch.zeros(4, 3), torch.tensor([0, 2, 3, 1]), torch.ones(3)
-    total(logits, labels, weight, weight)
-    total_and_prob_sums(logits, labels, weight, weight)
-    gradient(logits, labels, weight, weight, torch.tensor(1.0))
+    """Build the three kernels on a small float32 example (4 rows, 3 columns), called as the losses
+    call them in training: inside the autograd Function (grad mode off, logits that require grad),
+    fed with one weight tensor for both weights and EQLv2 with two. The compiled code is guarded on
+    all three, and a build for other flags would be built again at the first training step."""
+    logits, labels = torch.zeros(4, 3, requires_grad=True), torch.tensor([0, 2, 3, 1])
+    pos_weight, neg_weight = torch.ones(3), torch.ones(3)
+    with torch.no_grad():
+        total(logits, labels, pos_weight, pos_weight)  # fed
+        gradient(logits, labels, pos_weight, pos_weight, torch.tensor(1.0))
+        total_and_prob_sums(logits, labels, pos_weight, neg_weight)  # EQLv2
+        gradient(logits, labels, pos_weight, neg_weight, torch.tensor(1.0))
 
 
 @functools.lru_cache(maxsize=None)

@@ -50,11 +50,14 @@ def _gradient(log_prob_u: Tensor, y: Tensor, row_scale: Tensor) -> Tensor:
 
 
 def _probe(forward: Callable, gradient: Callable) -> None:
-    """Build both kernels on a small float32 example (2 rows, 3 classes)."""
-    logits = torch.zeros(4, 5)
+    """Build both kernels on a small float32 example (2 rows, 3 classes), called as training calls
+    them: inside the autograd Function, with grad mode off and logits that require grad (the
+    compiled code is guarded on both, and a build for other flags would be built again)."""
+    logits = torch.zeros(4, 5, requires_grad=True)
     rows, y = torch.tensor([0, 2]), torch.tensor([1, 2])
-    _, log_prob_u = forward(logits, rows, y, torch.zeros(3), 0.8, 2.0, -4.6)
-    gradient(log_prob_u, y, torch.tensor(0.5))
+    with torch.no_grad():
+        _, log_prob_u = forward(logits, rows, y, torch.zeros(3), 0.8, 2.0, -4.6)
+        gradient(log_prob_u, y, torch.tensor(0.5))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,12 +1,36 @@
-"""Where torch.compile cannot build the fused CPU kernels (suite.losses.cpu_compile), the losses
-warn once per kernel set and run the eager kernels, with the same values. The build runs in a child
-process, so this test needs none of the intra-op threads that tests/test_losses_cpu_kernels.py
-(marked `threads`) is given, and runs beside the other tests."""
+"""How the fused CPU kernels (suite.losses.cpu_compile) are built: once per process, by a probe
+that calls them as training does, so that a training step builds nothing more; and where
+torch.compile cannot build them, the losses warn once per kernel set and run the eager kernels,
+with the same values. Neither needs the intra-op threads that tests/test_losses_cpu_kernels.py
+(marked `threads`) is given, so both run beside the other tests."""
 
 import json
 import os
 import subprocess
 import sys
+
+import torch
+from torch._dynamo.utils import counters
+
+from suite.losses import build_loss, column_weighted_cpu_kernel, seesaw_cpu_kernel
+
+
+def test_a_training_step_builds_no_kernel_after_the_probe():
+    """torch.compile guards its code on grad mode, on the logits' requires_grad and on whether two
+    arguments are one tensor; a probe that called the kernels otherwise than training does had every
+    process build them twice (1 to 4 s of CPU each)."""
+    torch._dynamo.reset()
+    seesaw_cpu_kernel.fused_cpu_kernels.cache_clear()
+    column_weighted_cpu_kernel.fused_cpu_kernels.cache_clear()
+    assert seesaw_cpu_kernel.fused_cpu_kernels() is not None
+    assert column_weighted_cpu_kernel.fused_cpu_kernels() is not None
+    built = counters["stats"]["unique_graphs"]
+    labels = torch.tensor([0, 1, 2, 6, 6, 3, 4, 5, 6, 0])
+    for name, options in (("seesaw", {}), ("eqlv2", {}), ("fed", {"class_freq": [0.1] * 6})):
+        loss = build_loss(name, 6, **options).train()
+        logits = torch.randn(len(labels), loss.num_logits, requires_grad=True)
+        sum(loss(logits, labels).values()).backward()
+        assert counters["stats"]["unique_graphs"] == built, f"{name}: a training step built kernels again"
 
 
 def test_without_a_compiler_the_eager_kernels_run_with_a_warning(tmp_path):
