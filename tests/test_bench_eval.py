@@ -10,7 +10,7 @@ import pytest
 from lvis import LVIS
 
 from suite.cli import main
-from suite.data.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_val_shaped
+from suite.data.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_v1_categories, lvis_val_shaped
 from suite.harness import bootstrap
 from suite.harness.evaluate import evaluate_lvis_results, run_lvis_eval
 from suite.report.readme import build_report
@@ -35,6 +35,19 @@ def test_shape_is_lvis_v1_val_like(shaped):
     assert len(detections.segmentations) == len(detections)
     again, same = lvis_val_shaped(80, seed=1)
     assert again == dataset and np.array_equal(same.scores, detections.scores)
+
+
+def test_categories_are_detectron2s_and_a_measuring_process_imports_neither_it_nor_torch():
+    from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+
+    assert lvis_v1_categories() == [{key: c[key] for key in ("id", "name", "frequency", "synset")}
+                                    for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+    code = ("import json, sys; from suite.bench.eval_scale import measure; "
+            "[measure('bbox', 4, evaluator, 2, 1, 0) for evaluator in ('fast', 'official')]; "
+            "print(json.dumps(sorted({'torch', 'detectron2'} & set(sys.modules))))")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_fast_equals_official_on_the_shaped_set(shaped):

@@ -15,8 +15,9 @@ file and loads it with `lvis.LVIS` as a user would, then times
 `total_s` = evaluate_s + accumulate_s + bootstrap_s: one run's evaluation and its bootstrap.
 A record also holds the data's size, AP, APr, APc and APf (so that the two evaluators can be
 compared on the same data), the process's resident memory once the data is loaded
-(`data_rss_gib`: Python, torch and Detectron2's metadata, the ground truth, the detections -
-for "segm" their 300 masks per image dominate), its peak while evaluating (`peak_rss_gib`: the
+(`data_rss_gib`: Python, the lvis API, the ground truth, the detections - for "segm" their
+300 masks per image dominate; neither torch nor Detectron2 is imported: the category table is
+read from Detectron2's metadata file), its peak while evaluating (`peak_rss_gib`: the
 data held plus the evaluation's own memory; Linux's VmHWM, reset once the data is loaded), the
 peak of the whole process including the data's generation (`process_peak_rss_gib`), and the
 load average before and after.

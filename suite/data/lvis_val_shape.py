@@ -14,8 +14,15 @@ Detections (exactly 300 per image; scores rounded to float32 as a detector's): p
 of its own category and two of a confusable one (a category of the image or a random one),
 boxes jittered by 10 % of the object's size, then random boxes of categories drawn by
 frequency up to 300. Masks (task "segm") are the octagons of the detected boxes, as RLE.
+
+The category table is read from Detectron2's metadata file as a Python literal, without importing
+Detectron2 (which imports torch): a `suite bench eval` measuring process then holds what LVIS
+evaluation needs, not torch's 0.6 GiB.
 """
 
+import ast
+import importlib.util
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -29,12 +36,24 @@ WIDTH, HEIGHT = 640, 480
 _FREQUENCY_WEIGHT = {"r": 1.0, "c": 10.0, "f": 100.0}  # how often a detector or a negative list picks a group
 
 
-def lvis_v1_categories() -> List[dict]:
-    """LVIS v1's categories (id, name, frequency) from Detectron2's metadata."""
-    from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+def _detectron2_lvis_categories() -> List[dict]:
+    """`LVIS_CATEGORIES` of the Detectron2 that `import detectron2` would load (installed or on
+    PYTHONPATH), read from detectron2/data/datasets/lvis_v1_categories.py without importing it."""
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("LVIS v1's categories come from Detectron2's metadata, and Detectron2 is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "datasets" / "lvis_v1_categories.py"
+    for statement in ast.parse(path.read_text(), str(path)).body:
+        names = [getattr(target, "id", None) for target in getattr(statement, "targets", [])]
+        if isinstance(statement, ast.Assign) and names == ["LVIS_CATEGORIES"]:
+            return ast.literal_eval(statement.value)
+    raise RuntimeError(f"{path}: no LVIS_CATEGORIES = [...] literal")
 
+
+def lvis_v1_categories() -> List[dict]:
+    """LVIS v1's categories (id, name, frequency, synset) from Detectron2's metadata, by id."""
     return [{"id": c["id"], "name": c["name"], "frequency": c["frequency"], "synset": c["synset"]}
-            for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+            for c in sorted(_detectron2_lvis_categories(), key=lambda c: c["id"])]
 
 
 def _image_counts(frequencies: List[str], num_images: int, rng: np.random.Generator) -> np.ndarray:
