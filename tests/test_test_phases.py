@@ -13,7 +13,10 @@ MARKED = "import pytest\n\n@pytest.mark.timing\ndef test_timed():\n    pass\n\nd
 
 
 @pytest.fixture
-def tree(pytester):
+def tree(pytester, monkeypatch):
+    """A test tree with the suite's conftest; run in a fresh interpreter (runpytest_subprocess), as
+    its test_bench_guard.py would clash with the module of that name this process may hold."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # none is needed: a faster start
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    timing: t\n    threads: t\n    d2_source: d\n")
     pytester.makepyfile(test_bench_guard=MARKED, test_other="def test_elsewhere():\n    pass\n")
@@ -21,7 +24,7 @@ def tree(pytester):
 
 
 def test_timing_phase_collects_only_the_timing_files_and_their_marked_tests(tree):
-    result = tree.runpytest("--timing-phase", "-v")
+    result = tree.runpytest_subprocess("--timing-phase", "-v")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["*test_bench_guard.py::test_timed PASSED*"])
     assert "test_other" not in result.stdout.str()
@@ -29,6 +32,6 @@ def test_timing_phase_collects_only_the_timing_files_and_their_marked_tests(tree
 
 def test_a_marked_test_outside_the_timing_files_stops_the_collection(tree):
     tree.makepyfile(test_stray=MARKED)
-    result = tree.runpytest("-m", "not timing")
+    result = tree.runpytest_subprocess("-m", "not timing")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*outside conftest.TIMING_FILES*test_stray.py::test_timed*"])
