@@ -123,7 +123,8 @@ def test_a_locked_run_directory_is_refused_and_a_killed_holder_is_stale(dataset,
 
 def test_two_concurrent_starts_make_one_run(dataset, tmp_path):
     run_dir = tmp_path / "run"
-    processes = [suite_process(train_args(dataset, run_dir, max_iter=2), tmp_path) for _ in range(2)]
+    # CE: the run lock is under test, not the loss (Seesaw would build its fused kernels first)
+    processes = [suite_process(train_args(dataset, run_dir, max_iter=2, loss="ce"), tmp_path) for _ in range(2)]
     results = sorted((process.wait(), process.stderr.read()) for process in processes)
     assert [code for code, _ in results] == [0, 2], results
     refusal = results[1][1].strip().splitlines()[-1]
