@@ -39,7 +39,7 @@ def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFram
     seeds, and the change with its interval and verdict."""
     by_path = dict(records.runs)
     ordered = sorted(found, key=lambda protocol: (rarest_pressure(protocol, by_path), protocol.key))
-    frames = {protocol.key: paired.comparisons_frame(protocol).set_index(["arm", "reference", "column"])
+    frames = {protocol.key: protocol.comparisons.set_index(["arm", "reference", "column"])
               for protocol in ordered}
     rows = []
     for first, second in combinations(ordered, 2):

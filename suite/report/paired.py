@@ -15,6 +15,7 @@ arms with the cosine classifier, `ce+cos` (the control that separates Seesaw's l
 classifier).
 """
 
+import functools
 import hashlib
 import json
 import math
@@ -124,6 +125,12 @@ class Protocol:
     iterations: int
     runs: Dict[str, Dict[Any, Run]]  # arm -> seed -> run (the first by path where a seed repeats)
     duplicates: List[str]  # paths left out because their arm and seed repeat
+
+    @functools.cached_property
+    def comparisons(self) -> pd.DataFrame:
+        """comparisons_frame of this protocol, computed once for the report's sections (read it, do
+        not change it)."""
+        return comparisons_frame(self)
 
     @property
     def title(self) -> str:

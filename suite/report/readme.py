@@ -89,7 +89,7 @@ def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) 
              "(the same resamples for every run); it shows the validation set's share of the noise only. "
              "SE: bootstrap standard error of a run's APr over validation images (mean over seeds).", ""]
     for index, protocol in enumerate(found, start=1):
-        frame = paired.comparisons_frame(protocol)
+        frame = protocol.comparisons
         title = protocol.title
         lines += [f"### {title}", ""]
         lines += [f"**Flag:** {note}" for note in protocol.flags]
