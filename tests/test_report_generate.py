@@ -135,6 +135,49 @@ def test_other_iterations_or_params_are_other_experiments(tmp_path):
     assert experiments["label"].nunique() == 3
 
 
+def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_path):
+    """Two protocols at the same iterations (another ROI batch size): each loss is compared with
+    the CE of its own protocol. A run recorded before a config key existed (the later runs all
+    hold it at one value), or with another value in another loss's parameter node, is a seed of
+    the same experiment, as in the paired comparisons; another cosine scale is another experiment."""
+    def run(loss, seed, ap, batch=512, extra_key=True, seesaw_compiled=None):
+        record = run_record(loss, seed, ap, ap / 2, ap, ap)
+        record["config"]["MODEL"] = {"ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": batch},
+                                     "ROI_BOX_HEAD": {"COSINE_SCALE": 20.0, "SEESAW": {"COMPILED": seesaw_compiled}}}
+        if extra_key:
+            record["config"]["MODEL"]["ROI_HEADS"]["ADDED_LATER"] = True
+        return record
+
+    def experiments_of(runs):
+        for name, record in runs.items():
+            write(tmp_path / name / "run.json", record)
+        records = gather([tmp_path])
+        return tables.aggregate(tables.runs_frame(records, tables.environments(records)))
+
+    experiments = experiments_of({
+        "ce_0": run("ce", 0, 20.0, extra_key=False), "ce_1": run("ce", 1, 22.0),
+        "ce_2": run("ce", 2, 18.0, seesaw_compiled=False), "seesaw_0": run("seesaw", 0, 30.0),
+        "ce_small": run("ce", 0, 10.0, batch=64), "seesaw_small": run("seesaw", 0, 12.0, batch=64)})
+    assert sorted(experiments["count"]) == [1, 1, 1, 3]  # ce_0, ce_1 and ce_2: one experiment
+    assert experiments["protocol"].nunique() == 2
+    for _, row in experiments.iterrows():  # two protocols in the data set: each label names its own
+        assert row["label"] == f"{row['loss']} (100 it, protocol {row['protocol'][:8]})"
+    large = experiments[experiments["count"] == 3]["protocol"].iloc[0]
+    deltas = {row[0]: row[1] for row in table_rows("\n" + tables.delta_table(experiments), "\n")}
+    label = {(row["loss"], row["protocol"] == large): row["label"] for _, row in experiments.iterrows()}
+    # bbox AP = ap + 1: seesaw 31 against the CE mean 21; seesaw 13 against CE 11.
+    assert deltas[label[("seesaw", True)]] == "+10.0" and deltas[label[("seesaw", False)]] == "+2.0"
+
+    cosine = {}
+    for seed, scale in ((0, 20.0), (1, 10.0)):
+        cosine[f"cosine_{scale}"] = run("seesaw", seed, 40.0)
+        cosine[f"cosine_{scale}"]["config"]["MODEL"]["ROI_BOX_HEAD"].update(COSINE_CLASSIFIER=True, COSINE_SCALE=scale)
+    experiments = experiments_of(cosine)
+    arm = experiments[experiments["loss"] == "seesaw+cos"]
+    assert sorted(arm["label"]) == [f"seesaw+cos (100 it, protocol {large[:8]}) " + json.dumps(
+        {"CLS_NUM_LOGITS": None, "COSINE_SCALE": scale}) for scale in (10.0, 20.0)]
+
+
 def test_readme_tables_hold_the_numbers(report):
     text = report[1].readme.read_text()
     rows = {row[0]: row for row in table_rows(text, "### synth")}

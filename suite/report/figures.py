@@ -5,6 +5,7 @@ import io
 import os
 import re
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,8 @@ import seaborn as sns  # noqa: E402
 
 FREQUENCY_ORDER = ["r", "c", "f"]
 FREQUENCY_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+#: Characters per line of a per-category panel's title (a panel is 3.3 inches wide).
+PANEL_TITLE_CHARACTERS = 34
 
 
 def slug(text: str) -> str:
@@ -57,12 +60,17 @@ def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[st
     if data.empty:
         return None
     _theme()
-    grid = sns.catplot(data=data, kind="bar", x="loss", y="AP", hue="group", col="task", col_order=["bbox", "segm"],
-                       hue_order=["APr", "APc", "APf"], order=sorted(data["loss"].unique()), errorbar=None,
-                       height=3.5, aspect=1.2)
-    grid.set_axis_labels("loss", "AP (%)")
-    grid.figure.suptitle(f"{dataset}: AP by frequency group (mean over seeds)", y=1.04)
-    return _save(grid.figure, out / f"ap_groups_{slug(dataset)}.png")
+    # Horizontal bars, one row per experiment in the table's order: their labels run long.
+    order = list(dict.fromkeys(data["loss"]))
+    figure, panels = plt.subplots(1, 2, sharex=True, sharey=True, figsize=(14, 1.5 + 0.45 * len(order)))
+    for axes, task in zip(panels, ("bbox", "segm")):
+        sns.barplot(data=data[data["task"] == task], y="loss", x="AP", hue="group", order=order,
+                    hue_order=["APr", "APc", "APf"], errorbar=None, ax=axes, legend=task == "segm")
+        axes.set(title=task, xlabel="AP (%)", ylabel="")
+    sns.move_legend(panels[1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    figure.suptitle(f"{dataset}: AP by frequency group (mean over seeds)")
+    figure.tight_layout()
+    return _save(figure, out / f"ap_groups_{slug(dataset)}.png")
 
 
 def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
@@ -79,7 +87,8 @@ def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[
                        height=3, aspect=1.1)
     grid.set(xscale="log")
     grid.set_axis_labels("training instances", "mask AP (%)")
-    grid.set_titles("{col_name}")
+    for axes, label in zip(grid.axes.flat, grid.col_names):  # labels run long: wrapped to the panel's width
+        axes.set_title(textwrap.fill(label, PANEL_TITLE_CHARACTERS), fontsize="medium")
     grid.figure.suptitle(f"{dataset}: per-category mask AP", y=1.04)
     return _save(grid.figure, out / f"per_category_{slug(dataset)}.png")
 
@@ -100,6 +109,7 @@ def grad_balance(balance: pd.DataFrame, dataset: str, out: Path) -> Optional[str
     axes.set_xlabel("class, by training instances (most frequent first)")
     axes.set_ylabel("positive / negative gradient")
     axes.set_title(f"{dataset}: accumulated classifier gradient balance")
+    sns.move_legend(axes, "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the lines, not over them
     return _save(figure, out / f"grad_balance_{slug(dataset)}.png")
 
 

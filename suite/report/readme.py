@@ -60,7 +60,8 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
              "Mean ± sample standard deviation over the runs that differ only in seed (`runs`, `seeds`); "
              "AP in percent from the official `lvis` API; `env`: see Environments.", "",
              tables.metrics_table(chosen), "",
-             "Change against CE (same data set and iterations), in AP points:", "",
+             "Change against CE of the same protocol (data set, iterations and config apart from the loss; "
+             "`–`: no CE run in it), in AP points:", "",
              tables.delta_table(chosen), ""]
     if dataset.startswith("lvis_v1"):
         lines += ["Published numbers on LVIS v1 val (`baselines/published_lvis_v1.csv`; each row names its "

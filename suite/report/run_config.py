@@ -27,6 +27,20 @@ def _box_predictors(config: Dict[str, Any]) -> List[Dict[str, Any]]:
     return list(heads.get("box_predictors") or []) + ([heads["box_predictor"]] if "box_predictor" in heads else [])
 
 
+def loss_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings of the run's classifier and loss that its config holds beside the loss name and
+    parameters (a run record's `loss`) and change what is trained: the cosine scale (where the
+    classifier is cosine) and the number of logits (a LazyConfig's per box predictor). Not the
+    parameter nodes of other losses, nor switches that only check or record (CHECK_LABELS,
+    RECORD_GRAD_BALANCE)."""
+    if is_lazy_config(config):
+        return {"box_predictors": [{key: node.get(key) for key in ("cosine_scale", "num_logits")}
+                                   for node in _box_predictors(config)]}
+    head = config.get("MODEL", {}).get("ROI_BOX_HEAD", {})
+    return {"COSINE_SCALE": head.get("COSINE_SCALE") if head.get("COSINE_CLASSIFIER") else None,
+            "CLS_NUM_LOGITS": head.get("CLS_NUM_LOGITS")}
+
+
 def cosine_classifier(config: Dict[str, Any]) -> bool:
     """Whether the run's box classifier is cosine (COSINE_CLASSIFIER; a box predictor's
     `cosine_scale` that is not null)."""

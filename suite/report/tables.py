@@ -8,15 +8,20 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from suite.report.paired import arm_name
-from suite.report.records import ENVIRONMENT_FIELDS, Records, config_key
+from suite.report.paired import arm_name, later_keys, protocol_key
+from suite.report.records import ENVIRONMENT_FIELDS, Records
+from suite.report.run_config import loss_settings
 
 TASKS = ("bbox", "segm")
 TABLE_METRICS = ("AP", "APr", "APc", "APf")
 METRIC_COLUMNS = [f"{task}_{name}" for task in TASKS for name in TABLE_METRICS]
 METRIC_HEADERS = [f"{task} {name}" for task in TASKS for name in TABLE_METRICS]
-# An experiment: runs with equal values here differ only in seed (and output folder).
-GROUP_KEYS = ["dataset", "loss", "params", "config_key", "iterations"]
+# An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
+# the paired section's protocol key (suite.report.paired.protocol_key: data set, iterations and
+# config apart from the loss's own settings, leaving out keys added after some runs were
+# recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
+# (suite.report.run_config.loss_settings).
+GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
 REFERENCE_LOSS = "ce"
 
 
@@ -43,14 +48,16 @@ def _env_ids(envs: pd.DataFrame) -> Dict[str, str]:
 def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per run record: its experiment keys, seed, environment id and table metrics."""
     ids = _env_ids(envs)
+    left_out = later_keys([record["config"] for _, record in records.runs])  # as suite.report.paired.protocols
     rows = []
     for path, record in records.runs:
         row = {
             "path": path,
             "dataset": str(record["dataset"]["name"]),
+            "protocol": protocol_key(record, left_out),
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(record["loss"]["params"], sort_keys=True),
-            "config_key": config_key(record["config"]),
+            "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
             "iterations": int(record["iterations"]),
             "seed": record["seed"],
             "env": ids[_env_key(record["environment"])],
@@ -68,7 +75,9 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per experiment (GROUP_KEYS): mean and sample std (NaN for one run) of every table metric
     and it/s, `count` runs, their `seeds` and `envs`, and a `label` that tells the experiments of
-    one data set apart (the loss name, plus parameters/iterations/config where one loss has several)."""
+    one data set apart: the loss name (the arm), its parameters where the arm has several, its
+    iterations and protocol (first 8 hex digits, as in the paired section's titles) where the
+    data set has several protocols, and its other settings where these still leave two alike."""
     rows = []
     for keys, group in runs.groupby(GROUP_KEYS, sort=True):
         row = dict(zip(GROUP_KEYS, keys))
@@ -84,20 +93,25 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*GROUP_KEYS, "count", "label"])
     labels = []
     for _, row in frame.iterrows():
-        same_loss = frame[(frame["dataset"] == row["dataset"]) & (frame["loss"] == row["loss"])]
+        same_dataset = frame[frame["dataset"] == row["dataset"]]
         label = row["loss"]
-        if len(same_loss) > 1:
-            label += f" {row['params']} {row['iterations']} it, config {row['config_key'][:8]}"
+        if same_dataset[same_dataset["loss"] == row["loss"]]["params"].nunique() > 1:
+            label += f" {row['params']}"
+        if same_dataset["protocol"].nunique() > 1:
+            label += f" ({row['iterations']} it, protocol {row['protocol'][:8]})"
         labels.append(label)
     frame["label"] = labels
-    return frame.sort_values(["dataset", "label"], kind="stable", ignore_index=True)
+    clash = frame.duplicated(["dataset", "label"], keep=False)  # the loss's other settings differ
+    frame.loc[clash, "label"] += " " + frame.loc[clash, "settings"]
+    return frame.sort_values(["dataset", "loss", "params", "iterations", "protocol", "settings"], kind="stable",
+                             ignore_index=True)
 
 
 def reference_row(experiments: pd.DataFrame, row: pd.Series):
-    """The CE experiment that `row` is compared with: same data set and iterations (the first by
-    label if several), or None."""
+    """The CE experiment that `row` is compared with: same protocol (data set, iterations and
+    config apart from the loss's settings; the first in the table's order if several), or None."""
     candidates = experiments[(experiments["dataset"] == row["dataset"]) & (experiments["loss"] == REFERENCE_LOSS)
-                             & (experiments["iterations"] == row["iterations"])]
+                             & (experiments["protocol"] == row["protocol"])]
     return None if candidates.empty else candidates.iloc[0]
 
 
@@ -130,7 +144,7 @@ def metrics_table(experiments: pd.DataFrame) -> str:
 
 
 def delta_table(experiments: pd.DataFrame) -> str:
-    """Difference of the means against CE (same data set and iterations), in AP points."""
+    """Difference of the means against CE of the same protocol (reference_row), in AP points."""
     rows = []
     for _, row in experiments.iterrows():
         reference = reference_row(experiments, row)
