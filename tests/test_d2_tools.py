@@ -138,16 +138,22 @@ LAZY_CASCADE_FAST = ["model.roi_heads.box_predictors.2.test_topk_per_image=20",
                                                                    "record_grad_balance=true"))]
 
 
+def checkpointed_clock(output: Path):
+    """The SegmentClock state ({"segments", "wall_s"}) in the run's last checkpoint."""
+    name = (output / "last_checkpoint").read_text().strip()
+    return torch.load(output / name, map_location="cpu", weights_only=False)["trainer"]["hooks"]["SegmentClock"]
+
+
 @pytest.fixture(scope="module")
 def lazy_cascade_run(data, tmp_path_factory):
     """A LazyConfig Cascade run of scripts/train_net.py on the generated set, trained in two
     segments: 1 iteration, then --resume'd to 2 (train.max_iter raised). Returns its folder and
-    the run record the first segment wrote."""
+    (the run record the first segment wrote, the training clock its checkpoint holds)."""
     output = tmp_path_factory.mktemp("tools") / "lazy"
     common = [*LAZY_CASCADE, "--dataset", str(data), *LAZY_TINY, *LAZY_CASCADE_FAST, f"train.output_dir={output}",
               f"train.eval_period={10 ** 6}"]
     run_train_net(*common)
-    first = read_run_record(output)
+    first = read_run_record(output), checkpointed_clock(output)
     run_train_net("--resume", *common, "train.max_iter=2")
     return output, first
 
@@ -184,11 +190,14 @@ def test_suite_eval_refuses_a_lazy_run_in_one_line(lazy_cascade_run, capsys):
 
 
 def test_lazy_cascade_resume_keeps_counting_segments_time_and_curve(lazy_cascade_run):
-    output, first = lazy_cascade_run
+    output, (first, clock) = lazy_cascade_run
     record = read_run_record(output)
     assert (first["train"]["segments"], first["train"]["start_iter"]) == (1, 0)
     assert (record["train"]["segments"], record["train"]["start_iter"]) == (2, 1)
-    assert record["train"]["wall_s"] > first["train"]["wall_s"] > 0
+    # The resumed run counts on from the time its checkpoint held, which the first record's time
+    # includes (the record's also counts the checkpoint's writing after it: not the resumed run's).
+    assert clock["segments"] == 1 and 0 < clock["wall_s"] <= first["train"]["wall_s"]
+    assert record["train"]["wall_s"] > clock["wall_s"]
     # The first segment's point (its last iteration) came back from the checkpoint.
     assert [point["iter"] for point in record["train"]["loss_curve"]] == [1, 2]
     assert record["train"]["loss_curve"][0] == first["train"]["loss_curve"][0]

@@ -14,6 +14,7 @@ import torch
 from suite.cli import main
 from suite.harness.run_lock import LOCK_FILE, RunLock
 from suite.harness.run_record import read_run_record
+from suite.harness.run_state import TrainingTime
 
 from data_helpers import RUN_SET, small_set
 from test_harness_cli import TINY, one_error_line
@@ -82,6 +83,17 @@ def test_sigkilled_run_resumes_bit_for_bit(dataset, tmp_path):
     assert first["train"]["segments"] == 1 and resumed["train"]["segments"] == 2
     assert resumed["train"]["start_iter"] in range(2, MAX_ITER, 2)
     assert resumed["train"]["wall_s"] > 0 and [point["iter"] for point in resumed["train"]["loss_curve"]] == [MAX_ITER]
+
+
+def test_a_resumed_segment_counts_on_from_the_checkpointed_time():
+    clock = TrainingTime()
+    clock.load_state_dict({"segments": 1, "wall_s": 5.0})  # what the checkpoint held
+    before = time.perf_counter()
+    clock.start()
+    clock.stop()
+    elapsed = time.perf_counter() - before
+    assert clock.segments == 2 and 5.0 <= clock.wall_s <= 5.0 + elapsed
+    assert clock.state_dict() == {"segments": 2, "wall_s": clock.wall_s}
 
 
 def test_two_runs_with_one_seed_are_identical(dataset, tmp_path):
