@@ -139,9 +139,11 @@ def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_
     """Two protocols at the same iterations (another ROI batch size): each loss is compared with
     the CE of its own protocol. A run recorded before a config key existed (the later runs all
     hold it at one value), or with another value in another loss's parameter node, is a seed of
-    the same experiment, as in the paired comparisons; another cosine scale is another experiment."""
+    the same experiment, as in the paired comparisons, and so is one that differs only in Seesaw's
+    `compiled` (how, not what); another cosine scale is another experiment."""
     def run(loss, seed, ap, batch=512, extra_key=True, seesaw_compiled=None):
-        record = run_record(loss, seed, ap, ap / 2, ap, ap)
+        params = {"p": 0.8, "q": 2.0, "compiled": seed == 1 or None} if loss == "seesaw" else {}
+        record = run_record(loss, seed, ap, ap / 2, ap, ap, params=params)
         record["config"]["MODEL"] = {"ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": batch},
                                      "ROI_BOX_HEAD": {"COSINE_SCALE": 20.0, "SEESAW": {"COMPILED": seesaw_compiled}}}
         if extra_key:
@@ -157,16 +159,21 @@ def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_
     experiments = experiments_of({
         "ce_0": run("ce", 0, 20.0, extra_key=False), "ce_1": run("ce", 1, 22.0),
         "ce_2": run("ce", 2, 18.0, seesaw_compiled=False), "seesaw_0": run("seesaw", 0, 30.0),
+        "seesaw_1": run("seesaw", 1, 32.0),
         "ce_small": run("ce", 0, 10.0, batch=64), "seesaw_small": run("seesaw", 0, 12.0, batch=64)})
-    assert sorted(experiments["count"]) == [1, 1, 1, 3]  # ce_0, ce_1 and ce_2: one experiment
+    assert sorted(experiments["count"]) == [1, 1, 2, 3]  # ce_0, ce_1 and ce_2; seesaw_0 and seesaw_1
     assert experiments["protocol"].nunique() == 2
     for _, row in experiments.iterrows():  # two protocols in the data set: each label names its own
         assert row["label"] == f"{row['loss']} (100 it, protocol {row['protocol'][:8]})"
     large = experiments[experiments["count"] == 3]["protocol"].iloc[0]
     deltas = {row[0]: row[1] for row in table_rows("\n" + tables.delta_table(experiments), "\n")}
     label = {(row["loss"], row["protocol"] == large): row["label"] for _, row in experiments.iterrows()}
-    # bbox AP = ap + 1: seesaw 31 against the CE mean 21; seesaw 13 against CE 11.
-    assert deltas[label[("seesaw", True)]] == "+10.0" and deltas[label[("seesaw", False)]] == "+2.0"
+    # bbox AP = ap + 1: seesaw's mean 32 against the CE mean 21; seesaw 13 against CE 11.
+    assert deltas[label[("seesaw", True)]] == "+11.0" and deltas[label[("seesaw", False)]] == "+2.0"
+    from suite.losses import params_with_defaults  # torch: only here, not for the whole file
+
+    assert all(name in params_with_defaults(loss, {}) for loss, names in tables.IMPLEMENTATION_PARAMS.items()
+               for name in names)
 
     cosine = {}
     for seed, scale in ((0, 20.0), (1, 10.0)):

@@ -89,6 +89,7 @@ def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[
     grid.set_axis_labels("training instances", "mask AP (%)")
     for axes, label in zip(grid.axes.flat, grid.col_names):  # labels run long: wrapped to the panel's width
         axes.set_title(textwrap.fill(label, PANEL_TITLE_CHARACTERS), fontsize="medium")
+    grid.tight_layout()  # again: room for the titles' second lines
     grid.figure.suptitle(f"{dataset}: per-category mask AP", y=1.04)
     return _save(grid.figure, out / f"per_category_{slug(dataset)}.png")
 

@@ -22,6 +22,10 @@ METRIC_HEADERS = [f"{task} {name}" for task in TASKS for name in TABLE_METRICS]
 # recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
 # (suite.report.run_config.loss_settings).
 GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
+# Loss parameters that choose how a loss is computed, not what (Seesaw's `compiled`: the fused or
+# the eager kernels, equal up to rounding): runs that differ only in them are seeds of one
+# experiment, as they are of one arm in the paired comparisons.
+IMPLEMENTATION_PARAMS = {"seesaw": ("compiled",)}
 REFERENCE_LOSS = "ce"
 
 
@@ -45,6 +49,12 @@ def _env_ids(envs: pd.DataFrame) -> Dict[str, str]:
     return dict(zip(envs["key"], envs["env"]))
 
 
+def method_params(loss: Dict[str, Any]) -> Dict[str, Any]:
+    """A run record's `loss` parameters without its IMPLEMENTATION_PARAMS."""
+    implementation = IMPLEMENTATION_PARAMS.get(loss["name"], ())
+    return {name: value for name, value in loss["params"].items() if name not in implementation}
+
+
 def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per run record: its experiment keys, seed, environment id and table metrics."""
     ids = _env_ids(envs)
@@ -56,7 +66,7 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
             "dataset": str(record["dataset"]["name"]),
             "protocol": protocol_key(record, left_out),
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
-            "params": json.dumps(record["loss"]["params"], sort_keys=True),
+            "params": json.dumps(method_params(record["loss"]), sort_keys=True),
             "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
             "iterations": int(record["iterations"]),
             "seed": record["seed"],
