@@ -4,7 +4,8 @@ the flags for dirty trees and mixed commits; records of yaml and of LazyConfig r
 import copy
 
 from suite.report import paired
-from suite.report.records import Records, config_key
+from suite.report.records import Records
+from suite.report.run_config import experiment_config
 
 from test_report_generate import ENV, run_record
 
@@ -95,7 +96,8 @@ def test_lazy_config_runs_are_a_protocol_of_their_own():
     assert len(found) == 2
     (protocol,) = [protocol for protocol in found if "seesaw+cos" in protocol.runs]
     assert set(protocol.runs) == {"ce", "seesaw+cos"} and set(protocol.runs["ce"]) == {0, 1}
-    assert config_key(lazy[0]["config"]) == config_key(lazy[1]["config"]) != config_key(lazy[2]["config"])
+    experiments = [experiment_config(run["config"]) for run in lazy[:3]]
+    assert experiments[0] == experiments[1] != experiments[2]
     changed = copy.deepcopy(lazy[1])
     changed["config"]["model"]["roi_heads"]["box_predictors"][0]["num_classes"] = 7
     assert paired.protocol_key(changed) != paired.protocol_key(lazy[1])

@@ -152,12 +152,18 @@ class Protocol:
         return notes
 
 
+def protocol_keys(records: Records) -> Dict[str, str]:
+    """{run record path: its protocol_key}, leaving out the later_keys of all of `records`' runs."""
+    left_out = later_keys([record["config"] for _, record in records.runs])
+    return {path: protocol_key(record, left_out) for path, record in records.runs}
+
+
 def protocols(records: Records) -> List[Protocol]:
     """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
     grouped: Dict[str, Protocol] = {}
-    left_out = later_keys([record["config"] for _, record in records.runs])
+    keys = protocol_keys(records)
     for path, record in records.runs:
-        key = protocol_key(record, left_out)
+        key = keys[path]
         protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
                   metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},

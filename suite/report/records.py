@@ -5,7 +5,6 @@ it is a JSON object with a `kind` (benchmark files). A record of another schema 
 missing or malformed field is not used: it goes to `left_out` as (path, reason).
 """
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from suite.errors import UserError
 from suite.records import SCHEMA_VERSION
-from suite.report.run_config import experiment_config
 
 RUN_KIND = "train_run"
 BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
@@ -200,10 +198,3 @@ def gather(results: Iterable[Path]) -> Records:
     records.benches.sort(key=lambda item: item[0])
     records.left_out.sort()
     return records
-
-
-def config_key(config: Dict[str, Any]) -> str:
-    """sha256 of the config without the keys that differ between seeds of one experiment
-    (suite.report.run_config.experiment_config): runs with equal keys differ only in seed,
-    output folder and initial weights file."""
-    return hashlib.sha256(json.dumps(experiment_config(config), sort_keys=True).encode()).hexdigest()

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from suite.report.paired import arm_name, later_keys, protocol_key
+from suite.report.paired import arm_name, protocol_keys
 from suite.report.records import ENVIRONMENT_FIELDS, Records
 from suite.report.run_config import loss_settings
 
@@ -58,13 +58,13 @@ def method_params(loss: Dict[str, Any]) -> Dict[str, Any]:
 def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per run record: its experiment keys, seed, environment id and table metrics."""
     ids = _env_ids(envs)
-    left_out = later_keys([record["config"] for _, record in records.runs])  # as suite.report.paired.protocols
+    protocols = protocol_keys(records)
     rows = []
     for path, record in records.runs:
         row = {
             "path": path,
             "dataset": str(record["dataset"]["name"]),
-            "protocol": protocol_key(record, left_out),
+            "protocol": protocols[path],
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(method_params(record["loss"]), sort_keys=True),
             "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
