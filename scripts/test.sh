@@ -7,10 +7,8 @@
 #      (a 64 px training step took 6.3 s instead of 0.33 s);
 #   2. the tests marked `timing` (the speed guard) or `threads` (the multi-threaded CPU kernels), in
 #      one process with torch's default threads, so that no other test shares the cores with them
-#      (`--timing-phase`: only the files that hold them are collected, tests/conftest.py);
-#      the pytest-benchmark kernels run once each, untimed (--benchmark-disable): their absolute times
-#      mean something only against a run saved on the same machine, which CI has not
-#      (`pytest tests/test_bench_guard.py --benchmark-autosave`, later `--benchmark-compare`).
+#      (`--timing-phase`: only the files that hold them are collected, tests/conftest.py); the guard
+#      times the working tree beside its reference commit, so it needs the git history (docs/benchmarks.md).
 # Extra arguments go to pytest, which then runs once, as given (e.g. `bash scripts/test.sh
 # tests/test_bench_guard.py`).
 set -euo pipefail
@@ -22,5 +20,5 @@ fi
 status=0
 OMP_NUM_THREADS=1 "$py" -m pytest -n "${SUITE_TEST_WORKERS:-auto}" --dist loadfile -m "not timing and not threads" --durations=15 \
   || status=$?
-"$py" -m pytest --timing-phase --benchmark-disable --durations=10 || status=$?
+"$py" -m pytest --timing-phase --durations=10 || status=$?
 exit "$status"

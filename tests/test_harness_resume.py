@@ -1,12 +1,14 @@
 """Runs you can trust: a `suite train` killed with SIGKILL and resumed ends bit for bit where the
 uninterrupted run ends; two runs with one seed are identical; one run per directory."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -35,6 +37,17 @@ def dataset(tmp_path_factory):
 def train_args(dataset, output, *extra, loss="seesaw", max_iter=MAX_ITER):
     return ["train", "--loss", loss, "--dataset", str(dataset), "--output", str(output),
             "--max-iter", str(max_iter), "--record-grad-balance", *extra, *TINY, *EVERY_2]
+
+
+@contextlib.contextmanager
+def stopped_on_exit(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`process`, killed on leaving the block if it still runs (also when an assertion fails)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def suite_process(args, tmp_path) -> subprocess.Popen:
@@ -68,14 +81,14 @@ def test_sigkilled_run_resumes_bit_for_bit(dataset, tmp_path):
     assert main(train_args(dataset, uninterrupted)) == 0
 
     killed = tmp_path / "killed"
-    process = suite_process(train_args(dataset, killed), tmp_path)
-    deadline = time.monotonic() + 120
-    while not (killed / "last_checkpoint").exists():  # the first checkpoint, after iteration 2
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    with stopped_on_exit(suite_process(train_args(dataset, killed), tmp_path)) as process:
+        deadline = time.monotonic() + 120
+        while not (killed / "last_checkpoint").exists():  # the first checkpoint, after iteration 2
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
     assert not (killed / "run.json").exists() and not (killed / "model_final.pth").exists(), "killed too late"
 
     assert main(train_args(dataset, killed, "--resume")) == 0
@@ -118,13 +131,11 @@ def test_a_locked_run_directory_is_refused_and_a_killed_holder_is_stale(dataset,
     run_dir = tmp_path / "run"
     code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from suite.harness.run_lock import RunLock; "
             f"RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    assert main(train_args(dataset, run_dir, max_iter=1)) == 2
-    one_error_line(capsys, str(run_dir), "in use", f"pid {holder.pid}")
-    assert main(["eval", "--run", str(run_dir)]) == 2  # no config yet: refused before locking
-    holder.kill()
-    holder.wait()
+    with stopped_on_exit(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)) as holder:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(train_args(dataset, run_dir, max_iter=1)) == 2
+        one_error_line(capsys, str(run_dir), "in use", f"pid {holder.pid}")
+        assert main(["eval", "--run", str(run_dir)]) == 2  # no config yet: refused before locking
     assert (run_dir / LOCK_FILE).exists()  # left behind by the killed holder, and stale
     assert main(train_args(dataset, run_dir, max_iter=1)) == 0
     assert not (run_dir / LOCK_FILE).exists()
@@ -136,8 +147,9 @@ def test_a_locked_run_directory_is_refused_and_a_killed_holder_is_stale(dataset,
 def test_two_concurrent_starts_make_one_run(dataset, tmp_path):
     run_dir = tmp_path / "run"
     # CE: the run lock is under test, not the loss (Seesaw would build its fused kernels first)
-    processes = [suite_process(train_args(dataset, run_dir, max_iter=2, loss="ce"), tmp_path) for _ in range(2)]
-    results = sorted((process.wait(), process.stderr.read()) for process in processes)
+    with stopped_on_exit(suite_process(train_args(dataset, run_dir, max_iter=2, loss="ce"), tmp_path)) as first, \
+            stopped_on_exit(suite_process(train_args(dataset, run_dir, max_iter=2, loss="ce"), tmp_path)) as second:
+        results = sorted((process.wait(), process.stderr.read()) for process in (first, second))
     assert [code for code, _ in results] == [0, 2], results
     refusal = results[1][1].strip().splitlines()[-1]
     assert "in use" in refusal or "already holds a finished run" in refusal

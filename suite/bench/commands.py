@@ -27,23 +27,27 @@ def register(subparsers) -> None:
     kernel.set_defaults(func=run_kernel)
 
     guard = commands.add_parser(
-        "guard", help="the CI speed guard: every loss's speed ratio against baselines/bench_limits.json",
-        description="Time every loss beside its reference at LVIS shape (CPU time on one thread, each row's "
-        "smallest median over interleaved blocks) and check the ratios against baselines/bench_limits.json: "
-        "a ratio above its limit fails, and so does one so far below it that a 2x regression would pass "
-        "(stale limits); exit status 1 then. --derive measures the limits instead and writes the file "
-        "(the test tests/test_bench_guard.py runs the same check).",
-        epilog="examples: suite bench guard --contended; suite bench guard --derive --runs 10")
-    guard.add_argument("--contended", action="store_true",
-                       help="measure while a competing multi-threaded torch process runs")
+        "guard", help="the CI speed guard: every loss timed beside the same loss at the reference commit",
+        description="Time every loss of the working tree beside the same loss at the reference commit of "
+        "baselines/speed_guard.json (two worker processes, CPU time, taking turns round by round), quiet and "
+        "beside a competing process, as it is and made twice as slow; exit status 1 when a loss is slower than "
+        "the limit times the reference, when one made twice as slow passes, or when the reference is so much "
+        "slower that a 2x regression would pass (stale: re-pin). The test tests/test_bench_guard.py runs the "
+        "same check.",
+        epilog="examples: suite bench guard; suite bench guard --demo-slower seesaw; "
+        "suite bench guard --pin HEAD --why '...'; suite bench guard --derive-limit --runs 10")
+    guard.add_argument("--threads", type=int, default=None, help="intra-op threads of both sides (default: 1)")
     guard.add_argument("--demo-slower", action="append", default=[], metavar="LOSS",
-                       help="failure demonstration: LOSS computes its terms twice per call (repeatable)")
-    guard.add_argument("--derive", action="store_true",
-                       help="measure every loss and reference --runs times, quiet and contended, and write the "
-                       "limits with their provenance (after any change to a kernel's speed, in the same commit)")
-    guard.add_argument("--runs", type=int, default=10, help="--derive: runs per condition (default 10)")
-    guard.add_argument("--limits", type=Path, metavar="FILE.json", help="the limits file (default: "
-                       "baselines/bench_limits.json)")
+                       help="failure demonstration: LOSS of the working tree computes its forward twice (repeatable)")
+    guard.add_argument("--json", type=Path, metavar="FILE.json", help="also write the measurement there")
+    action = guard.add_mutually_exclusive_group()
+    action.add_argument("--pin", metavar="COMMIT", help="make COMMIT (e.g. HEAD) the reference, with --why; after a "
+                        "change that makes a kernel faster, in the same commit")
+    action.add_argument("--derive-limit", action="store_true",
+                        help="measure the reference against itself --runs times per condition and re-derive the "
+                        "limit from that and the evidence already recorded for other machines and thread counts")
+    guard.add_argument("--why", default="", help="--pin: why this commit is the reference")
+    guard.add_argument("--runs", type=int, default=10, help="--derive-limit: A/A runs per condition (default 10)")
     guard.set_defaults(func=run_guard)
 
     step = commands.add_parser(
@@ -112,32 +116,39 @@ def run_kernel(args: argparse.Namespace) -> int:
 def run_guard(args: argparse.Namespace) -> int:
     from suite.bench import guard
 
-    path = args.limits or guard.LIMITS_FILE
-    if args.derive:
-        if args.demo_slower or args.contended:
-            raise UserError("--derive measures both conditions of the code as it is: drop --demo-slower and --contended")
-        try:
-            limits = guard.derive_limits(args.runs, progress=_progress)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        guard.write_limits(limits, path)
-        print(f"wrote limits on {limits['field']} for {len(guard.GUARD_LOSSES)} losses on this machine "
-              f"({guard.describe(guard.machine())}) to {path}")
-        return 0
-    unknown = sorted(set(args.demo_slower) - set(guard.GUARD_LOSSES))
-    if unknown:
-        raise UserError(f"--demo-slower {' '.join(unknown)}: not a loss; known: {', '.join(guard.GUARD_LOSSES)}")
+    threads = guard.GUARD_THREADS if args.threads is None else args.threads
+    if threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
     try:
-        limits = guard.load_limits(path)
-    except (OSError, ValueError) as error:
-        raise UserError(f"limits file {path}: {error}") from None
-    condition = "contended" if args.contended else "quiet"
-    with guard.losses_doing_more_work(args.demo_slower):
-        records = guard.measure_guard(guard.guard_rows(limits), contended=args.contended, shape=limits["shape"])
-    violations = guard.limit_violations(records, limits, condition)
-    print(guard.guard_table(records))
-    print("FAIL: " + "; ".join(violations) if violations else "PASS")
-    return 1 if violations else 0
+        if args.pin:
+            reference = guard.pin(args.pin, args.why)
+            print(f"the speed guard's reference is now {reference['commit']} ({guard.GUARD_FILE})")
+            return 0
+        if args.derive_limit:
+            with guard.reference_tree(guard.load_guard_file(sections=["reference"])["reference"]["commit"]) as reference:
+                evidence = guard.derive_evidence(reference, args.runs, threads, progress=_progress)
+            limit = guard.write_evidence(evidence)
+            print(f"limit {limit['limit']:.3f} from A/A ratios {limit['measured_min']:.3f}-{limit['measured_max']:.3f} "
+                  f"over {len(limit['evidence'])} evidence rows (margin {limit['margin']:.3f}) in {guard.GUARD_FILE}")
+            return 0
+        unknown = sorted(set(args.demo_slower) - set(guard.GUARD_LOSSES))
+        if unknown:
+            raise UserError(f"--demo-slower {' '.join(unknown)}: not a loss; known: {', '.join(guard.GUARD_LOSSES)}")
+        result = guard.run_guard(threads, args.demo_slower, progress=_progress)
+    except (guard.ReferenceUnavailable, ValueError) as error:
+        raise UserError(str(error)) from None
+    for condition, measured in result["conditions"].items():
+        for kind, ratios in measured.items():
+            print(f"{condition}, {kind.replace('_', ' ')}:")
+            guard.guard_table(ratios)
+    if args.json:
+        from suite.records import write_json_atomic
+
+        write_json_atomic(args.json, result)
+    lines = guard.failures(result)
+    print("FAIL: " + "; ".join(lines) if lines else f"PASS (limit {result['limit']:.2f}x the reference "
+                                                    f"{result['reference'][:10]})")
+    return 1 if lines else 0
 
 
 def run_step(args: argparse.Namespace) -> int:
