@@ -4,19 +4,21 @@ every machine.
 
 The reference is code, not a number. baselines/speed_guard.json names a commit (`reference`: why
 it was chosen, and how it was pinned). The guard extracts that commit's `suite/` with `git archive`
-into a temporary folder and starts two worker processes (suite/bench/guard_worker.py), one on the
-working tree and one on the reference, each building every loss of GUARD_LOSSES at GUARD_SHAPE with
-its own tree's code. It then asks them for BLOCKS blocks in turn, the side that goes first
-alternating (A B B A ...), each block REPEATS_PER_BLOCK round-robin rounds of one forward +
-backward per loss in the worker's CPU time, on GUARD_THREADS intra-op threads, with freed memory
-kept in the process. Per loss and side it keeps the smallest block median; the ratio is the
-working tree's over the reference's. The CPU time leaves out the time a competing process holds
-the cores, and a loss doing twice the work takes twice the CPU time. It measures twice: quiet, and
+into a temporary folder and starts one measuring process (suite/bench/guard_worker.py) that imports
+the suite of both trees, each as its own set of modules, and builds every loss of GUARD_LOSSES at
+GUARD_SHAPE with each tree's own code. It times ROUNDS rounds of one forward + backward per loss
+and side, the two sides of a loss one after the other (the working tree first in every other
+round), in the process's CPU time on GUARD_THREADS intra-op threads, with freed memory kept in the
+process; per loss and side it keeps the median, and the ratio is the working tree's over the
+reference's. One process, because two processes of the same code measured up to 25 % apart on
+every loss (docs/benchmarks.md). The CPU time leaves out the time a competing process holds the
+cores, and a loss doing twice the work takes twice the CPU time. It measures twice: quiet, and
 beside a competing process (suite.bench.contention).
 
 The limit (`limit` in the same file) is derived by `suite bench guard --derive-limit` from A/A
-runs, the reference measured against itself as above: with lo and hi the smallest and largest A/A
-ratio over every loss, condition and recorded machine, the limit is sqrt(2 * lo * hi), so a
+runs, the reference measured against itself as above (two copies of its modules in one process):
+with lo and hi the smallest and largest A/A ratio over every loss, condition and recorded machine
+and thread count, the limit is sqrt(2 * lo * hi), so a
 correct working tree passes while its ratio stays a margin sqrt(2 * lo / hi) above hi, and a loss
 made twice as slow fails while twice its ratio stays the same margin under 2 * lo. A ratio is
 dimensionless and both sides run on the same processor, so the one limit holds on every machine.
@@ -136,45 +138,53 @@ def reference_tree(commit: str, repo: Path = REPO_ROOT) -> Iterator[Path]:
         yield Path(folder)
 
 
-class Worker:
-    """A running guard_worker.py process on one source tree (see its docstring for the protocol)."""
+class GuardProcess:
+    """A running guard_worker.py process timing the losses of the working tree ("work") and the
+    reference ("reference") side by side (see its docstring for the protocol)."""
 
-    def __init__(self, tree: Path, losses: Sequence[str], threads: int, shape: Mapping[str, Any]):
-        self.tree = Path(tree)
-        cpus = shared_cpus(threads)
+    def __init__(self, work_tree: Path, reference: Path, losses: Sequence[str] = GUARD_LOSSES,
+                 threads: int = GUARD_THREADS, shape: Mapping[str, Any] = GUARD_SHAPE):
         self.log = tempfile.TemporaryFile(mode="w+")
+        # A waiting intra-op thread sleeps rather than spins: CPU time would count the spinning.
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), "--tree", str(self.tree), "--losses", ",".join(losses),
-             "--threads", str(threads), "--num-rois", str(shape["num_rois"]),
-             "--num-classes", str(shape["num_classes"]), "--dtype", shape["dtype"], "--warmup", str(WARMUP),
-             "--cpus", ",".join(map(str, cpus))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
-        self.ready: Optional[Dict[str, Any]] = None
+            [sys.executable, str(WORKER), "--work", str(work_tree), "--reference", str(reference),
+             "--losses", ",".join(losses), "--threads", str(threads), "--num-rois", str(shape["num_rois"]),
+             "--num-classes", str(shape["num_classes"]), "--dtype", shape["dtype"], "--warmup", str(WARMUP)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, env=env)
+        try:
+            self.ready = self._read()
+            for side, tree in (("work", work_tree), ("reference", reference)):
+                if Path(self.ready["suites"][side]).resolve() != (Path(tree) / "suite").resolve():
+                    raise RuntimeError(f"the guard's {side} side imported the suite at {self.ready['suites'][side]}, "
+                                       f"not the one in {tree}")
+        except BaseException:
+            self.close()
+            raise
 
-    def wait_ready(self) -> Dict[str, Any]:
-        """The worker's ready message, after checking that it timed the package of its tree."""
-        self.ready = self._read()
-        expected = (self.tree / "suite").resolve()
-        if Path(self.ready["suite"]).resolve() != expected:
-            raise RuntimeError(f"the guard's worker for {self.tree} imported the suite at {self.ready['suite']}, "
-                               f"not {expected}")
-        return self.ready
-
-    def samples_ms(self, offset: int, rounds: int, warmup: int, slower: Sequence[str]) -> Dict[str, List[float]]:
-        self.process.stdin.write(json.dumps({"offset": offset, "rounds": rounds, "warmup": warmup,
-                                             "slower": list(slower)}) + "\n")
-        return self._read()["samples_ms"]
+    def measure(self, contended: bool = False, slower: Sequence[str] = (), rounds: int = ROUNDS,
+                warmup: int = WARMUP) -> Dict[str, Dict[str, float]]:
+        """Per loss {"work_ms", "reference_ms", "ratio"}: each side's median CPU time over `rounds`
+        rounds of calls taking turns (guard_worker.py), beside a competing process when
+        `contended`, the working tree's losses in `slower` computing their forward twice."""
+        with competing_process() if contended else contextlib.nullcontext():
+            self.process.stdin.write(json.dumps({"rounds": rounds, "warmup": warmup, "slower": list(slower)}) + "\n")
+            samples = self._read()["samples_ms"]
+        result = {}
+        for loss in samples["work"]:
+            work_ms, reference_ms = (statistics.median(samples[side][loss]) for side in ("work", "reference"))
+            result[loss] = {"work_ms": work_ms, "reference_ms": reference_ms, "ratio": work_ms / reference_ms}
+        return result
 
     def _read(self) -> Dict[str, Any]:
         line = self.process.stdout.readline()
         message = json.loads(line) if line.strip() else {}
         if "error" in message:
-            raise ValueError(f"the speed guard's worker on {self.tree}: {message['error']}")
+            raise ValueError(f"the speed guard: {message['error']}")
         if not message:
             self.log.seek(0)
-            tail = self.log.read()[-3000:]
-            raise RuntimeError(f"the speed guard's worker on {self.tree} stopped (exit code {self.process.poll()}):"
-                               f"\n{tail}")
+            raise RuntimeError(f"the speed guard's measuring process stopped (exit code {self.process.poll()}):\n"
+                               f"{self.log.read()[-3000:]}")
         return message
 
     def close(self) -> None:
@@ -189,60 +199,14 @@ class Worker:
         self.log.close()
 
 
-def shared_cpus(threads: int) -> List[int]:
-    """The CPUs both workers run on once warmed up: the first `threads` this process may use. On
-    one CPU a worker's CPU time does not depend on which core of a shared, noisy machine it got
-    (the A/A ratio of two unpinned workers once came out at 0.75-0.89 on a quiet machine)."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return allowed[:threads]
-
-
-class GuardPair:
-    """Two workers, the working tree's ("work") and the reference's ("reference"), measured in turn."""
-
-    def __init__(self, work: Worker, reference: Worker):
-        self.sides = {"work": work, "reference": reference}
-
-    def measure(self, contended: bool = False, slower: Sequence[str] = (), rounds: int = ROUNDS,
-                warmup: int = WARMUP) -> Dict[str, Dict[str, float]]:
-        """Per loss {"work_ms", "reference_ms", "ratio"}: each side's median CPU time over `rounds`
-        rounds, the sides taking turns round by round (the one going first alternating in pairs:
-        A B, B A, A B, ...), beside a competing process when `contended`, the working tree's losses
-        in `slower` computing their forward twice."""
-        samples = {side: {} for side in self.sides}
-        with competing_process() if contended else contextlib.nullcontext():
-            for side in self.sides:
-                self.sides[side].samples_ms(offset=0, rounds=0, warmup=warmup,
-                                            slower=slower if side == "work" else ())
-            for index in range(rounds):
-                order = ("work", "reference") if index % 4 in (0, 3) else ("reference", "work")
-                for side in order:
-                    measured = self.sides[side].samples_ms(offset=index, rounds=1, warmup=0,
-                                                           slower=slower if side == "work" else ())
-                    for loss, values in measured.items():
-                        samples[side].setdefault(loss, []).extend(values)
-        result = {}
-        for loss in samples["work"]:
-            work_ms, reference_ms = statistics.median(samples["work"][loss]), statistics.median(
-                samples["reference"][loss])
-            result[loss] = {"work_ms": work_ms, "reference_ms": reference_ms, "ratio": work_ms / reference_ms}
-        return result
-
-
 @contextlib.contextmanager
-def guard_pair(work_tree: Path, reference: Path, losses: Sequence[str] = GUARD_LOSSES,
-               threads: int = GUARD_THREADS, shape: Mapping[str, Any] = GUARD_SHAPE) -> Iterator[GuardPair]:
-    """Both workers started (side by side), ready, and stopped on leaving the block."""
-    workers = []
+def guard_process(work_tree: Path, reference: Path, threads: int = GUARD_THREADS) -> Iterator[GuardProcess]:
+    """A ready GuardProcess, stopped on leaving the block."""
+    process = GuardProcess(work_tree, reference, threads=threads)
     try:
-        for tree in (work_tree, reference):
-            workers.append(Worker(tree, losses, threads, shape))
-        for worker in workers:
-            worker.wait_ready()
-        yield GuardPair(*workers)
+        yield process
     finally:
-        for worker in workers:
-            worker.close()
+        process.close()
 
 
 def run_guard(threads: int = GUARD_THREADS, demo_slower: Sequence[str] = (), path: Path = GUARD_FILE,
@@ -255,15 +219,15 @@ def run_guard(threads: int = GUARD_THREADS, demo_slower: Sequence[str] = (), pat
     body = load_guard_file(path)
     commit, limit = body["reference"]["commit"], body["limit"]["limit"]
     conditions = {}
-    with reference_tree(commit) as reference, guard_pair(REPO_ROOT, reference, threads=threads) as pair:
+    with reference_tree(commit) as reference, guard_process(REPO_ROOT, reference, threads=threads) as process:
         for condition in CONDITIONS:
             contended = condition == "contended"
-            conditions[condition] = {"as_is": pair.measure(contended, slower=demo_slower),
-                                     "slowed": pair.measure(contended, slower=GUARD_LOSSES)}
+            conditions[condition] = {"as_is": process.measure(contended, slower=demo_slower),
+                                     "slowed": process.measure(contended, slower=GUARD_LOSSES)}
             if progress:
                 progress(f"{condition}: " + ", ".join(f"{loss} {row['ratio']:.2f}"
                                                       for loss, row in conditions[condition]["as_is"].items()))
-        ready = pair.sides["work"].ready
+        ready = process.ready
     described = {**machine(), **{key: ready[key] for key in ("cpu_capability", "torch")}}
     return {"reference": commit, "limit": limit, "threads": threads, "machine": described, "conditions": conditions}
 
@@ -323,17 +287,17 @@ def settings() -> Dict[str, Any]:
 def derive_evidence(reference: Path, runs: int, threads: int = GUARD_THREADS,
                     progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """A/A evidence: the reference tree measured against itself `runs` times per condition, each
-    run a fresh pair of workers. {"machine", "threads", "runs", "ratios": {condition: {loss: [every
+    run a fresh measuring process. {"machine", "threads", "runs", "ratios": {condition: {loss: [every
     run's ratio]}}, "command", "commit", "dirty", "date"}."""
     if runs < 2:
         raise ValueError(f"--runs {runs}: the limit needs at least 2 A/A runs per condition")
     ratios = {condition: {loss: [] for loss in GUARD_LOSSES} for condition in CONDITIONS}
     worker_machine = None
     for index in range(runs):
-        with guard_pair(reference, reference, threads=threads) as pair:
-            worker_machine = {key: pair.sides["work"].ready[key] for key in ("cpu_capability", "torch", "threads")}
+        with guard_process(reference, reference, threads=threads) as process:
+            worker_machine = {key: process.ready[key] for key in ("cpu_capability", "torch", "threads")}
             for condition in CONDITIONS:
-                measured = pair.measure(contended=condition == "contended")
+                measured = process.measure(contended=condition == "contended")
                 for loss, row in measured.items():
                     ratios[condition][loss].append(row["ratio"])
                 if progress:
