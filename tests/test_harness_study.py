@@ -340,7 +340,9 @@ def test_ablation_preset_arms_reach_the_loss_through_the_config(tmp_path):
                 "seesaw": ("seesaw+cos", (0.8, 2.0), True),
                 "seesaw_mitigation": ("seesaw[mitigation]+cos", (0.8, 0.0), True),
                 "seesaw_compensation": ("seesaw[compensation]+cos", (0.0, 2.0), True),
-                "seesaw_linear": ("seesaw", (0.8, 2.0), False)}
+                "seesaw_linear": ("seesaw", (0.8, 2.0), False),
+                "seesaw_none": ("seesaw[none]+cos", (0.0, 0.0), True),
+                "seesaw_none_linear": ("seesaw[none]", (0.0, 0.0), False)}
     assert set(PRESETS["ablation"]) == set(expected)
     dataset = register_dataset(str(tmp_path / "data"))
     for name in PRESETS["ablation"]:

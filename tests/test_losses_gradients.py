@@ -138,14 +138,23 @@ def test_seesaw_gradient_is_the_papers_closed_form(p, q, eps):
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_seesaw_without_factors_is_cross_entropy_on_class_logits():
-    loss = frozen_seesaw(9, long_tail_counts(9), p=0.0, q=0.0)
-    logits, labels = make_batch(loss, 40, seed=5)
-    fg = labels < 9
-    expected = F.cross_entropy(logits[fg, :9], labels[fg], reduction="sum") / 40
-    torch.testing.assert_close(loss(logits, labels)["loss_cls_classes"], expected, rtol=1e-14, atol=0)
-    objectness = F.cross_entropy(logits[:, 9:], (~fg).long())
-    torch.testing.assert_close(loss(logits, labels)["loss_cls_objectness"], objectness, rtol=1e-14, atol=0)
+@pytest.mark.parametrize("compiled", [False, None])
+def test_seesaw_without_factors_is_foreground_cross_entropy_and_objectness(compiled):
+    """The control arm `seesaw_none` (p = q = 0), training on long-tailed counts, eager and fused
+    kernels: the class term and its gradient are a plain softmax CE's over the C class logits of
+    the foreground RoIs (background RoIs push no class logit), the objectness term and its gradient
+    a 2-way CE's over all RoIs, each summed and divided by all N RoIs."""
+    num_classes, num_rois = 9, 40
+    loss = make_loss("seesaw", num_classes, p=0.0, q=0.0, compiled=compiled).double().train()
+    loss.cum_samples.copy_(long_tail_counts(num_classes))
+    logits, labels = make_batch(loss, num_rois, seed=5)
+    fg = labels < num_classes
+    foreground_ce = F.cross_entropy(logits[fg, :num_classes], labels[fg], reduction="sum") / num_rois
+    assert_value_and_gradient_close(loss(logits, labels)["loss_cls_classes"], foreground_ce, logits,
+                                    rtol=1e-13, grad_rtol=1e-12, grad_atol=1e-15)
+    objectness_ce = F.cross_entropy(logits[:, num_classes:], (~fg).long(), reduction="sum") / num_rois
+    assert_value_and_gradient_close(loss(logits, labels)["loss_cls_objectness"], objectness_ce, logits,
+                                    rtol=1e-13, grad_rtol=1e-12, grad_atol=1e-15)
 
 
 def test_mitigation_with_equal_counts_is_a_no_op():

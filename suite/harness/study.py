@@ -52,6 +52,8 @@ class Arm:
     loss_overrides: Tuple[str, ...] = ()  # KEY VALUE pairs under MODEL.ROI_BOX_HEAD.<the loss's node>
 
 
+# Seesaw's exponents at 0: both factors are 1 for every pair of classes.
+NEITHER_FACTOR = ("MODEL.ROI_BOX_HEAD.SEESAW.P", "0.0", "MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0")
 ARMS = {arm.name: arm for arm in (
     Arm("ce", "ce", False),
     Arm("ce_cosine", "ce", True),  # the control: the official Seesaw classifier with plain CE
@@ -65,13 +67,20 @@ ARMS = {arm.name: arm for arm in (
     Arm("seesaw_mitigation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0")),
     Arm("seesaw_compensation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.P", "0.0")),
     Arm("seesaw_linear", "seesaw", False),
+    # The control: neither factor, so what is left of Seesaw is its objectness branch (C + 2
+    # logits, the class softmax over foreground RoIs only, a 2-way objectness CE, scores
+    # p(class | fg) p(fg)), on each classifier.
+    Arm("seesaw_none", "seesaw", True, NEITHER_FACTOR),
+    Arm("seesaw_none_linear", "seesaw", False, NEITHER_FACTOR),
     Arm("seesaw_official", "seesaw_official", True),  # mmdet's code, a reference
 )}
 DEFAULT_ARMS = ("ce", "focal", "eql", "seesaw", "ce_cosine")
 # Named sets of arms (--preset). "ablation": the paper's ablation of Seesaw's two factors and of
-# its classifier, beside CE with each classifier; ce, ce_cosine and seesaw are the default study's
-# cells, so a study folder that holds them keeps them.
-PRESETS = {"ablation": ("ce", "ce_cosine", "seesaw", "seesaw_mitigation", "seesaw_compensation", "seesaw_linear")}
+# its classifier, beside CE with each classifier and the control with neither factor on each
+# classifier; ce, ce_cosine and seesaw are the default study's cells, so a study folder that holds
+# them keeps them.
+PRESETS = {"ablation": ("ce", "ce_cosine", "seesaw", "seesaw_mitigation", "seesaw_compensation", "seesaw_linear",
+                        "seesaw_none", "seesaw_none_linear")}
 DEFAULT_SEEDS = (0, 1, 2)
 
 # The protocol on a generated set (docs/harness.md "Loss study" argues each number).

@@ -20,11 +20,16 @@ grid
     seesaw_mitigation, seesaw_compensation
                      Seesaw with one factor only (q = 0, p = 0), cosine classifier
     seesaw_linear    Seesaw with both factors on the linear classifier
+    seesaw_none, seesaw_none_linear
+                     Seesaw with neither factor (p = q = 0), cosine and linear classifier: the
+                     control that tells the factors from the objectness branch (C + 2 logits,
+                     class softmax over foreground RoIs only, scores p(class | fg) p(fg))
     seesaw_official  mmdet 3.3.0's Seesaw code, cosine classifier (a reference; not a default:
                      add it to --losses, or to the first K seeds with --official-seeds K)
-  --preset ablation: {','.join(study.PRESETS['ablation'])}, the paper's
-    ablation of Seesaw's factors and classifier; the default study's ce, ce_cosine and seesaw cells
-    are the same cells (same folders, same runs), so a study folder that holds them keeps them.
+  --preset ablation: the paper's ablation of Seesaw's factors and classifier, with the control of
+    neither factor; the default study's ce, ce_cosine and seesaw cells are the same cells (same
+    folders, same runs), so a study folder that holds them keeps them. Its arms:
+    {','.join(study.PRESETS['ablation'])}
   seeds (--seeds, default {','.join(map(str, study.DEFAULT_SEEDS))}): paired - seed s gives every arm the same data
     order and the same initial weights for every module but the classifier.
 
