@@ -29,6 +29,7 @@ reference (PIN_COMMAND): a change that makes a kernel faster re-pins in the same
 """
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -61,9 +62,8 @@ WARMUP = 2
 #: The least factor between the limit and the A/A ratios (above the largest, below twice the
 #: smallest) that --derive-limit accepts.
 MIN_MARGIN = 1.15
-PIN_COMMAND = "suite bench guard --pin --why TEXT"
+PIN_COMMAND = "suite bench guard --pin COMMIT --why TEXT"
 DERIVE_COMMAND = "suite bench guard --derive-limit"
-WORKER_START_TIMEOUT_S = 600
 ABOUT = ("The CI speed guard's reference and limit (suite.bench.guard, tests/test_bench_guard.py): the working "
          "tree's losses are timed beside the same losses at `reference.commit`, in the same run, and fail above "
          "`limit.limit` times the reference's CPU time. `reference` is written by `suite bench guard --pin`, "
@@ -130,11 +130,10 @@ def reference_tree(commit: str, repo: Path = REPO_ROOT) -> Iterator[Path]:
         archive = _git(repo, "archive", "--format=tar", full, "suite", binary=True)
         if archive.returncode != 0:
             raise ReferenceUnavailable(f"git archive {full[:12]} failed: {archive.stderr.decode().strip()}")
-        with tempfile.TemporaryFile() as tar_file:
-            tar_file.write(archive.stdout)
-            tar_file.seek(0)
-            with tarfile.open(fileobj=tar_file) as tar:
-                tar.extractall(folder, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            # The "data" filter where this Python has it (3.12, and 3.8.17+ ... 3.11.4+): no links
+            # or paths out of the folder; the archive is this checkout's own commit either way.
+            tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         yield Path(folder)
 
 
@@ -214,7 +213,7 @@ def run_guard(threads: int = GUARD_THREADS, demo_slower: Sequence[str] = (), pat
     """The guard's measurement: the working tree against the reference of `path`, in each condition
     as it is (with the losses of `demo_slower` made twice as slow, a failure demonstration) and with
     every loss made twice as slow (the guard's check of its own power). {"reference", "limit",
-    "threads", "machine", "conditions": {condition: {"as_is", "slowed"}: GuardPair.measure}}.
+    "threads", "machine", "conditions": {condition: {"as_is", "slowed"}: GuardProcess.measure}}.
     ReferenceUnavailable (one line) where the reference commit cannot be read."""
     body = load_guard_file(path)
     commit, limit = body["reference"]["commit"], body["limit"]["limit"]
@@ -256,7 +255,7 @@ def limit_for(measured: Sequence[float]) -> Dict[str, float]:
 
 def violations(ratios: Mapping[str, Mapping[str, float]], limit: float, condition: str, commit: str,
                losses: Sequence[str] = GUARD_LOSSES) -> List[str]:
-    """One line per loss of `losses` whose ratio (GuardPair.measure) is above `limit`, missing, or
+    """One line per loss of `losses` whose ratio (GuardProcess.measure) is above `limit`, missing, or
     so far below it that twice the ratio would pass (a stale reference); empty when all hold."""
     lines = []
     for loss in sorted(losses):
@@ -274,8 +273,8 @@ def violations(ratios: Mapping[str, Mapping[str, float]], limit: float, conditio
 
 
 def machine() -> Dict[str, Any]:
-    """The machine a measurement ran on, as a worker reported it: processor, the vector extensions
-    ATen uses, cores, Python and torch (never the host name)."""
+    """The machine a measurement ran on as this process sees it: processor, cores, Python (never
+    the host name); the measuring process adds the vector extensions ATen uses and torch."""
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
