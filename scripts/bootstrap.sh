@@ -16,6 +16,24 @@ else
   py=.venv/bin/python
 fi
 
+# A set-up already done is not done again (tox runs this script before every environment): the
+# environment's prefix holds a stamp with a digest of every file that decides the set-up and the
+# checkout it was done for, written last; with the stamp current and every package found (the
+# suite in this checkout), nothing is installed and nothing is started but one interpreter.
+setup_digest=$(cat pyproject.toml scripts/bootstrap.sh scripts/install_detectron2.py suite/lvis_numpy2.py | sha256sum)
+setup_key="${setup_digest%% *} $PWD"
+stamp="$("$py" -c 'import sys; print(sys.prefix)' 2>/dev/null || true)/seesaw-suite-setup"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$setup_key" ] && "$py" - "$PWD" <<'CHECK' 2>/dev/null
+import importlib.util, os, sys
+found = [importlib.util.find_spec(name) for name in ("torch", "torchvision", "detectron2", "lvis", "mmdet", "pytest", "suite")]
+sys.exit(None in found or not found[-1].origin.startswith(os.path.join(sys.argv[1], "suite", "")))
+CHECK
+then
+  echo "bootstrap: $py is set up for this checkout (nothing installed)" >&2
+  echo "$py"
+  exit 0
+fi
+
 if ! "$py" -c "import torch, torchvision" 2>/dev/null; then
   # The pair seen working together here (torchvision's ops are needed by Detectron2).
   "$py" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
@@ -29,4 +47,5 @@ fi
 # alias at every start of this interpreter, so Detectron2's LVISEvaluator works for every user.
 # (Called as a function: once the .pth exists, `-m` would run a module already imported at start-up.)
 "$py" -c "import sys, suite.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
+echo "$setup_key" > "$stamp" 2>/dev/null || echo "bootstrap: cannot write $stamp: the next run sets up again" >&2
 echo "$py"
