@@ -93,21 +93,3 @@ def test_contended_kernel_records_say_so_and_the_competitor_stops(monkeypatch):
     assert [record["contended"] for record in records] == [True, True]
     assert records[0]["ratio_to_ce"] == pytest.approx(records[0]["median_ms"] / records[1]["median_ms"])
     assert started == [True, True]
-
-
-@pytest.mark.parametrize("arguments, message", [
-    (["--demo-slower", "softmax"], "--demo-slower softmax: not a loss"),
-    (["--derive", "--runs", "1"], "--runs 1: the limits need at least 2 runs"),
-    (["--derive", "--contended"], "--derive measures both conditions"),
-])
-def test_guard_cli_errors_are_one_line(capsys, arguments, message):
-    assert main(["bench", "guard", *arguments]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
-
-
-def test_guard_cli_names_a_limits_file_it_cannot_read(tmp_path, capsys):
-    (tmp_path / "old.json").write_text('{"shape": {}, "max_ratio": {}}')
-    assert main(["bench", "guard", "--limits", str(tmp_path / "old.json")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no 'machines' in the limits file" in err[0] and "suite bench guard --derive" in err[0]

@@ -12,15 +12,15 @@ the stale check, the reference's extraction, the slowed forward) is tested witho
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 
 from suite.bench import guard
-from suite.bench.guard import (CONDITIONS, GUARD_LOSSES, MIN_MARGIN, PIN_COMMAND, ReferenceUnavailable,
+from suite.bench.guard import (CONDITIONS, GUARD_FILE, GUARD_LOSSES, MIN_MARGIN, PIN_COMMAND, ReferenceUnavailable,
                                limit_for, limit_from_evidence, load_guard_file, reference_tree, resolve_commit,
                                violations, write_evidence)
 from suite.bench.guard_worker import SlowedLosses, forward_twice
+from suite.cli import main
 from suite.environment import REPO_ROOT
 from suite.losses import LOSSES, build_loss
 
@@ -201,9 +201,38 @@ def test_a_checkout_without_the_reference_gets_one_line_saying_how_to_get_it(tmp
     assert "\n" not in str(error.value)
 
 
-def test_the_command_refuses_an_unknown_loss_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "suite", "bench", "guard", "--demo-slower", "softmax"],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "--demo-slower softmax: not a loss" in result.stderr
+@pytest.mark.parametrize("arguments, message", [
+    (["--demo-slower", "softmax"], "--demo-slower softmax: not a loss"),
+    (["--threads", "0"], "--threads 0: must be at least 1"),
+    (["--derive-limit", "--runs", "1"], "--runs 1: the limit needs at least 2 A/A runs"),
+    (["--pin", "HEAD"], "--why: say why this commit is the reference"),
+    (["--pin", "no-such-commit", "--why", "a test"], "reference commit no-such-comm is not in this checkout"),
+])
+def test_the_command_refuses_bad_arguments_in_one_line(capsys, arguments, message):
+    before = GUARD_FILE.read_text()
+    assert main(["bench", "guard", *arguments]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert GUARD_FILE.read_text() == before
 
+
+def test_pinning_names_the_commit_with_why_and_provenance_and_keeps_the_limit(tmp_path):
+    path = tmp_path / "speed_guard.json"
+    path.write_text(json.dumps({"limit": {"limit": 1.5}}))
+    reference = guard.pin("HEAD", " the kernels of HEAD ", path)
+    assert reference["commit"] == resolve_commit("HEAD") and reference["why"] == "the kernels of HEAD"
+    assert reference["provenance"]["command"].startswith("suite bench guard --pin HEAD")
+    body = json.loads(path.read_text())
+    assert body["reference"] == reference and body["limit"] == {"limit": 1.5}
+
+
+def test_a_guard_file_without_its_sections_names_the_command_that_writes_them(tmp_path):
+    path = tmp_path / "speed_guard.json"
+    path.write_text(json.dumps({"reference": {"commit": "c", "why": "w", "provenance": {}}}))
+    assert load_guard_file(path, sections=["reference"])["reference"]["commit"] == "c"
+    with pytest.raises(ValueError, match=r"no limit limit, measured_min, .*; write it with `suite bench guard "
+                                         r"--derive-limit`"):
+        load_guard_file(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="cannot read the speed guard's file"):
+        load_guard_file(path)
