@@ -28,5 +28,5 @@ fi
 # lvis==0.5.3's evaluator uses np.float, gone in NumPy 2: a .pth file gives lvis.eval (only it) the
 # alias at every start of this interpreter, so Detectron2's LVISEvaluator works for every user.
 # (Called as a function: once the .pth exists, `-m` would run a module already imported at start-up.)
-"$py" -c "import sys, suite.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
+"$py" -c "import sys, suite.evaluation.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
 echo "$py"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from suite.cli import main
+from suite.evaluation.evaluate import METRICS
 from suite.harness.run_record import read_run_record
-from suite.harness.evaluate import METRICS
 
 from data_helpers import RUN_SET, lay_out_like_lvis_v1, small_set
 

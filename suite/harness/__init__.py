@@ -1,1 +1,2 @@
-"""Training and evaluation of Mask R-CNN with the suite's losses, and the run records."""
+"""Training Mask R-CNN with the suite's losses, and a run's state and record (its evaluation at
+the end is `suite.evaluation`'s)."""

@@ -30,7 +30,7 @@ from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
 from suite.harness import pretrain as pretraining
-from suite.harness.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.evaluation.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
 from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, read_run_record
