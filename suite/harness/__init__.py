@@ -1,2 +1,2 @@
-"""Training Mask R-CNN with the suite's losses, and a run's state and record (its evaluation at
-the end is `suite.evaluation`'s)."""
+"""Training Mask R-CNN with the suite's losses (`suite train`, `suite eval`), and a run's state
+and record. Evaluation is `suite.evaluation`'s; the demo and the loss study, `suite.workflows`'."""
