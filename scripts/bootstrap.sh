@@ -20,7 +20,7 @@ fi
 # environment's prefix holds a stamp with a digest of every file that decides the set-up and the
 # checkout it was done for, written last; with the stamp current and every package found (the
 # suite in this checkout), nothing is installed and nothing is started but one interpreter.
-setup_digest=$(cat pyproject.toml scripts/bootstrap.sh scripts/install_detectron2.py suite/lvis_numpy2.py | sha256sum)
+setup_digest=$(cat pyproject.toml scripts/bootstrap.sh scripts/install_detectron2.py suite/evaluation/lvis_numpy2.py | sha256sum)
 setup_key="${setup_digest%% *} $PWD"
 stamp="$("$py" -c 'import sys; print(sys.prefix)' 2>/dev/null || true)/seesaw-suite-setup"
 if [ "$(cat "$stamp" 2>/dev/null)" = "$setup_key" ] && "$py" - "$PWD" <<'CHECK' 2>/dev/null
@@ -46,6 +46,6 @@ fi
 # lvis==0.5.3's evaluator uses np.float, gone in NumPy 2: a .pth file gives lvis.eval (only it) the
 # alias at every start of this interpreter, so Detectron2's LVISEvaluator works for every user.
 # (Called as a function: once the .pth exists, `-m` would run a module already imported at start-up.)
-"$py" -c "import sys, suite.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
+"$py" -c "import sys, suite.evaluation.lvis_numpy2 as hook; sys.exit(hook.main(['--install']))" >&2
 echo "$setup_key" > "$stamp" 2>/dev/null || echo "bootstrap: cannot write $stamp: the next run sets up again" >&2
 echo "$py"

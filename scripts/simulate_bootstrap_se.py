@@ -6,7 +6,7 @@ standard error on a validation split, for a simulated detector, and the bootstra
 The detector finds each ground-truth instance with probability RECALL (default 0.6; box and
 mask shifted sideways by 8 % of the box width, score uniform in [0.3, 1]) and fills every image
 up to 100 detections with random boxes of random classes (score uniform in [0, 0.6]). Prints the
-time of `suite.harness.bootstrap.bootstrap_record` (RESAMPLES resamples, default 200, both tasks)
+time of `suite.evaluation.bootstrap.bootstrap_record` (RESAMPLES resamples, default 200, both tasks)
 and the standard errors. A stand-in for a trained model, to size a split before training one.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from lvis import LVIS
 from pycocotools import mask as mask_utils
 
-from suite.harness import bootstrap
+from suite.evaluation import bootstrap
 
 DETECTIONS_PER_IMAGE = 100
 

@@ -8,7 +8,7 @@ logging window, which leaves out the first iterations).
     OMP_NUM_THREADS=1 python scripts/time_profiles.py OUT [--iterations 20] [--classes K]
 
 Prints one JSON line per profile and the ratios of their seconds per iteration; the steady-state
-ratio sets the LVIS profile's iteration count (suite.harness.study, docs/data-stats.md).
+ratio sets the LVIS profile's iteration count (suite.workflows.study, docs/data-stats.md).
 """
 
 import argparse
@@ -20,7 +20,7 @@ from pathlib import Path
 from suite.cli import main
 from suite.data.synth import LVIS_PROFILE_CLASSES, generate, lvis_profile_spec
 from suite.environment import collect
-from suite.harness.study import PROFILES, schedule_overrides
+from suite.workflows.study import PROFILES, schedule_overrides
 
 
 def time_profile(name: str, spec, out: Path, iterations: int) -> dict:

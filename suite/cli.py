@@ -16,8 +16,8 @@ from suite.errors import UserError
 
 # Each sub-command and the module that adds it, in the order `suite --help` lists them.
 COMMANDS = {"data": "suite.data.commands", "train": "suite.harness.commands", "eval": "suite.harness.commands",
-            "demo": "suite.harness.commands", "study": "suite.harness.study_commands",
-            "pretrain": "suite.harness.study_commands", "bench": "suite.bench.commands",
+            "demo": "suite.workflows.commands", "study": "suite.workflows.commands",
+            "pretrain": "suite.workflows.commands", "bench": "suite.bench.commands",
             "report": "suite.report.commands"}
 
 

@@ -7,7 +7,7 @@ import pytest
 #: The test files that hold every test marked `timing` or `threads` (pyproject.toml's markers):
 #: scripts/test.sh's second phase (`--timing-phase`) collects only these, so that it imports no
 #: other test module; a marked test anywhere else is a collection error.
-TIMING_FILES = ("test_bench_guard.py", "test_losses_cpu_kernels.py")
+TIMING_FILES = ("test_bench_guard.py", "test_losses_kernels_cpu.py")
 TIMING_MARKERS = ("timing", "threads")
 
 

@@ -1,4 +1,4 @@
-"""LVIS-v1-val-shaped data (suite.data.lvis_val_shape), the fast evaluator on it against the
+"""LVIS-v1-val-shaped data (suite.bench.lvis_val_shape), the fast evaluator on it against the
 official API, and `suite bench eval` end to end on a small size, down to the report."""
 
 import json
@@ -10,9 +10,9 @@ import pytest
 from lvis import LVIS
 
 from suite.cli import main
-from suite.data.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_v1_categories, lvis_val_shaped
-from suite.harness import bootstrap
-from suite.harness.evaluate import evaluate_lvis_results, run_lvis_eval
+from suite.bench.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_v1_categories, lvis_val_shaped
+from suite.evaluation import bootstrap
+from suite.evaluation.evaluate import evaluate_lvis_results, run_lvis_eval
 from suite.report.readme import build_report
 
 

@@ -178,7 +178,7 @@ def test_bad_spec_is_a_value_error_and_writes_nothing(tmp_path, field, value, me
 
 
 def test_hue_offset_gives_classes_of_their_own():
-    """The pretraining set's classes (suite.harness.pretrain): same shapes and textures, every hue
+    """The pretraining set's classes (suite.workflows.pretrain): same shapes and textures, every hue
     turned, so that no turned class has the shape, texture and (within 0.03) hue of an unturned one."""
     base, turned = make_classes(24, 0.035), make_classes(24, 0.035, hue_offset=0.0625)
     for old, new in zip(base, turned):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from suite.cli import main
+from suite.evaluation.evaluate import METRICS
 from suite.harness.run_record import read_run_record
-from suite.harness.evaluate import METRICS
 
 from data_helpers import RUN_SET, lay_out_like_lvis_v1, small_set
 
@@ -150,15 +150,3 @@ def test_unknown_loss_and_bad_override(dataset, tmp_path, capsys):
     assert train(dataset, tmp_path / "run", "SOLVER.NO_SUCH_KEY", "1") == 2
     one_error_line(capsys, "SOLVER.NO_SUCH_KEY")
     assert not (tmp_path / "run").exists()
-
-
-def test_demo_defaults_to_the_four_losses_that_fit_its_budget_and_takes_others():
-    from suite.cli import build_parser
-    from suite.harness.demo import DEMO_LOSSES
-    from suite.losses import LOSSES
-
-    assert DEMO_LOSSES == ("ce", "focal", "eql", "seesaw") and set(DEMO_LOSSES) <= set(LOSSES)
-    assert build_parser().parse_args(["demo"]).losses is None
-    assert build_parser().parse_args(["demo", "--losses", "eqlv2", "fed"]).losses == ["eqlv2", "fed"]
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["demo", "--losses", "seesaw_official"])

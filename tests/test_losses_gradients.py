@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from suite.losses.seesaw_kernel import seesaw_terms
+from suite.losses.kernels.seesaw_terms import seesaw_terms
 
 from losses_helpers import LOSS_NAMES, assert_value_and_gradient_close, make_batch, make_loss
 

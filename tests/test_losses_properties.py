@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suite.losses.official import load_official_seesaw
-from suite.losses.seesaw_kernel import seesaw_terms
+from suite.losses.kernels.seesaw_terms import seesaw_terms
 
 from losses_helpers import LOSS_NAMES, make_loss
 

@@ -334,8 +334,8 @@ def test_contended_kernel_measurements_stand_beside_the_quiet_ones(results, tmp_
 
 
 def test_a_note_stands_under_the_first_paragraph(report, tmp_path):
-    # The demo's report carries the pointer to the loss study this way (suite.harness.demo).
-    from suite.harness.demo import STUDY_POINTER
+    # The demo's report carries the pointer to the loss study this way (suite.workflows.demo).
+    from suite.workflows.demo import STUDY_POINTER
 
     results, plain_report = report
     lines = generate_report([results], tmp_path / "out", note=STUDY_POINTER).readme.read_text().splitlines()

@@ -84,7 +84,7 @@ def test_official_counts_freeze_in_eval_mode_and_scores_are_official():
 
 
 def test_train_and_study_accept_it_by_name():
-    from suite.harness.study import ARMS
+    from suite.workflows.study import ARMS
     from suite.harness.train import TrainOptions, _check_options
     from suite.errors import UserError
 

@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     evaluation = commands.add_parser(
         "eval", help="LVIS evaluation + 200-resample bootstrap at LVIS v1 val scale, fast vs official",
         description="On LVIS-v1-val-shaped ground truth with 300 simulated detections per image "
-        "(suite.data.lvis_val_shape), time the evaluation, one accumulation and the bootstrap, with the "
+        "(suite.bench.lvis_val_shape), time the evaluation, one accumulation and the bootstrap, with the "
         "peak memory of each measurement's own process: the fast evaluator at --sizes, the official lvis "
         "API at --official-sizes (its bootstrap extrapolated from --official-timed-resamples).",
         epilog="example: suite bench eval --output results/bench/eval_cpu.json")

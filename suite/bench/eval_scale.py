@@ -2,7 +2,7 @@
 
 Each measurement (task, number of images, evaluator) runs in a fresh Python process, so that its
 peak memory (ru_maxrss) is its own: it generates LVIS-val-shaped ground truth and 300 simulated
-detections per image (`suite.data.lvis_val_shape`, seeded), writes the ground truth to a JSON
+detections per image (`suite.bench.lvis_val_shape`, seeded), writes the ground truth to a JSON
 file and loads it with `lvis.LVIS` as a user would, then times
 
 - `evaluate_s`: the matching (fast: `lvis_fast.match`; official: `LVISResults` + `LVISEval.evaluate`),
@@ -59,8 +59,8 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
     """One measurement in this process (call it in a fresh one: see `run_eval_bench`)."""
     from lvis import LVIS
 
-    from suite.data.lvis_val_shape import as_results, lvis_val_shaped
-    from suite.harness import bootstrap, lvis_fast
+    from suite.bench.lvis_val_shape import as_results, lvis_val_shaped
+    from suite.evaluation import bootstrap, lvis_fast
 
     load_before = os.getloadavg()
     dataset, detections = lvis_val_shaped(num_images, seed=seed, masks=task == "segm")
@@ -89,7 +89,7 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
     else:
         from lvis import LVISEval, LVISResults
 
-        from suite import lvis_numpy2
+        from suite.evaluation import lvis_numpy2
 
         lvis_numpy2.install()
         start = time.perf_counter()

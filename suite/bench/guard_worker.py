@@ -93,7 +93,7 @@ def _is_suite(name: str) -> bool:
 
 class TreeModules:
     """The `suite` modules of one source tree, imported with the tree first on sys.path and no
-    other `suite` module loaded (a start-up hook, suite.lvis_numpy2's .pth file, may have imported
+    other `suite` module loaded (a start-up hook, suite.evaluation.lvis_numpy2's .pth file, may have imported
     the installed one), and put back into sys.modules by activate()."""
 
     def __init__(self, tree: str):

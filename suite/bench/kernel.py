@@ -7,7 +7,7 @@ from a Zipf law (class j with weight 1 / (j + 1)), as a long-tailed batch has th
 Rows (`name`):
   ce, focal, eql, eqlv2,   suite.losses.build_loss(name, C) (EQL and fed with a Zipf class_freq),
   fed, seesaw              training mode (default kernels: on the CPU the fused ones of
-                           suite.losses.cpu_compile, on accelerators the eager ones)
+                           suite.losses.kernels.cpu_compile, on accelerators the eager ones)
   seesaw_eager             the same Seesaw with compiled=False (the eager kernels)
   seesaw_compiled          the same Seesaw with compiled=True (on the CPU the default; on
                            accelerators the masked kernels through torch.compile, built in warm-up)

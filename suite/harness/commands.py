@@ -1,4 +1,4 @@
-"""`suite train`, `suite eval` and `suite demo`."""
+"""`suite train` and `suite eval`."""
 
 import argparse
 from pathlib import Path
@@ -50,17 +50,6 @@ def register(subparsers) -> None:
                           "(docs/evaluation.md; default); official: the lvis API's LVISEval")
     evaluate.set_defaults(func=run_eval)
 
-    demo = subparsers.add_parser(
-        "demo", help="the whole suite on the CPU: data, four losses, report (about 15 minutes)",
-        description="Generate the default synthetic long-tailed set, train and evaluate ce, focal, eql "
-        "and seesaw on it (or the losses of --losses) with the small CPU model, and write the report to "
-        "OUTPUT/report/README.md. Running it again keeps finished runs and resumes an interrupted one.")
-    demo.add_argument("--output", type=Path, default=Path("output/demo"), help="default: output/demo")
-    demo.add_argument("--max-iter", type=int, help="training iterations per loss (default: the tuned demo value)")
-    demo.add_argument("--losses", nargs="+", choices=LOSSES, metavar="LOSS",
-                      help=f"the losses to train (default: ce focal eql seesaw, which fit the 15 minutes; any of {', '.join(LOSSES)})")
-    demo.set_defaults(func=run_demo)
-
 
 def run_train(args: argparse.Namespace) -> int:
     from suite.harness.train import TrainOptions, train
@@ -79,11 +68,4 @@ def run_eval(args: argparse.Namespace) -> int:
     from suite.harness.train import evaluate_run
 
     evaluate_run(args.run, args.evaluator)
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from suite.harness.demo import DEMO_ITERATIONS, DEMO_LOSSES, run_demo as demo
-
-    demo(args.output, max_iter=args.max_iter or DEMO_ITERATIONS, losses=tuple(args.losses or DEMO_LOSSES))
     return 0

@@ -12,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
 from suite.data.register import RegisteredDataset
-from suite.harness.evaluate import metrics_record, per_category_record
+from suite.evaluation.evaluate import metrics_record, per_category_record
 from suite.harness.run_record import RunSetting, build_run_record, write_run_record
 from suite.harness.run_state import LossCurve, TrainingTime
 

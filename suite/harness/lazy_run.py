@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from suite.d2.lazy import plain_config, trained_loss
 from suite.data.register import RegisteredDataset
-from suite.harness.evaluate import LVIS_MAX_DETS, build_lvis_evaluator
+from suite.evaluation.evaluate import LVIS_MAX_DETS, build_lvis_evaluator
 from suite.harness.finish import finish_run
 from suite.harness.run_record import RunSetting
 from suite.harness.run_state import LossCurve, TrainingTime

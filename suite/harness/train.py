@@ -22,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
-from suite.harness.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
+from suite.evaluation.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, RunSetting, is_lazy_config, read_run_record, write_run_record

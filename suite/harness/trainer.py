@@ -11,7 +11,7 @@ from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine.train_loop import TrainerBase
 
 from suite.d2 import check_roi_heads
-from suite.harness.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
+from suite.evaluation.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
 from suite.records import open_atomic, write_text_atomic
 

@@ -29,7 +29,7 @@ class ClassificationLoss(nn.Module):
 
     name: str = ""
     #: The bias a classifier should start its logits from. 0 for the softmax losses; the
-    #: sigmoid losses start every class at a small prior probability instead (see sigmoid_kernel).
+    #: sigmoid losses start every class at a small prior probability instead (see sigmoid_loss_sum).
     initial_logit_bias: float = 0.0
 
     def __init__(self, num_classes: int):

@@ -10,7 +10,7 @@ zeros. For a foreground RoI the negative term of every rare class is dropped:
 
 The classifier bias starts at prior probability 0.001 (`initial_logit_bias`), and inference scores
 are the class sigmoids with a zero background column appended, as the authors' code does.
-Computed in closed form (suite.losses.sigmoid_kernel).
+Computed in closed form (suite.losses.kernels.sigmoid_loss_sum).
 """
 
 import math
@@ -22,7 +22,7 @@ from torch import Tensor
 from .base import ClassificationLoss
 from .checks import check_finite_params
 from .class_freq import check_class_freq
-from .sigmoid_kernel import sigmoid_loss_sum
+from .kernels.sigmoid_loss_sum import sigmoid_loss_sum
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
 LAMBDA_LVIS_V05 = 1.76e-3

@@ -12,7 +12,7 @@ accumulated positive to negative gradient:
 with the weights of the current step taken from the ratio before it (g_j = 100 before the first
 step, so that every weight starts at 1). After the loss, the step's gradient magnitudes |dL/dz|
 times N (|p - y| w, weighted as in the loss) are added to the per-class sums.
-Computed in closed form (suite.losses.column_weighted_kernel).
+Computed in closed form (suite.losses.kernels.column_weighted_sigmoid_sum).
 """
 
 from typing import Dict
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .base import ClassificationLoss
 from .checks import check_finite_params
-from .column_weighted_kernel import column_weighted_sigmoid_sum
+from .kernels.column_weighted_sigmoid_sum import column_weighted_sigmoid_sum
 
 #: The official ratio before the first step: high enough that every weight starts at 1.
 INITIAL_POS_NEG = 100.0

@@ -27,9 +27,9 @@ from torch import Tensor
 from .base import ClassificationLoss
 from .checks import check_finite_params
 from .class_freq import check_class_freq
-from .column_weighted_kernel import column_weighted_sigmoid_sum
 from .eql import zero_background_scores
-from .sigmoid_kernel import PRIOR_LOGIT_BIAS
+from .kernels.column_weighted_sigmoid_sum import column_weighted_sigmoid_sum
+from .kernels.sigmoid_loss_sum import PRIOR_LOGIT_BIAS
 
 
 class FederatedLoss(ClassificationLoss):

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .base import ClassificationLoss
 from .checks import check_finite_params
-from .sigmoid_kernel import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
+from .kernels.sigmoid_loss_sum import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
 
 
 def independent_background_scores(class_logits: Tensor) -> Tensor:
@@ -24,7 +24,7 @@ class SigmoidFocalLoss(ClassificationLoss):
     FL = -alpha_t (1 - p_t)^gamma log(p_t), summed over classes and RoIs, divided by N.
     alpha weights the positive targets and 1 - alpha the negative ones (alpha < 0 disables the
     weighting). Defaults alpha = 0.25, gamma = 2.0, as in the paper. Term: `loss_cls`.
-    Computed in closed form (suite.losses.sigmoid_kernel).
+    Computed in closed form (suite.losses.kernels.sigmoid_loss_sum).
     """
 
     name = "focal"

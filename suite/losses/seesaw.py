@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .base import ClassificationLoss
 from .checks import check_finite_params
-from .seesaw_kernel import seesaw_terms
+from .kernels.seesaw_terms import seesaw_terms
 
 
 
@@ -44,7 +44,7 @@ class SeesawLoss(ClassificationLoss):
         eps: lower clamp of the true class's probability in the compensation factor (1e-2).
         compiled: run the class kernels through `torch.compile` (built once per process). None,
             the default: on the CPU, where the fused kernels keep their speed
-            when other processes compete for the cores (seesaw_cpu_kernel), and not on
+            when other processes compete for the cores (seesaw_terms_cpu), and not on
             accelerators. False: the eager kernels, the same values.
     """
 

@@ -4,7 +4,7 @@ differences in an earlier study, the smallest n whose 95 % t-interval half-width
     t_{0.975, n-1} * sd / sqrt(n)
 
 is at most the target (suite.report.stats computes the same interval once the runs exist). The sd
-is the earlier study's sample sd of the per-seed differences (paired seeds: suite.harness.study);
+is the earlier study's sample sd of the per-seed differences (paired seeds: suite.workflows.study);
 with few seeds it is itself uncertain, so `seeds_needed` is also asked for multiples of it.
 
     python -m suite.report.power --results results/study [--arm seesaw+cos --reference ce+cos --target 2]

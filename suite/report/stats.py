@@ -3,15 +3,15 @@ difference to a reference loss with its 95 % t-interval over seeds, a percentile
 interval over validation images, and the verdict they give.
 
 Pairing: seed s of every loss in a study starts from the same initial weights and sees the same
-data order (suite.harness.study), so the per-seed difference d_s = metric(loss, s) - metric(ref, s)
+data order (suite.workflows.study), so the per-seed difference d_s = metric(loss, s) - metric(ref, s)
 removes what the seed does to both. With n paired seeds, mean d and sample sd s_d:
 
     interval = mean d -+ t_{0.975, n-1} * s_d / sqrt(n)
 
 The bootstrap interval measures the other source of noise, the finite validation set: every run
-of one validation set stores its metric on the same B resampled image sets (suite.harness.
-bootstrap), so replicate b of the difference is mean_s [rep_b(loss, s) - rep_b(ref, s)], and the
-interval is its 2.5th and 97.5th percentile.
+of one validation set stores its metric on the same B resampled image sets
+(suite.evaluation.bootstrap), so replicate b of the difference is mean_s [rep_b(loss, s) -
+rep_b(ref, s)], and the interval is its 2.5th and 97.5th percentile.
 
 Two protocols' paired differences (e.g. on two data sets) share no seeds: other data, other
 pretraining. How a difference changes from one to the other, mean d_B - mean d_A, gets Welch's

@@ -13,7 +13,7 @@ The dense part is a column sum, so it costs one softplus and one sigmoid over th
 the positives are corrected by a gather over all rows (no nonzero, so no host sync on CUDA). The
 forward keeps p for the backward and can return its column sums, which EQLv2's gradient
 statistics are made of. These are the eager kernels; on the CPU the default is the same maths in
-fused kernels (column_weighted_cpu_kernel), which keep their speed when other processes compete
+fused kernels (column_weighted_sigmoid_sum_cpu), which keep their speed when other processes compete
 for the cores.
 """
 
@@ -22,8 +22,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .column_weighted_cpu_kernel import FusedColumnWeightedSigmoidSum, fused_cpu_kernels
-from .sigmoid_kernel import _softplus
+from .column_weighted_sigmoid_sum_cpu import FusedColumnWeightedSigmoidSum, fused_cpu_kernels
+from .sigmoid_loss_sum import _softplus
 
 
 class ColumnWeightedSigmoidSum(torch.autograd.Function):
@@ -66,7 +66,7 @@ def column_weighted_sigmoid_sum(logits: Tensor, labels: Tensor, pos_weight: Tens
                                 with_prob_sums: bool = False, fused: Optional[bool] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """See ColumnWeightedSigmoidSum. logits (N, K); labels (N,) int64 >= 0, column `label` is a
     row's positive (none when label >= K); pos_weight, neg_weight (K,) in the logits' dtype.
-    fused: the kernels of column_weighted_cpu_kernel where they build, else the eager ones, as
+    fused: the kernels of column_weighted_sigmoid_sum_cpu where they build, else the eager ones, as
     Seesaw's `compiled` (default: on the CPU; torch.compile specialises sizes 0 and 1, so those few
     shapes run eagerly)."""
     if fused is None:

@@ -1,7 +1,7 @@
-"""How the fused CPU kernels (suite.losses.cpu_compile) are built: once per process, by a probe
-that calls them as training does, so that a training step builds nothing more; and where
+"""How the fused CPU kernels (suite.losses.kernels.cpu_compile) are built: once per process, by a
+probe that calls them as training does, so that a training step builds nothing more; and where
 torch.compile cannot build them, the losses warn once per kernel set and run the eager kernels,
-with the same values. Neither needs the intra-op threads that tests/test_losses_cpu_kernels.py
+with the same values. Neither needs the intra-op threads that tests/test_losses_kernels_cpu.py
 (marked `threads`) is given, so both run beside the other tests."""
 
 import json
@@ -12,7 +12,8 @@ import sys
 import torch
 from torch._dynamo.utils import counters
 
-from suite.losses import build_loss, column_weighted_cpu_kernel, seesaw_cpu_kernel
+from suite.losses import build_loss
+from suite.losses.kernels import column_weighted_sigmoid_sum_cpu, seesaw_terms_cpu
 
 
 def test_a_training_step_builds_no_kernel_after_the_probe():
@@ -20,10 +21,10 @@ def test_a_training_step_builds_no_kernel_after_the_probe():
     arguments are one tensor; a probe that called the kernels otherwise than training does had every
     process build them twice (1 to 4 s of CPU each)."""
     torch._dynamo.reset()
-    seesaw_cpu_kernel.fused_cpu_kernels.cache_clear()
-    column_weighted_cpu_kernel.fused_cpu_kernels.cache_clear()
-    assert seesaw_cpu_kernel.fused_cpu_kernels() is not None
-    assert column_weighted_cpu_kernel.fused_cpu_kernels() is not None
+    seesaw_terms_cpu.fused_cpu_kernels.cache_clear()
+    column_weighted_sigmoid_sum_cpu.fused_cpu_kernels.cache_clear()
+    assert seesaw_terms_cpu.fused_cpu_kernels() is not None
+    assert column_weighted_sigmoid_sum_cpu.fused_cpu_kernels() is not None
     built = counters["stats"]["unique_graphs"]
     labels = torch.tensor([0, 1, 2, 6, 6, 3, 4, 5, 6, 0])
     for name, options in (("seesaw", {}), ("eqlv2", {}), ("fed", {"class_freq": [0.1] * 6})):
@@ -37,9 +38,9 @@ def test_without_a_compiler_the_eager_kernels_run_with_a_warning(tmp_path):
     # A real failed build: no C++ compiler where inductor looks (CXX) and an empty kernel cache.
     script = (
         "import json, warnings, torch\n"
-        "from suite.losses import column_weighted_cpu_kernel, seesaw_cpu_kernel\n"
-        "from suite.losses.column_weighted_kernel import column_weighted_sigmoid_sum\n"
-        "from suite.losses.seesaw_kernel import seesaw_terms\n"
+        "from suite.losses.kernels import column_weighted_sigmoid_sum_cpu, seesaw_terms_cpu\n"
+        "from suite.losses.kernels.column_weighted_sigmoid_sum import column_weighted_sigmoid_sum\n"
+        "from suite.losses.kernels.seesaw_terms import seesaw_terms\n"
         "logits = torch.randn(64, 12, dtype=torch.float64)\n"
         "labels = torch.arange(64) % 11\n"
         "log_counts, weight = torch.rand(10, dtype=torch.float64), torch.rand(12, dtype=torch.float64)\n"
@@ -48,8 +49,8 @@ def test_without_a_compiler_the_eager_kernels_run_with_a_warning(tmp_path):
         "    seesaw = seesaw_terms(logits, labels, log_counts)\n"
         "    column_weighted = column_weighted_sigmoid_sum(logits, labels, weight, weight, True)\n"
         "    asked = column_weighted_sigmoid_sum(logits, labels, weight, weight, True, fused=True)\n"
-        "assert seesaw_cpu_kernel.fused_cpu_kernels() is None\n"
-        "assert column_weighted_cpu_kernel.fused_cpu_kernels() is None\n"
+        "assert seesaw_terms_cpu.fused_cpu_kernels() is None\n"
+        "assert column_weighted_sigmoid_sum_cpu.fused_cpu_kernels() is None\n"
         "eager = seesaw_terms(logits, labels, log_counts, compiled=False)\n"
         "assert all(torch.equal(a, b) for a, b in zip(seesaw, eager)), (seesaw, eager)\n"
         "eager = column_weighted_sigmoid_sum(logits, labels, weight, weight, True, fused=False)\n"

@@ -28,7 +28,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from suite.harness.lvis_fast import Detections
+from suite.evaluation.lvis_fast import Detections
 
 LVIS_V1_VAL_IMAGES = 19809
 DETECTIONS_PER_IMAGE = 300
@@ -159,7 +159,7 @@ def lvis_val_shaped(num_images: int, seed: int = 0, masks: bool = False) -> Tupl
             segmentations += _rles(det_boxes)
 
     categories = [dict(c, image_count=int(count), instance_count=0) for c, count in zip(categories, counts)]
-    dataset = {"info": {"description": "LVIS v1 val shaped (suite.data.lvis_val_shape)"}, "licenses": [],
+    dataset = {"info": {"description": "LVIS v1 val shaped (suite.bench.lvis_val_shape)"}, "licenses": [],
                "images": images, "annotations": annotations, "categories": categories}
     detections = Detections(
         image_ids=np.concatenate(columns["image_ids"]).astype(np.int64),

@@ -5,7 +5,7 @@ alias of the builtin `float`, so LVISEval - and Detectron2's LVISEvaluator, whic
 on NumPy 2. `install()` adds an import hook that gives the module `lvis.eval`, and it alone, a
 view of NumPy with `float` = the builtin `float` (float64, what the alias meant): NumPy itself is
 not changed, so no other code sees the alias. `scripts/bootstrap.sh` installs a .pth file that
-calls `install()` when Python starts (`python -m suite.lvis_numpy2 --install`), so Detectron2's
+calls `install()` when Python starts (`python -m suite.evaluation.lvis_numpy2 --install`), so Detectron2's
 tools and any script get it without importing the suite. Standard library only: it runs at
 interpreter start-up.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 PATCHED_MODULE = "lvis.eval"
 PTH_NAME = "suite_lvis_numpy2.pth"
 # One line, as .pth files run them: nothing happens where the suite is not importable.
-PTH_LINE = ("import sys; exec('try:\\n import suite.lvis_numpy2 as _m\\nexcept ImportError:\\n pass\\n"
+PTH_LINE = ("import sys; exec('try:\\n import suite.evaluation.lvis_numpy2 as _m\\nexcept ImportError:\\n pass\\n"
             "else:\\n _m.install()')\n")
 
 
@@ -84,7 +84,7 @@ def pth_path() -> Path:
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["--install"]:
-        print("usage: python -m suite.lvis_numpy2 --install", file=sys.stderr)
+        print("usage: python -m suite.evaluation.lvis_numpy2 --install", file=sys.stderr)
         return 2
     path = pth_path()
     path.write_text(PTH_LINE)

@@ -27,7 +27,7 @@ vector rather than keep an N x C tensor.
 Speed on a busy machine: every operation over an (n, C) block is one OpenMP parallel region,
 ending in a barrier; when another process keeps the cores busy, each barrier waits for a
 descheduled thread. So on the CPU the class term runs by default as two fused kernels
-(seesaw_cpu_kernel: a single-threaded forward, a gradient in one parallel loop), and with the
+(seesaw_terms_cpu: a single-threaded forward, a gradient in one parallel loop), and with the
 zero-filled gradient and the scatter of the foreground rows into it a forward + backward opens
 three regions. The eager
 kernels here (`compiled=False`, or where torch.compile cannot build) use as few block operations
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .seesaw_cpu_kernel import fused_cpu_kernels
+from .seesaw_terms_cpu import fused_cpu_kernels
 
 
 def _balanced_logits(z: Tensor, y: Tensor, t: Tensor, log_counts: Tensor, p: float, q: float,
@@ -126,7 +126,7 @@ def _objectness_loss_and_grad(objectness: Tensor, background: Tensor, num_rois: 
 def _compact_forward(logits: Tensor, foreground: Tensor, labels: Tensor, log_counts: Tensor, p: float, q: float,
                      log_eps: float, fused: bool):
     """The class term over the foreground rows only: (summed loss, kept (rows, y, log_softmax(u)),
-    the gradient kernel for the backward). fused: the compiled kernels of seesaw_cpu_kernel where
+    the gradient kernel for the backward). fused: the compiled kernels of seesaw_terms_cpu where
     they build, else the eager ones."""
     rows = foreground.nonzero().squeeze(1)
     y = labels.index_select(0, rows)
@@ -196,7 +196,7 @@ def seesaw_terms(logits: Tensor, labels: Tensor, log_counts: Tensor, p: float = 
             in the dtype of logits.
         p, q, eps: mitigation exponent, compensation exponent, lower clamp of sigma_y.
         compiled: run the class kernels through `torch.compile`: with compact rows, the fused
-            kernels of seesaw_cpu_kernel (eager where they cannot be built), else
+            kernels of seesaw_terms_cpu (eager where they cannot be built), else
             the masked kernels compiled. Default: with compact rows.
         compact_rows: run the class term on the foreground rows only (needs a host sync to select
             them); default: on the CPU only.

@@ -16,7 +16,7 @@ Layout of a study folder OUT:
 
 Pairing: seed s gives every arm the same data order (Detectron2 seeds its sampler and
 augmentations from cfg.SEED before anything loss-specific is drawn) and the same initial weights
-for every module but the classifier (OUT/init/seed<s>.pth, suite.harness.pretrain). Running the
+for every module but the classifier (OUT/init/seed<s>.pth, suite.workflows.pretrain). Running the
 study again keeps finished cells and resumes an interrupted one from its last checkpoint.
 """
 
@@ -29,12 +29,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
-from suite.harness import pretrain as pretraining
-from suite.harness.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.evaluation.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
 from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, read_run_record
 from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
+from suite.workflows import pretrain as pretraining
 
 STUDY_RECORD = "study.json"
 KIND = "study"
@@ -250,7 +250,7 @@ class Study:
         overrides = ["MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", str(arm.cosine), *arm.loss_overrides]
         if self.lvis or arm.loss not in ("eql", "fed"):
             return overrides
-        from suite.harness.demo import eql_lambda, fed_num_classes
+        from suite.workflows.demo import eql_lambda, fed_num_classes
         from suite.data.synth import SynthSpec
 
         spec = SynthSpec(num_train_images=self._num_train_images())

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_helpers import small_set
-from suite import lvis_numpy2
+from suite.evaluation import lvis_numpy2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ EVALUATE_GROUND_TRUTH = textwrap.dedent("""
 def test_detectron2_lvis_evaluator_runs_in_a_fresh_interpreter(tmp_path):
     layout = small_set(tmp_path / "set")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    assert lvis_numpy2.pth_path().is_file(), "run scripts/bootstrap.sh (python -m suite.lvis_numpy2 --install)"
+    assert lvis_numpy2.pth_path().is_file(), \
+        "run scripts/bootstrap.sh (python -m suite.evaluation.lvis_numpy2 --install)"
     done = subprocess.run([sys.executable, "-c", EVALUATE_GROUND_TRUTH, str(layout.split("val").json_file)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

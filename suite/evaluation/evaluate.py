@@ -1,8 +1,8 @@
 """LVIS evaluation: the metrics and the per-category AP of the run record.
 
 `evaluate_lvis_results` evaluates predictions in the LVIS results format with one of
-EVALUATORS: "fast" (`suite.harness.lvis_fast`, vectorized, equal to the official API:
-docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, with `suite.lvis_numpy2`'s
+EVALUATORS: "fast" (`suite.evaluation.lvis_fast`, vectorized, equal to the official API:
+docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, with `suite.evaluation.lvis_numpy2`'s
 NumPy view for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
 each category's AP under the key "AP-<name>", as Detectron2's COCOEvaluator reports
 per-category AP. `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
@@ -27,8 +27,7 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
-from suite import lvis_numpy2
-from suite.harness import lvis_fast
+from suite.evaluation import lvis_fast, lvis_numpy2
 from suite.records import write_json_atomic
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -80,7 +79,7 @@ def _per_category(precision: np.ndarray, all_areas: int, names: Sequence[str]) -
 
 def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
                    max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
-    """`summarize(run_lvis_eval(...))` computed by `suite.harness.lvis_fast` (the same numbers)."""
+    """`summarize(run_lvis_eval(...))` computed by `suite.evaluation.lvis_fast` (the same numbers)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     matches = lvis_fast.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, max_dets)

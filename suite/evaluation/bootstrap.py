@@ -5,7 +5,7 @@ ground truth only. So the evaluation runs once, and each resample b (the validat
 drawn with replacement, B times, from a seeded generator) accumulates and summarizes the
 per-image matches of the drawn images, an image drawn twice counting twice, in draw order.
 Only the area range "all" is kept (the four metrics need no other). Two evaluators give the
-same values (tests/test_eval_fast.py): "fast" (`suite.harness.lvis_fast`: one matching, then
+same values (tests/test_evaluation_lvis_fast.py): "fast" (`suite.evaluation.lvis_fast`: one matching, then
 `Matches.precision(draw)` per resample, vectorized, memory linear in the detections) and
 "official" (`LVISEval.evaluate` once, then the official `accumulate` per resample).
 
@@ -30,8 +30,7 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 from lvis import LVIS
 
-from suite import lvis_numpy2
-from suite.harness import lvis_fast
+from suite.evaluation import lvis_fast, lvis_numpy2
 from suite.records import SCHEMA_VERSION, write_json_atomic
 
 BOOTSTRAP_RECORD = "bootstrap.json"
@@ -63,7 +62,7 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
         return fast_replicates(lvis_gt, lvis_fast.detections_from_results(results, task), task, resamples, seed)
     if evaluator != "official":
         raise ValueError(f"evaluator must be 'fast' or 'official', got {evaluator!r}")
-    from suite.harness.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
+    from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
 
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
     return official_replicates(lvis_eval, resample_indices(len(lvis_eval.params.img_ids), resamples, seed))

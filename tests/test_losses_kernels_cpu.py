@@ -1,15 +1,16 @@
-"""The fused CPU kernels (suite.losses.cpu_compile) of Seesaw and of EQLv2 and fed: the default on
-the CPU, and the same values as the eager kernels. (The fallback where torch.compile cannot build
-is tested in test_losses_cpu_build, their parallel regions in test_bench_regions.) Marked
-`threads`: the gradient kernels are one parallel loop, so they are checked with torch's default
-intra-op threads, as users run them (scripts/test.sh runs the other tests on one thread per worker)."""
+"""The fused CPU kernels (suite.losses.kernels.cpu_compile) of Seesaw and of EQLv2 and fed: the
+default on the CPU, and the same values as the eager kernels. (The fallback where torch.compile
+cannot build is tested in test_losses_kernels_cpu_compile, their parallel regions in
+test_bench_regions.) Marked `threads`: the gradient kernels are one parallel loop, so they are
+checked with torch's default intra-op threads, as users run them (scripts/test.sh runs the other
+tests on one thread per worker)."""
 
 import pytest
 import torch
 
-from suite.losses import column_weighted_cpu_kernel, seesaw_cpu_kernel
-from suite.losses.column_weighted_kernel import column_weighted_sigmoid_sum
-from suite.losses.seesaw_kernel import seesaw_terms
+from suite.losses.kernels import column_weighted_sigmoid_sum_cpu, seesaw_terms_cpu
+from suite.losses.kernels.column_weighted_sigmoid_sum import column_weighted_sigmoid_sum
+from suite.losses.kernels.seesaw_terms import seesaw_terms
 
 from losses_helpers import assert_value_and_gradient_close
 
@@ -28,8 +29,8 @@ def _inputs(num_rois, num_classes, num_foreground, seed=0):
 
 def test_the_fused_kernels_build_here():
     # CI has a C++ compiler: the default CPU path must be the fused one there, not the fallback.
-    assert seesaw_cpu_kernel.fused_cpu_kernels() is not None
-    assert column_weighted_cpu_kernel.fused_cpu_kernels() is not None
+    assert seesaw_terms_cpu.fused_cpu_kernels() is not None
+    assert column_weighted_sigmoid_sum_cpu.fused_cpu_kernels() is not None
 
 
 @pytest.mark.parametrize("num_foreground", [0, 1, 2, 37, 300])  # 0 and 1 rows run eagerly

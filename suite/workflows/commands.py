@@ -1,11 +1,12 @@
-"""`suite study` and `suite pretrain`."""
+"""`suite demo`, `suite study` and `suite pretrain`."""
 
 import argparse
 from pathlib import Path
 
 from suite.data.synth import LVIS_PROFILE_CLASSES
-from suite.harness import pretrain as pretraining
-from suite.harness import study
+from suite.losses import LOSSES
+from suite.workflows import pretrain as pretraining
+from suite.workflows import study
 
 STUDY_EPILOG = f"""\
 grid
@@ -75,6 +76,17 @@ def _seeds(text: str):
 
 
 def register(subparsers) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="the whole suite on the CPU: data, four losses, report (about 15 minutes)",
+        description="Generate the default synthetic long-tailed set, train and evaluate ce, focal, eql "
+        "and seesaw on it (or the losses of --losses) with the small CPU model, and write the report to "
+        "OUTPUT/report/README.md. Running it again keeps finished runs and resumes an interrupted one.")
+    demo.add_argument("--output", type=Path, default=Path("output/demo"), help="default: output/demo")
+    demo.add_argument("--max-iter", type=int, help="training iterations per loss (default: the tuned demo value)")
+    demo.add_argument("--losses", nargs="+", choices=LOSSES, metavar="LOSS",
+                      help=f"the losses to train (default: ce focal eql seesaw, which fit the 15 minutes; any of {', '.join(LOSSES)})")
+    demo.set_defaults(func=run_demo)
+
     parser = subparsers.add_parser(
         "study", help="a losses x seeds grid with paired seeds, for statistics (estimated 2 hours on 2 cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,6 +142,13 @@ def register(subparsers) -> None:
     pretrain.add_argument("--size", type=int, default=128, metavar="PX", help="image side (default 128)")
     pretrain.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="Detectron2 config overrides")
     pretrain.set_defaults(func=run_pretrain)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from suite.workflows.demo import DEMO_ITERATIONS, DEMO_LOSSES, run_demo as demo
+
+    demo(args.output, max_iter=args.max_iter or DEMO_ITERATIONS, losses=tuple(args.losses or DEMO_LOSSES))
+    return 0
 
 
 def run_study(args: argparse.Namespace) -> int:

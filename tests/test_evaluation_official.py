@@ -15,9 +15,9 @@ from detectron2.structures import Boxes, Instances
 from lvis import LVIS, LVISEval, LVISResults
 from pycocotools import mask as mask_utils
 
-from suite import lvis_numpy2
+from suite.evaluation import lvis_numpy2
 from suite.data.register import register_synthetic_lvis
-from suite.harness.evaluate import (METRICS, evaluate_lvis_results, evaluate_model, metrics_record,
+from suite.evaluation.evaluate import (METRICS, evaluate_lvis_results, evaluate_model, metrics_record,
                                     per_category_record, run_lvis_eval)
 
 from data_helpers import SMALL, read, small_set
@@ -57,7 +57,7 @@ def test_lvis_eval_needs_the_numpy_fix_and_runs_with_it(val):
                for r in ground_truth_as_results(dataset)]
     if "float" in np.__dict__:
         pytest.skip("this NumPy still has np.float: the fix is not needed here")
-    # lvis.eval as installed, without the NumPy view of suite.lvis_numpy2 (which the
+    # lvis.eval as installed, without the NumPy view of suite.evaluation.lvis_numpy2 (which the
     # environment's .pth adds at start-up and which alone would make it work).
     with_view = lvis.eval.np
     lvis.eval.np = np

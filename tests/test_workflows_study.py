@@ -21,12 +21,12 @@ from detectron2.utils.env import seed_all_rng
 from suite.cli import main
 from suite.data.register import register_dataset
 from suite.harness.checkpoint_pruning import prune_checkpoints
-from suite.harness.pretrain import LOSS_OWN_PREFIXES
 from suite.harness.run_lock import RunLock
 from suite.harness.trainer import LongTailTrainer
 from suite.report import paired, stats
 from suite.report.group_balance import SEESAW_COUNTS_KEY, group_balance_rows
 from suite.report.records import gather
+from suite.workflows.pretrain import LOSS_OWN_PREFIXES
 
 from d2_helpers import TINY
 from data_helpers import lay_out_like_lvis_v1, small_set
@@ -311,8 +311,8 @@ def test_report_statistics_match_a_hand_computation(study, tmp_path):
 
 
 def test_every_loss_has_an_arm_and_eql_and_fed_are_sized_to_the_generated_set(study):
-    from suite.harness.demo import eql_lambda, fed_num_classes
-    from suite.harness.study import ARMS, Study, StudyOptions
+    from suite.workflows.demo import eql_lambda, fed_num_classes
+    from suite.workflows.study import ARMS, Study, StudyOptions
     from suite.losses import LOSSES, REFERENCE_LOSSES
     from suite.data.synth import SynthSpec
 
@@ -330,7 +330,7 @@ def test_ablation_preset_arms_reach_the_loss_through_the_config(tmp_path):
     ce_cosine, seesaw) keep their folders and configs, and a default study's protocol is the
     committed study's, so a folder holding them keeps them."""
     from suite.d2 import loss_params_from_cfg
-    from suite.harness.study import ARMS, PRESETS, Cell, Study, StudyOptions
+    from suite.workflows.study import ARMS, PRESETS, Cell, Study, StudyOptions
     from suite.harness.train import build_run_cfg
     from suite.report.paired import arm_name
 

@@ -1,4 +1,4 @@
-"""The fast LVIS evaluator (`suite.harness.lvis_fast`) against the official `lvis` API, the
+"""The fast LVIS evaluator (`suite.evaluation.lvis_fast`) against the official `lvis` API, the
 reference: the same precision array bit for bit, hence the same AP, AP50, AP75, APs, APm, APl,
 APr, APc, APf and per-category AP, on generated hard cases (tests/eval_helpers.py: empty images,
 categories without ground truth, negative and not-exhaustive categories, overlapping ground
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from lvis import LVIS
 
-from suite.harness import bootstrap, lvis_fast
-from suite.harness.evaluate import EVALUATORS, evaluate_lvis_results, run_lvis_eval
+from suite.evaluation import bootstrap, lvis_fast
+from suite.evaluation.evaluate import EVALUATORS, evaluate_lvis_results, run_lvis_eval
 
 from data_helpers import read, small_set
 from eval_helpers import hard_case
-from test_harness_bootstrap import noisy_results
+from test_evaluation_bootstrap import noisy_results
 
 
 def _without_boxes(results, task):
@@ -132,12 +132,12 @@ def test_detectron2_test_path_uses_the_fast_evaluator_and_equals_the_official(tm
     """`DefaultTrainer.test` (what `TEST.EVAL_PERIOD` calls) of the suite's trainer builds the
     evaluator of cfg.TEST.LVIS_EVALUATOR ("fast" by default); both give the same results."""
     from suite.data.register import register_synthetic_lvis
-    from suite.harness.evaluate import LVISPerCategoryEvaluator
+    from suite.evaluation.evaluate import LVISPerCategoryEvaluator
     from suite.harness.train import default_cfg
     from suite.harness.trainer import LongTailTrainer
-    from test_eval_lvis import GroundTruthModel
+    from test_evaluation_official import GroundTruthModel
 
-    registered = register_synthetic_lvis(small_set(tmp_path / "set").root, prefix="test_eval_fast")
+    registered = register_synthetic_lvis(small_set(tmp_path / "set").root, prefix="test_evaluation_lvis_fast")
     cfg = default_cfg()
     assert cfg.TEST.LVIS_EVALUATOR == "fast"
     cfg.DATALOADER.NUM_WORKERS = 0

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from lvis import LVIS
 
-from suite.harness import bootstrap
-from suite.harness.evaluate import evaluate_lvis_results
+from suite.evaluation import bootstrap
+from suite.evaluation.evaluate import evaluate_lvis_results
 
 from data_helpers import read, small_set
-from test_eval_lvis import ground_truth_as_results
+from test_evaluation_official import ground_truth_as_results
 
 
 @pytest.fixture(scope="module")
