@@ -39,7 +39,7 @@ def guard_result():
 def test_working_tree_is_within_the_limit_of_the_reference(guard_result, condition):
     measured = guard_result["conditions"][condition]["as_is"]
     lines = violations(measured, guard_result["limit"], condition, guard_result["reference"])
-    assert not lines, "loss speed guard failed:\n" + "\n".join(lines) + "\n" + _table(measured)
+    assert not lines, "loss speed guard failed:\n" + "\n".join(lines) + "\n" + guard.guard_table(measured)
 
 
 @pytest.mark.timing
@@ -50,11 +50,6 @@ def test_guard_catches_a_loss_twice_as_slow(guard_result, loss):
         assert row["ratio"] > guard_result["limit"], (
             f"{loss} twice as slow passed the guard ({condition}): {row['ratio']:.2f}x the reference, "
             f"limit {guard_result['limit']:.2f}")
-
-
-def _table(measured):
-    return "\n".join(f"{loss}: working tree {row['work_ms']:.2f} ms, reference {row['reference_ms']:.2f} ms, "
-                     f"ratio {row['ratio']:.3f}" for loss, row in measured.items())
 
 
 def test_a_slowed_forward_computes_twice_for_the_same_values_and_gradient():

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     guard = commands.add_parser(
         "guard", help="the CI speed guard: every loss timed beside the same loss at the reference commit",
         description="Time every loss of the working tree beside the same loss at the reference commit of "
-        "baselines/speed_guard.json (two worker processes, CPU time, taking turns round by round), quiet and "
+        "baselines/speed_guard.json (one process holding both, CPU time, the two sides of a loss called one "
+        "after the other), quiet and "
         "beside a competing process, as it is and made twice as slow; exit status 1 when a loss is slower than "
         "the limit times the reference, when one made twice as slow passes, or when the reference is so much "
         "slower that a 2x regression would pass (stale: re-pin). The test tests/test_bench_guard.py runs the "
@@ -140,7 +141,7 @@ def run_guard(args: argparse.Namespace) -> int:
     for condition, measured in result["conditions"].items():
         for kind, ratios in measured.items():
             print(f"{condition}, {kind.replace('_', ' ')}:")
-            guard.guard_table(ratios)
+            print(guard.guard_table(ratios))
     if args.json:
         from suite.records import write_json_atomic
 

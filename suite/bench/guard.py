@@ -41,7 +41,7 @@ import tarfile
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from suite.bench.contention import competing_process
 from suite.environment import REPO_ROOT, code_version, cpu_name
@@ -331,12 +331,10 @@ def limit_from_evidence(evidence: Sequence[Mapping[str, Any]]) -> Dict[str, Any]
 def write_evidence(evidence: Mapping[str, Any], path: Path = GUARD_FILE) -> Dict[str, Any]:
     """Put one A/A evidence row into the guard file (replacing the row of the same evidence_key,
     keeping the others) and re-derive the limit from all rows, atomically; returns the limit section."""
-    body = json.loads(path.read_text()) if path.exists() else {}
-    rows = [row for row in body.get("limit", {}).get("evidence", []) if evidence_key(row) != evidence_key(evidence)]
+    recorded = _read_guard_file(path).get("limit", {}).get("evidence", [])
+    rows = [row for row in recorded if evidence_key(row) != evidence_key(evidence)]
     rows = sorted(rows + [dict(evidence)], key=evidence_key)
-    body["limit"] = {**limit_from_evidence(rows), "settings": settings(), "evidence": rows}
-    write_json_atomic(path, {**body, "about": ABOUT})
-    return body["limit"]
+    return _write_section(path, "limit", {**limit_from_evidence(rows), "settings": settings(), "evidence": rows})
 
 
 def pin(revision: str, why: str, path: Path = GUARD_FILE) -> Dict[str, Any]:
@@ -350,17 +348,25 @@ def pin(revision: str, why: str, path: Path = GUARD_FILE) -> Dict[str, Any]:
     reference = {"commit": commit, "why": why.strip(), "provenance": {
         "command": f"suite bench guard --pin {revision} --why ...", "date": _now(),
         "head": version["git_commit"], "dirty": version["git_dirty"]}}
-    body = json.loads(path.read_text()) if path.exists() else {}
-    write_json_atomic(path, {**body, "about": ABOUT, "reference": reference})
-    return reference
+    return _write_section(path, "reference", reference)
+
+
+def _read_guard_file(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_section(path: Path, section: str, value: Dict[str, Any]) -> Dict[str, Any]:
+    """Replace one section of the guard file atomically, keeping the other; returns `value`."""
+    write_json_atomic(path, {**_read_guard_file(path), "about": ABOUT, section: value})
+    return value
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def guard_table(ratios: Mapping[str, Mapping[str, float]], out: IO[str] = sys.stdout) -> None:
-    """The measured rows, one line each: both sides' CPU-time medians and their ratio."""
-    for loss, row in ratios.items():
-        print(f"{loss:8s} working tree {row['work_ms']:8.2f} ms  reference {row['reference_ms']:8.2f} ms  "
-              f"ratio {row['ratio']:.3f}", file=out)
+def guard_table(ratios: Mapping[str, Mapping[str, float]]) -> str:
+    """The measured rows (GuardProcess.measure), one line each: both sides' CPU-time medians and
+    their ratio."""
+    return "\n".join(f"{loss:8s} working tree {row['work_ms']:8.2f} ms  reference {row['reference_ms']:8.2f} ms  "
+                     f"ratio {row['ratio']:.3f}" for loss, row in ratios.items())
