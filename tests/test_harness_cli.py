@@ -84,6 +84,25 @@ def test_finished_run_is_not_overwritten(dataset, tmp_path, capsys):
     assert (run_dir / "run.json").read_bytes() == before
 
 
+def test_resume_leaves_a_finished_run_and_refuses_other_options(dataset, tmp_path, capsys):
+    """--resume makes the run exist: it starts it in an empty folder, and a second time finds it
+    finished and trains nothing (the tox matrix's train envs run it so); with other options,
+    the iteration budget included, it refuses."""
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, "--resume", loss="ce", max_iter=1) == 0
+    checkpoints = sorted(path.name for path in run_dir.glob("*.pth"))
+    before = (run_dir / "run.json").read_bytes()
+    capsys.readouterr()
+    assert train(dataset, run_dir, "--resume", loss="ce", max_iter=1) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert (run_dir / "run.json").read_bytes() == before
+    assert sorted(path.name for path in run_dir.glob("*.pth")) == checkpoints
+    for extra, max_iter, changed in ((("SOLVER.BASE_LR", "0.5"), 1, "SOLVER.BASE_LR"), ((), 2, "SOLVER.MAX_ITER")):
+        assert train(dataset, run_dir, "--resume", *extra, loss="ce", max_iter=max_iter) == 2
+        one_error_line(capsys, "finished run", changed)
+    assert (run_dir / "run.json").read_bytes() == before
+
+
 def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert train(dataset, run_dir, "--record-grad-balance", max_iter=2) == 0

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                        help="lvis_v1 (LVIS v1 under $DETECTRON2_DATASETS) or the folder of a set written by "
                        "'suite data synth'")
     train.add_argument("--output", required=True, type=Path, metavar="RUN_DIR",
-                       help="run directory (checkpoints, logs, run.json); must not hold a finished run")
+                       help="run directory (checkpoints, logs, run.json); must not hold a finished run but with --resume")
     train.add_argument("--config", type=Path, metavar="FILE",
                        help="Detectron2 config file (default: configs/lvis_v1/mask_rcnn_R_50_FPN_2x_<loss>.yaml "
                        "for lvis_v1, configs/small_cpu.yaml otherwise)")
@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     train.add_argument("--num-machines", type=int, default=1)
     train.add_argument("--machine-rank", type=int, default=0)
     train.add_argument("--dist-url", default="auto", help="e.g. tcp://HOST:PORT for several machines")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its last checkpoint; a finished run with the same "
+                       "options is left as it is (nothing to train), an empty RUN_DIR starts one")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--record-grad-balance", action="store_true",
                        help="record each class's accumulated positive and negative classifier gradient "

@@ -139,20 +139,28 @@ def changed_keys(saved: CfgNode, new: CfgNode) -> List[str]:
     return sorted(key for key in saved_flat.keys() | new_flat.keys() if saved_flat.get(key) != new_flat.get(key))
 
 
-def check_run_dir(options: TrainOptions, cfg: CfgNode) -> None:
+def check_run_dir(options: TrainOptions, cfg: CfgNode) -> bool:
     """Refuse to overwrite a finished run, to restart an interrupted one without --resume, or to
-    resume one with other options than its config.yaml's (but the iteration budget)."""
+    resume one with other options than its config.yaml's (but the iteration budget, which a
+    finished run must keep). Return whether --resume found the run finished: nothing to train."""
     run_dir = Path(options.output)
-    if (run_dir / RUN_RECORD).exists():
-        raise UserError(f"{run_dir} already holds a finished run ({RUN_RECORD}); choose another --output")
+    finished = (run_dir / RUN_RECORD).exists()
+    if finished and not options.resume:
+        raise UserError(f"{run_dir} already holds a finished run ({RUN_RECORD}); choose another --output "
+                        "(--resume leaves it as it is)")
     if (run_dir / "last_checkpoint").exists() and not options.resume:
         raise UserError(f"{run_dir} holds an interrupted run: add --resume to continue it, or choose another --output")
     config_path = run_dir / CONFIG_FILE
     if options.resume and config_path.is_file():
-        changed = [key for key in changed_keys(load_run_cfg(config_path), cfg) if key not in RESUMABLE_KEYS]
+        may_change = () if finished else RESUMABLE_KEYS
+        changed = [key for key in changed_keys(load_run_cfg(config_path), cfg) if key not in may_change]
         if changed:
-            raise UserError(f"--resume: the options differ from {config_path} in {', '.join(changed)}; "
-                            "only the iteration budget (--max-iter) may change")
+            state = "finished" if finished else "interrupted"
+            raise UserError(f"--resume: the options differ from {config_path} of the {state} run in "
+                            f"{', '.join(changed)}; " + ("a finished run cannot be changed, choose another --output"
+                                                         if finished else
+                                                         "only the iteration budget (--max-iter) may change"))
+    return finished
 
 
 def _check_output(output: Path) -> None:
@@ -210,7 +218,12 @@ def train(options: TrainOptions) -> Dict[str, Any]:
     if lock:
         lock.acquire()
     try:
-        check_run_dir(options, cfg)
+        if check_run_dir(options, cfg):
+            configure_logging()
+            logger.info("%s already holds this finished run (%s): nothing to train", run_dir, RUN_RECORD)
+            record = read_run_record(run_dir)
+            log_summary(record)
+            return record
         write_text_atomic(run_dir / CONFIG_FILE, cfg.dump())
         launch(_train_worker, options.num_gpus, num_machines=options.num_machines,
                machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()))
