@@ -31,11 +31,9 @@ import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import lvis_fast, lvis_numpy2
-from suite.records import SCHEMA_VERSION, write_json_atomic
+from suite.records import write_json_atomic
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION
 
-BOOTSTRAP_RECORD = "bootstrap.json"
-KIND = "ap_bootstrap"
-BOOTSTRAP_METRICS = ("AP", "APr", "APc", "APf")
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
 RESULTS_FILE = Path("inference") / "lvis_instances_results.json"  # written by the run's evaluator
@@ -56,7 +54,7 @@ def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
 
 def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
                seed: int = DEFAULT_SEED, evaluator: str = "fast") -> Dict[str, List[float]]:
-    """{metric: [value on resample b for b in range(resamples)]} for BOOTSTRAP_METRICS, with
+    """{metric: [value on resample b for b in range(resamples)]} for GROUP_METRICS, with
     `evaluator` "fast" or "official" (the same values)."""
     if evaluator == "fast":
         return fast_replicates(lvis_gt, lvis_fast.detections_from_results(results, task), task, resamples, seed)
@@ -81,7 +79,7 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
     boot.params = copy.deepcopy(params)
     boot.params.area_rng, boot.params.area_rng_lbl = [params.area_rng[all_areas]], ["all"]
     groups = {"AP": None, "APr": 0, "APc": 1, "APf": 2}
-    values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
+    values: Dict[str, List[float]] = {metric: [] for metric in GROUP_METRICS}
     lvis_logger = logging.getLogger(lvis_eval.logger.name)
     level = lvis_logger.level
     lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
@@ -91,7 +89,7 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
             boot.params.img_ids = [params.img_ids[index] for index in draw]
             boot.eval_imgs = [images[index] for images in per_category for index in draw]
             boot.accumulate()
-            for metric in BOOTSTRAP_METRICS:
+            for metric in GROUP_METRICS:
                 values[metric].append(_percent(boot._summarize("ap", freq_group_idx=groups[metric])))
     finally:
         lvis_logger.setLevel(level)
@@ -102,11 +100,11 @@ def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, 
                     seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
     """`replicates` with the fast evaluator, from detections as columns (`lvis_fast.Detections`)."""
     matches = lvis_fast.match(lvis_gt, detections, task, area_labels=("all",))
-    values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
+    values: Dict[str, List[float]] = {metric: [] for metric in GROUP_METRICS}
     for draw in resample_indices(matches.num_images, resamples, seed):
         summary = lvis_fast.summarize_precision(matches.precision(draw), matches.freq_groups, matches.params,
-                                                matches.area_labels, BOOTSTRAP_METRICS)
-        for metric in BOOTSTRAP_METRICS:
+                                                matches.area_labels, GROUP_METRICS)
+        for metric in GROUP_METRICS:
             values[metric].append(_percent(summary[metric]))
     return values
 
@@ -124,7 +122,7 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
     reps = {task: replicates(lvis_gt, results, task, resamples, seed, evaluator) for task in tasks} if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()
-    return {"schema_version": SCHEMA_VERSION, "kind": KIND, "resamples": resamples, "seed": seed,
+    return {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,
             "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
             "replicates": reps, "se": se}
 

@@ -29,9 +29,8 @@ from lvis import LVIS, LVISEval, LVISResults
 
 from suite.evaluation import lvis_fast, lvis_numpy2
 from suite.records import write_json_atomic
+from suite.schema import AP_METRICS, TASKS
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-TASKS = ("bbox", "segm")
 LVIS_MAX_DETS = lvis_fast.LVIS_MAX_DETS  # LVIS's official limit of detections per image
 EVALUATORS = ("fast", "official")
 DEFAULT_EVALUATOR = "fast"
@@ -61,7 +60,7 @@ def run_lvis_eval(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: i
 
 def summarize(lvis_eval: LVISEval) -> Dict[str, float]:
     """The nine metrics and "AP-<name>" for each category of an evaluated `LVISEval`."""
-    summary = {metric: _percent(lvis_eval.get_results()[metric]) for metric in METRICS}
+    summary = {metric: _percent(lvis_eval.get_results()[metric]) for metric in AP_METRICS}
     names = [lvis_eval.lvis_gt.cats[category_id]["name"] for category_id in lvis_eval.params.cat_ids]
     summary.update(_per_category(lvis_eval.eval["precision"], lvis_eval.params.area_rng_lbl.index("all"), names))
     return summary
@@ -85,7 +84,7 @@ def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
     matches = lvis_fast.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, max_dets)
     precision = matches.precision()
     metrics = lvis_fast.summarize_precision(precision, matches.freq_groups, matches.params)
-    summary = {metric: _percent(metrics[metric]) for metric in METRICS}
+    summary = {metric: _percent(metrics[metric]) for metric in AP_METRICS}
     names = [lvis_gt.cats[category_id]["name"] for category_id in matches.params.cat_ids]
     summary.update(_per_category(precision, matches.params.area_rng_lbl.index("all"), names))
     return summary
@@ -108,11 +107,11 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
     for task in sorted(tasks):
         if not results:
             logger.warning("No predictions to evaluate: every %s metric is NaN", task)
-            evaluation[task] = {key: float("nan") for key in [*METRICS, *(f"AP-{name}" for name in names)]}
+            evaluation[task] = {key: float("nan") for key in [*AP_METRICS, *(f"AP-{name}" for name in names)]}
             continue
         evaluation[task] = summarize_fast(lvis_gt, results, task, max_dets) if evaluator == "fast" else \
             summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
-        logger.info("%s: %s", task, "  ".join(f"{metric} {evaluation[task][metric]:.1f}" for metric in METRICS))
+        logger.info("%s: %s", task, "  ".join(f"{metric} {evaluation[task][metric]:.1f}" for metric in AP_METRICS))
     return evaluation
 
 
@@ -172,7 +171,7 @@ def _none_if_nan(value: Optional[float]) -> Optional[float]:
 def metrics_record(evaluation: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, Optional[float]]]:
     """The run record's `metrics`: {"bbox": {...}, "segm": {...}} with the nine metrics, NaN as
     None; a task that was not evaluated has every metric None."""
-    return {task: {metric: _none_if_nan(evaluation.get(task, {}).get(metric)) for metric in METRICS}
+    return {task: {metric: _none_if_nan(evaluation.get(task, {}).get(metric)) for metric in AP_METRICS}
             for task in TASKS}
 
 

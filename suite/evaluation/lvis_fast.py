@@ -30,6 +30,8 @@ from lvis import LVIS
 from lvis.eval import Params
 from pycocotools import mask as mask_utils
 
+from suite.schema import AP_METRICS
+
 LVIS_MAX_DETS = 300
 CANDIDATE_IOU = 0.5  # the lowest IoU threshold: a pair below it never matches
 _PAIR_CHUNK = 1 << 22  # box pairs per IoU chunk (bounded memory)
@@ -215,8 +217,6 @@ class Matches:
             rows[tied] = tied_rows[np.lexsort((tied_rows, position, acc.tie_block[tied_rows]))]
         return rows
 
-
-AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 
 def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], params: Params,

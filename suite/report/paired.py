@@ -30,13 +30,11 @@ from suite.harness.run_record import is_lazy_config
 from suite.report import stats
 from suite.report.records import Records
 from suite.report.run_config import cosine_classifier, protocol_config, without_keys
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, TASKS
 
-TASKS = ("bbox", "segm")
-METRICS = ("AP", "APr", "APc", "APf")
-COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in METRICS]
-HEADERS = [f"{task} {metric}" for task in TASKS for metric in METRICS]
+COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in GROUP_METRICS]
+HEADERS = [f"{task} {metric}" for task in TASKS for metric in GROUP_METRICS]
 REFERENCES = ("ce", "ce+cos")
-BOOTSTRAP_FILE = "bootstrap.json"
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
@@ -95,14 +93,14 @@ def protocol_key(record: Dict[str, Any], left_out: Set[Tuple[str, ...]] = frozen
 
 def _replicates(run_path: str) -> Optional[Dict[str, Any]]:
     """The run's bootstrap record, or None when it kept none."""
-    path = Path(run_path).parent / BOOTSTRAP_FILE
+    path = Path(run_path).parent / BOOTSTRAP_RECORD
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("kind") == "ap_bootstrap" else None
+    return record if isinstance(record, dict) and record.get("kind") == BOOTSTRAP_KIND else None
 
 
 @dataclass
@@ -166,7 +164,7 @@ def protocols(records: Records) -> List[Protocol]:
         key = keys[path]
         protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
-                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},
+                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in GROUP_METRICS},
                   bootstrap=_replicates(path), commit=record["environment"].get("git_commit"),
                   dirty=record["environment"].get("git_dirty"))
         by_seed = protocol.runs.setdefault(run.arm, {})

@@ -14,6 +14,7 @@ from suite.report import figures, paired, tables
 from suite.report.across import across_section
 from suite.report.fidelity import fidelity_section
 from suite.report.records import gather
+from suite.schema import BENCH_KERNEL_KIND, BENCH_STEP_KIND
 
 PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
 
@@ -144,8 +145,8 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
               "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and the loss's own official code "
               "(× official: `seesaw_official` for Seesaw, `eqlv2_official` for EQLv2).", ""]
     for kind, title, table, figure in (
-            ("bench_kernel", "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
-            ("bench_step", "Training step", tables.step_table, figures.step_throughput)):
+            (BENCH_KERNEL_KIND, "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
+            (BENCH_STEP_KIND, "Training step", tables.step_table, figures.step_throughput)):
         lines += [f"### {title}", ""]
         if (bench["kind"] == kind).any():
             lines += [table(bench), ""]
@@ -155,7 +156,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
             lines += _figure_link(name, title)
         else:
             lines += ["No records.", ""]
-        if kind == "bench_kernel" and bench["contended"].astype(bool).any():
+        if kind == BENCH_KERNEL_KIND and bench["contended"].astype(bool).any():
             lines += ["### Kernel beside a competing process", "",
                       "`suite bench kernel --contended`: the same measurements while another torch process "
                       "multiplies matrices on two threads (suite.bench.contention), "

@@ -8,14 +8,11 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from suite.report.paired import arm_name, protocol_keys
-from suite.report.records import ENVIRONMENT_FIELDS, Records
+from suite.report.paired import COLUMNS, HEADERS, arm_name, protocol_keys
+from suite.report.records import Records
 from suite.report.run_config import loss_settings
+from suite.schema import BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS, TASKS
 
-TASKS = ("bbox", "segm")
-TABLE_METRICS = ("AP", "APr", "APc", "APf")
-METRIC_COLUMNS = [f"{task}_{name}" for task in TASKS for name in TABLE_METRICS]
-METRIC_HEADERS = [f"{task} {name}" for task in TASKS for name in TABLE_METRICS]
 # An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
 # the paired section's protocol key (suite.report.paired.protocol_key: data set, iterations and
 # config apart from the loss's own settings, leaving out keys added after some runs were
@@ -74,10 +71,10 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
             "iters_per_s": _float(record["train"]["iters_per_s"]),
         }
         for task in TASKS:
-            for name in TABLE_METRICS:
+            for name in GROUP_METRICS:
                 row[f"{task}_{name}"] = _float(record["metrics"][task][name])
         rows.append(row)
-    columns = ["path", *GROUP_KEYS, "seed", "env", "iters_per_s", *METRIC_COLUMNS]
+    columns = ["path", *GROUP_KEYS, "seed", "env", "iters_per_s", *COLUMNS]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "loss", "params", "iterations", "path"],
                                                            kind="stable", ignore_index=True)
 
@@ -94,7 +91,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         row["count"] = len(group)
         row["seeds"] = ", ".join(str(seed) for seed in sorted(group["seed"], key=str))
         row["envs"] = ", ".join(sorted(set(group["env"])))
-        for column in [*METRIC_COLUMNS, "iters_per_s"]:
+        for column in [*COLUMNS, "iters_per_s"]:
             row[f"{column}_mean"] = group[column].mean()
             row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else math.nan
         rows.append(row)
@@ -148,9 +145,9 @@ def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def metrics_table(experiments: pd.DataFrame) -> str:
     """Mean ± std over seeds of AP, APr, APc, APf for boxes and masks, one row per experiment."""
     rows = [[row["label"], row["count"], row["seeds"], row["iterations"],
-             *[_mean_std(row, column) for column in METRIC_COLUMNS], row["envs"]]
+             *[_mean_std(row, column) for column in COLUMNS], row["envs"]]
             for _, row in experiments.iterrows()]
-    return markdown(["loss", "runs", "seeds", "iterations", *METRIC_HEADERS, "env"], rows)
+    return markdown(["loss", "runs", "seeds", "iterations", *HEADERS, "env"], rows)
 
 
 def delta_table(experiments: pd.DataFrame) -> str:
@@ -159,11 +156,11 @@ def delta_table(experiments: pd.DataFrame) -> str:
     for _, row in experiments.iterrows():
         reference = reference_row(experiments, row)
         if reference is None:
-            cells = ["–"] * len(METRIC_COLUMNS)
+            cells = ["–"] * len(COLUMNS)
         else:
-            cells = [fmt(row[f"{column}_mean"] - reference[f"{column}_mean"], signed=True) for column in METRIC_COLUMNS]
+            cells = [fmt(row[f"{column}_mean"] - reference[f"{column}_mean"], signed=True) for column in COLUMNS]
         rows.append([row["label"], *cells])
-    return markdown(["loss", *[f"Δ {header}" for header in METRIC_HEADERS]], rows)
+    return markdown(["loss", *[f"Δ {header}" for header in HEADERS]], rows)
 
 
 BENCH_VALUES = ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official", "iters_per_s",
@@ -184,7 +181,7 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
              "machine_code": _env_key(dict(record["environment"], git_dirty=None)),
              **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}, "contended": entry.get("contended", False)}
-            for path, record in records.benches if record["kind"] != "bench_eval" for entry in record["records"]]
+            for path, record in records.benches if record["kind"] != BENCH_EVAL_KIND for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=BENCH_COLUMNS + ["machine_code"])
     for column in BENCH_VALUES:
         frame[column] = frame[column].map(_float).astype(float)
@@ -194,7 +191,7 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
 
 def kernel_table(bench: pd.DataFrame) -> str:
     """The quiet kernel measurements (contended ones: contention_table)."""
-    quiet = bench[(bench["kind"] == "bench_kernel") & ~bench["contended"].astype(bool)]
+    quiet = bench[(bench["kind"] == BENCH_KERNEL_KIND) & ~bench["contended"].astype(bool)]
     rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 3),
              fmt(row["iqr_ms"], 3), fmt(row["ratio_to_ce"], 2), fmt(row["ratio_to_floor"], 2),
              fmt(row["ratio_to_official"], 2)]
@@ -207,7 +204,7 @@ def contention_table(bench: pd.DataFrame) -> str:
     """Each contended kernel measurement beside the quiet one of the same environment (git_dirty
     aside), setting, shape and row ("–" where there is none): medians, × CE, and contended × CE
     over quiet × CE. `env` is the contended measurement's."""
-    kernel = bench[bench["kind"] == "bench_kernel"]
+    kernel = bench[bench["kind"] == BENCH_KERNEL_KIND]
     flags = kernel["contended"].astype(bool)
     paired = kernel[flags].merge(kernel[~flags], on=PAIR_KEYS, how="left", suffixes=("", "_quiet"))
     rows = [[row["env"], row["device"], row["dtype"], row["shape"], row["name"], fmt(row["median_ms_quiet"], 3),
@@ -223,7 +220,7 @@ def step_table(bench: pd.DataFrame) -> str:
     rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 2),
              fmt(row["iters_per_s"], 2), fmt(row["loss_share"], 3), fmt(row["ratio_to_ce"], 2),
              fmt(row["ratio_to_official"], 2)]
-            for _, row in bench[bench["kind"] == "bench_step"].iterrows()]
+            for _, row in bench[bench["kind"] == BENCH_STEP_KIND].iterrows()]
     return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "it/s", "loss share",
                      "× CE", "× official"], rows)
 
@@ -239,7 +236,7 @@ def eval_bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     ids = _env_ids(envs)
     rows = [{"env": ids[_env_key(record["environment"])], **{name: entry.get(name) for name in EVAL_COLUMNS[1:]},
              "load": entry["loadavg_before"][0]}
-            for _, record in records.benches if record["kind"] == "bench_eval" for entry in record["records"]]
+            for _, record in records.benches if record["kind"] == BENCH_EVAL_KIND for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=EVAL_COLUMNS)
     return frame.sort_values(["env", "task", "evaluator", "num_images"], kind="stable", ignore_index=True)
 
