@@ -59,7 +59,7 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
     chosen = experiments[experiments["dataset"] == dataset]
     lines = [f"### {dataset}", "",
              "Mean ± sample standard deviation over the runs that differ only in seed (`runs`, `seeds`); "
-             "AP in percent from the official `lvis` API; `env`: see Environments.", "",
+             "AP in percent from `TEST.LVIS_EVALUATOR` (fast: equal to the official `lvis` API; official: that API); `env`: see Environments.", "",
              tables.metrics_table(chosen), "",
              "Change against CE of the same protocol (data set, iterations and config apart from the loss; "
              "`–`: no CE run in it), in AP points:", "",
