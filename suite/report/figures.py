@@ -75,25 +75,29 @@ def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[st
     return _save(figure, out / f"ap_groups_{slug(dataset)}.png")
 
 
-def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
-    """Per-category mask AP against training instance count (log x), one panel per loss,
-    coloured by frequency group."""
-    data = categories[(categories["dataset"] == dataset)].dropna(subset=["segm_AP"])
-    data = data[data["instance_count"] > 0].assign(group=lambda frame: frame["frequency"].map(FREQUENCY_NAMES))
+def per_category(categories: pd.DataFrame, dataset: str, protocol: str, name: str, out: Path) -> Optional[str]:
+    """Per-category mask AP against training instance count (log x) of one protocol (key
+    `protocol`, name `name`: suite.report.protocols), one panel per loss, coloured by frequency
+    group."""
+    data = categories[(categories["dataset"] == dataset) & (categories["protocol"] == protocol)].dropna(
+        subset=["segm_AP"])
+    data = data[data["instance_count"] > 0].assign(group=lambda frame: frame["frequency"].map(FREQUENCY_NAMES),
+                                                   arm=lambda frame: frame["label"].str.replace(f" ({name})", "",
+                                                                                                regex=False))
     if data.empty:
         return None
     _theme()
     grid = sns.relplot(data=data, x="instance_count", y="segm_AP", hue="group",
-                       hue_order=[FREQUENCY_NAMES[key] for key in FREQUENCY_ORDER], col="label",
-                       col_order=sorted(data["label"].unique()), col_wrap=min(4, data["label"].nunique()),
+                       hue_order=[FREQUENCY_NAMES[key] for key in FREQUENCY_ORDER], col="arm",
+                       col_order=sorted(data["arm"].unique()), col_wrap=min(4, data["arm"].nunique()),
                        height=3, aspect=1.1)
     grid.set(xscale="log")
     grid.set_axis_labels("training instances", "mask AP (%)")
     for axes, label in zip(grid.axes.flat, grid.col_names):  # labels run long: wrapped to the panel's width
         axes.set_title(textwrap.fill(label, PANEL_TITLE_CHARACTERS), fontsize="medium")
     grid.tight_layout()  # again: room for the titles' second lines
-    grid.figure.suptitle(f"{dataset}: per-category mask AP", y=1.04)
-    return _save(grid.figure, out / f"per_category_{slug(dataset)}.png")
+    grid.figure.suptitle(f"{dataset}: {name}: per-category mask AP", y=1.04)
+    return _save(grid.figure, out / f"per_category_{slug(dataset)}_{protocol[:8]}.png")
 
 
 def grad_balance(balance: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:

@@ -68,12 +68,19 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
         lines += ["Published numbers on LVIS v1 val (`baselines/published_lvis_v1.csv`; each row names its "
                   "source; a reproduced row above is comparable only with the same model, schedule and sampler):", "",
                   tables.published_table(load_published()), ""]
-    for name, caption in ((figures.ap_groups(chosen, dataset, out), "AP by frequency group"),
-                          (figures.per_category(categories, dataset, out), "per-category AP against training instances"),
-                          (figures.grad_balance(balance, dataset, out), "gradient balance per class")):
+    protocols = chosen[["protocol", "protocol_name"]].drop_duplicates().sort_values("protocol_name", kind="stable")
+    if len(protocols) > 1:
+        lines += ["Protocols (`suite.report.protocols`): " + "; ".join(
+            f"{name}: `{key[:8]}`" for key, name in zip(protocols["protocol"], protocols["protocol_name"])) + ".", ""]
+    charts = [(figures.ap_groups(chosen, dataset, out), f"{dataset}: AP by frequency group")]
+    charts += [(figures.per_category(categories, dataset, key, name, out),
+                f"{dataset}: {name}: per-category AP against training instances")
+               for key, name in zip(protocols["protocol"], protocols["protocol_name"])]
+    charts += [(figures.grad_balance(balance, dataset, out), f"{dataset}: gradient balance per class")]
+    for name, caption in charts:
         if name:
             written.append(name)
-        lines += _figure_link(name, f"{dataset}: {caption}")
+        lines += _figure_link(name, caption)
     return lines
 
 
@@ -93,7 +100,7 @@ def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) 
     for index, protocol in enumerate(found, start=1):
         frame = protocol.comparisons
         title = protocol.title
-        lines += [f"### {title}", ""]
+        lines += [f"### {title}", "", f"Runs of {protocol.footnote} (`suite.report.protocols`).", ""]
         lines += [f"**Flag:** {note}" for note in protocol.flags]
         if protocol.flags:
             lines += [""]

@@ -8,15 +8,15 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from suite.report.paired import COLUMNS, HEADERS, arm_name, protocol_keys
+from suite.report.paired import COLUMNS, HEADERS, arm_name
+from suite.report.protocols import protocol_keys, protocol_names
 from suite.report.records import Records
 from suite.report.run_config import loss_settings
 from suite.schema import BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS, TASKS
 
 # An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
-# the paired section's protocol key (suite.report.paired.protocol_key: data set, iterations and
-# config apart from the loss's own settings, leaving out keys added after some runs were
-# recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
+# the protocol's key (suite.report.protocols: data set, iterations and config apart from the
+# loss's own settings, leaving out keys added after some runs were recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
 # (suite.report.run_config.loss_settings).
 GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
 # Loss parameters that choose how a loss is computed, not what (Seesaw's `compiled`: the fused or
@@ -55,13 +55,14 @@ def method_params(loss: Dict[str, Any]) -> Dict[str, Any]:
 def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per run record: its experiment keys, seed, environment id and table metrics."""
     ids = _env_ids(envs)
-    protocols = protocol_keys(records)
+    protocols, names = protocol_keys(records), protocol_names(records)
     rows = []
     for path, record in records.runs:
         row = {
             "path": path,
             "dataset": str(record["dataset"]["name"]),
             "protocol": protocols[path],
+            "protocol_name": names[protocols[path]],
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(method_params(record["loss"]), sort_keys=True),
             "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
@@ -74,7 +75,7 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
             for name in GROUP_METRICS:
                 row[f"{task}_{name}"] = _float(record["metrics"][task][name])
         rows.append(row)
-    columns = ["path", *GROUP_KEYS, "seed", "env", "iters_per_s", *COLUMNS]
+    columns = ["path", *GROUP_KEYS, "protocol_name", "seed", "env", "iters_per_s", *COLUMNS]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "loss", "params", "iterations", "path"],
                                                            kind="stable", ignore_index=True)
 
@@ -83,12 +84,13 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per experiment (GROUP_KEYS): mean and sample std (NaN for one run) of every table metric
     and it/s, `count` runs, their `seeds` and `envs`, and a `label` that tells the experiments of
     one data set apart: the loss name (the arm), its parameters where the arm has several, its
-    iterations and protocol (first 8 hex digits, as in the paired section's titles) where the
-    data set has several protocols, and its other settings where these still leave two alike."""
+    protocol's name (suite.report.protocols) where the data set has several protocols, and its
+    other settings where these still leave two alike."""
     rows = []
     for keys, group in runs.groupby(GROUP_KEYS, sort=True):
         row = dict(zip(GROUP_KEYS, keys))
         row["count"] = len(group)
+        row["protocol_name"] = group["protocol_name"].iloc[0]
         row["seeds"] = ", ".join(str(seed) for seed in sorted(group["seed"], key=str))
         row["envs"] = ", ".join(sorted(set(group["env"])))
         for column in [*COLUMNS, "iters_per_s"]:
@@ -105,7 +107,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         if same_dataset[same_dataset["loss"] == row["loss"]]["params"].nunique() > 1:
             label += f" {row['params']}"
         if same_dataset["protocol"].nunique() > 1:
-            label += f" ({row['iterations']} it, protocol {row['protocol'][:8]})"
+            label += f" ({row['protocol_name']})"
         labels.append(label)
     frame["label"] = labels
     clash = frame.duplicated(["dataset", "label"], keep=False)  # the loss's other settings differ
@@ -309,19 +311,20 @@ def _labels_by_path(runs: pd.DataFrame, experiments: pd.DataFrame) -> Dict[str, 
 
 
 def per_category_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:
-    """Per data set, experiment and category: the mean over seeds of bbox/segm AP, with the
-    category's frequency group and training instance count."""
+    """Per data set, protocol, experiment and category: the mean over seeds of bbox/segm AP, with
+    the category's frequency group and training instance count."""
     labels = _labels_by_path(runs, experiments)
-    columns = ["dataset", "label", "id", "name", "frequency", "instance_count", "bbox_AP", "segm_AP"]
-    rows = [{"dataset": str(record["dataset"]["name"]), "label": labels[path], "id": category["id"],
-             "name": category["name"], "frequency": category["frequency"],
+    protocols = dict(zip(runs["path"], runs["protocol"]))
+    columns = ["dataset", "protocol", "label", "id", "name", "frequency", "instance_count", "bbox_AP", "segm_AP"]
+    rows = [{"dataset": str(record["dataset"]["name"]), "protocol": protocols[path], "label": labels[path],
+             "id": category["id"], "name": category["name"], "frequency": category["frequency"],
              "instance_count": category["instance_count"], "bbox_AP": _float(category["bbox_AP"]),
              "segm_AP": _float(category["segm_AP"])}
             for path, record in records.runs for category in record["per_category"]]
     frame = pd.DataFrame(rows, columns=columns)
     if frame.empty:
         return frame
-    return frame.groupby(columns[:6], sort=True, as_index=False)[["bbox_AP", "segm_AP"]].mean()
+    return frame.groupby(columns[:7], sort=True, as_index=False)[["bbox_AP", "segm_AP"]].mean()
 
 
 def grad_balance_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:
