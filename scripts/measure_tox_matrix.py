@@ -2,8 +2,8 @@
 and a second `tox` right after it, optionally beside a competing process; write what each run
 took, per environment, whether its set-up installed anything, and the peak disk of the clone.
 
-    python scripts/measure_tox_matrix.py --out output/tox-matrix/quiet.json
-    python scripts/measure_tox_matrix.py --out output/tox-matrix/contended.json --competitor-threads 1
+    python scripts/measure_tox_matrix.py --out results/tox/quiet.json
+    python scripts/measure_tox_matrix.py --out results/tox/contended.json --competitor-threads 1
 
 Run it with the interpreter that has tox and the suite (this checkout's `.venv`). The clone and
 its temporary folder (`TMPDIR` of the runs: torch's inductor cache starts empty, as on a new
@@ -109,9 +109,7 @@ def measure(out: Path, runs: int, competitor_threads: int) -> dict:
     clone, tmp = work / "clone", work / "tmp"
     tmp.mkdir()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    record = {"what": "tox (every default environment) on a fresh clone, then again", "commit": commit,
-              "dirty": bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                                           text=True).stdout.strip()),
+    record = {"what": "tox (every default environment) on a fresh clone of commit, then again", "commit": commit,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
               "tox": subprocess.run([sys.executable, "-m", "tox", "--version"], capture_output=True,
@@ -125,7 +123,8 @@ def measure(out: Path, runs: int, competitor_threads: int) -> dict:
                 with PeakDisk([clone, tmp]) as disk:
                     result = run_tox(clone, tmp, out.parent / f"{out.stem}.run{index + 1}.log")
                 result["peak_disk_bytes"] = disk.peak_bytes
-                result["disk_after"] = {name: _du(clone / name) for name in (".venv", ".tox", "output")}
+                result["disk_after"] = {**{name: _du(clone / name) for name in (".venv", ".tox", "output")},
+                                        "TMPDIR": _du(tmp)}
                 record["runs"].append(result)
                 write_text_atomic(out, json.dumps(record, indent=1) + "\n")
     finally:
@@ -155,7 +154,8 @@ def _cpu_model() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="the JSON record; each run's tox log beside it")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the JSON record (no `kind`: the report does not read it); each run's tox log beside it")
     parser.add_argument("--runs", type=int, default=2, help="tox runs one after the other (default 2)")
     parser.add_argument("--competitor-threads", type=int, default=0,
                         help="threads of a competing process for the whole measurement (default 0: none)")
