@@ -59,11 +59,13 @@ def installed(tmp_path_factory):
     # A repository with a commit around the installed package, as a venv inside a clone has: its
     # commit is not the installed suite's.
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=test", "-c", "user.email=test@example.org", "commit",
-                    "-q", "--allow-empty", "-m", "around the installed package"], check=True)
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=test", "-c", "user.email=test@example.org", "-c",
+                    "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", "around the installed package"],
+                   check=True)
     clone = fresh_clone(root / "clone")
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    # --no-index: nothing from a registry; --no-build-isolation: this interpreter's setuptools.
+    # --isolated: no user pip settings (--user would clash with --target); --no-index: nothing from a
+    # registry; --no-build-isolation: this interpreter's setuptools (pyproject.toml's test extra).
+    pip = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check", "--no-input"]
     subprocess.run([*pip, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
                     "--wheel-dir", str(root / "wheel"), str(clone)], check=True, cwd=root)
     (wheel,) = (root / "wheel").glob("seesaw_suite-*.whl")
