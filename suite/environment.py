@@ -7,17 +7,35 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Optional
 
+from suite.errors import UserError
+
+#: The folder that holds the package: the suite's repository where it runs from a checkout (a
+#: clone, an editable install, PYTHONPATH), else the folder an installed copy lies in.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Whether REPO_ROOT is the suite's repository (its pyproject.toml beside the package) rather than
+#: e.g. site-packages: the git commit, repository-relative paths and the speed guard need it.
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
+
+
+def require_checkout(what: str, why: str) -> Path:
+    """REPO_ROOT; UserError (one line: `what` needs a checkout, for `why`) where the suite runs as
+    an installed package."""
+    if not IN_CHECKOUT:
+        raise UserError(f"{what} needs a checkout of the suite's repository (git clone), for {why}; this suite "
+                        f"is an installed package at {REPO_ROOT / 'suite'}")
+    return REPO_ROOT
 
 
 def repo_relative(path) -> str:
-    """`path` relative to this repository where it lies in it (so that what names it reads the
-    same however it was given), else as given."""
+    """`path` relative to this repository where the suite runs from a checkout and `path` lies in
+    it (so that what names it reads the same however it was given), else as given."""
     resolved = Path(path).resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+    return str(resolved.relative_to(REPO_ROOT)) if IN_CHECKOUT and resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _git(*args: str) -> Optional[str]:
+    if not IN_CHECKOUT:  # an installed copy: a repository around site-packages is not the suite's
+        return None
     try:
         result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -37,9 +55,10 @@ def cpu_name() -> str:
 
 
 def code_version() -> Dict[str, Optional[object]]:
-    """This checkout's {"git_commit", "git_dirty"} (None where git cannot tell) as this process
-    first asked: the code it loaded, not what the checkout holds by the time a long run writes
-    its record (`suite.cli.main` and scripts/train_net.py ask at start). A fresh dict each call."""
+    """This checkout's {"git_commit", "git_dirty"} (None where git cannot tell, and for an installed
+    package) as this process first asked: the code it loaded, not what the checkout holds by the
+    time a long run writes its record (`suite.cli.main` and scripts/train_net.py ask at start). A
+    fresh dict each call."""
     return dict(_code_version())
 
 

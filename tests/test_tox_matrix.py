@@ -9,13 +9,12 @@ the test leaves this run's own environment as it was.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-from suite.environment import REPO_ROOT
+from clone_helpers import fresh_clone
 
 ENVIRONMENTS = "report,bench-kernel-cpu"
 NOTHING_INSTALLED = "is set up for this checkout (nothing installed)"
@@ -36,24 +35,8 @@ def _tox(clone: Path, python: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def _fresh_clone(folder: Path) -> Path:
-    """A clone of this checkout with its uncommitted changes and new files, and nothing it built
-    or installed (no .venv, no .tox, no stamp)."""
-    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(folder)], check=True)
-    changes = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "HEAD", "--binary"], capture_output=True,
-                             check=True).stdout
-    if changes:
-        subprocess.run(["git", "-C", str(folder), "apply", "--binary", "-"], input=changes, check=True)
-    new_files = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "--others", "--exclude-standard", "-z"],
-                               capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, new_files):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, folder / name)
-    return folder
-
-
 def test_two_environments_on_a_fresh_clone_set_up_once_and_a_second_run_installs_nothing(tmp_path):
-    clone = _fresh_clone(tmp_path / "clone")
+    clone = fresh_clone(tmp_path / "clone")
     python = _interpreter_sharing_our_packages(tmp_path / "env")
 
     first = _tox(clone, python)

@@ -117,7 +117,9 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 def run_guard(args: argparse.Namespace) -> int:
     from suite.bench import guard
+    from suite.environment import require_checkout
 
+    require_checkout("the speed guard", f"{guard.GUARD_FILE.name} and the history of its reference commit")
     threads = guard.GUARD_THREADS if args.threads is None else args.threads
     if threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")

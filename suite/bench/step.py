@@ -16,7 +16,6 @@ num_logits) logits, suite.bench.kernel.build_kernel) is timed beside the steps, 
 `loss_share` = its median / the step's median; `ratio_to_ce` = step median / the ce step's median.
 """
 
-from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
@@ -24,12 +23,12 @@ from torch import nn
 
 from suite.bench.kernel import build_kernel, build_loss_module, make_labels, timing_record, zipf_class_freq
 from suite.bench.timing import time_calls
+from suite.package_data import CONFIGS_DIR
 
 STEP_LOSSES = ("ce", "focal", "eql", "eqlv2", "fed", "seesaw")
 LVIS_NUM_CLASSES = 1203
 FEATURE_DIM = 1024  # Detectron2's box head FC_DIM
 ROIS_PER_IMAGE = 512
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 METADATA_NAME = "suite_bench_zipf"  # metadata only: EQL's and fed's class frequencies for the mask_rcnn step
 # Enough images that rounding the counts moves no class across EQL's lambda (100,000 moved rank 273).
 METADATA_NUM_IMAGES = 1_000_000
@@ -78,7 +77,7 @@ def mask_rcnn_cfg(name: str, num_classes: int, device: str):
     on_cpu = torch.device(device).type == "cpu"
     cfg = get_cfg()
     add_longtail_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / ("small_cpu.yaml" if on_cpu else "Base-LVISv1-MaskRCNN-FPN-2x.yaml")))
+    cfg.merge_from_file(str(CONFIGS_DIR / ("small_cpu.yaml" if on_cpu else "Base-LVISv1-MaskRCNN-FPN-2x.yaml")))
     if not on_cpu:
         # Without ImageNet weights, R50's identity FrozenBN lets activations grow through its residual
         # blocks (loss_cls ~1e5 at the first step, NaN at the second, measured at 320 px on the CPU);

@@ -142,19 +142,23 @@ def stats_record(datasets) -> dict:
 
 def run_lvis_baseline(args: argparse.Namespace) -> int:
     from suite.data.lvis_reference import BASELINE_FILE, derive_baseline, load_baseline, same_baseline
+    from suite.environment import repo_relative, require_checkout
     from suite.records import write_json_atomic
 
+    if args.out is None and not args.check:
+        require_checkout("writing the committed baseline (no --out)", "its baselines/ folder")
     derived = derive_baseline()
     out = args.out or BASELINE_FILE
     if args.check:
         same = same_baseline(load_baseline(out), derived)
-        print(f"{out}: {'the same as' if same else 'DIFFERS from'} what {derived['provenance']['command']} derives now")
+        print(f"{repo_relative(out)}: {'the same as' if same else 'DIFFERS from'} what "
+              f"{derived['provenance']['command']} derives now")
         return 0 if same else 1
     write_json_atomic(out, derived)
     statistics = derived["statistics"]
-    print(f"wrote {out}: {statistics['num_classes']} classes, image counts {statistics['image_count_min']}-"
-          f"{statistics['image_count_max']} (sum {statistics['image_count_sum']}), from Detectron2 "
-          f"{derived['provenance']['detectron2_version']}")
+    print(f"wrote {repo_relative(out)}: {statistics['num_classes']} classes, image counts "
+          f"{statistics['image_count_min']}-{statistics['image_count_max']} (sum {statistics['image_count_sum']}), "
+          f"from Detectron2 {derived['provenance']['detectron2_version']}")
     return 0
 
 

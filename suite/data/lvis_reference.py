@@ -28,12 +28,13 @@ import numpy as np
 
 from suite.data.lvis_format import FREQUENCY_GROUPS
 from suite.data.stats import class_statistics
-from suite.environment import REPO_ROOT, code_version, repo_relative
+from suite.environment import code_version, repo_relative
 from suite.errors import UserError
+from suite.package_data import BASELINES_DIR
 
-BASELINE_FILE = REPO_ROOT / "baselines" / "lvis_v1_image_counts.json"
+BASELINE_FILE = BASELINES_DIR / "lvis_v1_image_counts.json"
 # LVIS v1 train's image and instance numbers as published (no Detectron2 metadata holds them).
-PUBLISHED_SIZES_FILE = REPO_ROOT / "baselines" / "lvis_v1_published_sizes.json"
+PUBLISHED_SIZES_FILE = BASELINES_DIR / "lvis_v1_published_sizes.json"
 DERIVE_COMMAND = "suite data lvis-baseline"
 BASELINE_QUANTILES = 101  # levels 0, 0.01, ..., 1
 # The statistics that per-class image counts give (suite.data.stats.STAT_KEYS minus those of the

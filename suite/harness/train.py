@@ -28,10 +28,10 @@ from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
+from suite.package_data import CONFIGS_DIR
 from suite.records import write_text_atomic
 from suite.schema import RUN_RECORD
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_FILE = "config.yaml"
 # What `--resume` may change: the iteration budget.
 RESUMABLE_KEYS = ("SOLVER.MAX_ITER",)

@@ -9,14 +9,14 @@ from typing import Iterable, List, Tuple
 
 import pandas as pd
 
-from suite.environment import REPO_ROOT
 from suite.report import figures, paired, tables
 from suite.report.across import across_section
 from suite.report.fidelity import fidelity_section
+from suite.package_data import BASELINES_DIR
 from suite.report.records import gather
 from suite.schema import BENCH_KERNEL_KIND, BENCH_STEP_KIND
 
-PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
+PUBLISHED_LVIS_V1 = BASELINES_DIR / "published_lvis_v1.csv"
 
 
 @dataclass
