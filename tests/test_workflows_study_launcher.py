@@ -1,0 +1,206 @@
+"""`suite study --launcher submitit` on real parts: submitit's LocalExecutor (this machine has no
+Slurm) runs every seed's pretraining and every cell as real processes with real pickling and job
+folders. The tiny study of tests/test_workflows_study.py (2 arms x 2 seeds) through the launcher,
+with one cell's job SIGKILLed mid-training and another's preempted (Slurm's signal, which submitit
+answers by requeuing the job): the other cells go on, the preempted cell resumes in its requeued
+job, the killed cell is reported by name with its log, `--status` shows the grid, and the same
+command again resubmits that cell alone, which resumes from its checkpoint. Then every cell's records and final weights equal the
+local route's bit for bit, and the study records are equal but for times; a folder that another
+submission holds is refused in one line."""
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+import torch
+
+from suite.cli import main
+from suite.harness.run_lock import RunLock, holder_pid
+from suite.workflows.study_jobs import JobEntry, append_jobs, read_jobs
+
+from d2_helpers import TINY
+from data_helpers import small_set
+from test_workflows_study import ARMS, SEEDS, study_args
+
+KILLED = ("seesaw", 1)  # the cell whose job is SIGKILLed
+PREEMPTED = ("ce", 1)  # the cell whose job gets Slurm's preemption signal (submitit's USR2)
+RECORD_FIELDS = ("loss", "dataset", "iterations", "seed", "metrics", "per_category", "grad_balance")
+TIMES = ("wall_s", "environment", "updated_at")  # what two routes' study records may differ in
+
+
+def args_for(root: Path, out: Path, *extra):
+    args = study_args(root)
+    args[args.index("--out") + 1] = str(out)
+    return [*args, *extra]
+
+
+def run_cli(args):
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = main(args)
+    return code, output.getvalue()
+
+
+def signal_when_checkpointed(run_dir: Path, signum: int, sent: list, deadline_s: float = 600) -> None:
+    """Send `signum` to the process that trains `run_dir` once it has saved its first checkpoint."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if (run_dir / "last_checkpoint").exists():
+            pid = holder_pid(run_dir)
+            if pid:
+                os.kill(pid, signum)
+                sent.append(signum)
+                return
+        time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One intra-op thread here and in the jobs, so that both routes sum alike."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launcher")
+    small_set(root / "data", TINY)
+    with one_thread():
+        local_code, _ = run_cli(args_for(root, root / "local"))
+        assert local_code == 0
+        jobs = root / "jobs"
+        signals = []
+        senders = [threading.Thread(target=signal_when_checkpointed, args=(jobs / "runs" / arm / f"seed{seed}", signum,
+                                                                           signals))
+                   for (arm, seed), signum in ((KILLED, signal.SIGKILL), (PREEMPTED, signal.SIGUSR2))]
+        for sender in senders:
+            sender.start()
+        first = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+        for sender in senders:
+            sender.join()
+        first_record = json.loads((jobs / "study.json").read_text())
+        status = run_cli(["study", "--status", str(jobs)])
+        submitted_first = read_jobs(jobs)["jobs"]
+        second = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+    return root, (*first, first_record), status, submitted_first, second, signals
+
+
+def test_a_killed_job_is_reported_and_the_other_cells_go_on(routes):
+    root, (code, output, record), _, submitted, _, signals = routes
+    assert sorted(signals) == sorted([signal.SIGKILL, signal.SIGUSR2]), "a cell was never checkpointed"
+    assert code == 1
+    assert output.splitlines()[0] == ("no Slurm here (no srun on PATH): the jobs run on this machine through "
+                                      "submitit's LocalExecutor")
+    assert [entry["what"] for entry in submitted] == ["seed", "seed", "cell", "cell", "cell", "cell"]
+    killed_job = next(entry for entry in submitted if (entry["arm"], entry["seed"]) == KILLED)
+    line = next(line for line in output.splitlines() if line.startswith("cell seesaw seed 1 not done"))
+    assert f"job {killed_job['job_id']} failed: " in line and line.endswith(f"log: {root / 'jobs' / killed_job['stderr']}")
+    assert [(cell["arm"], cell["seed"], cell["done"]) for cell in record["cells"]] == [
+        ("ce", 0, True), ("seesaw", 0, True), ("ce", 1, True), ("seesaw", 1, False)]
+    assert "3 of 4 cells done" in output and "run the same command again" in output
+
+
+def test_a_preempted_job_is_requeued_and_resumes(routes):
+    """Slurm's preemption signal as submitit configures it (USR2): submitit checkpoints the job
+    (StudyJob is Checkpointable) and requeues it, and the cell resumes from its checkpoint
+    within the first submission."""
+    root, (_, output, record), _, submitted, _, _ = routes
+    arm, seed = PREEMPTED
+    assert [entry for entry in submitted if (entry["arm"], entry["seed"]) == PREEMPTED][0]["what"] == "cell"
+    run = json.loads((root / "jobs" / "runs" / arm / f"seed{seed}" / "run.json").read_text())
+    assert run["train"]["segments"] == 2 and run["train"]["start_iter"] > 0
+    log = (root / "jobs" / next(entry["stderr"] for entry in submitted if (entry["arm"], entry["seed"]) == PREEMPTED))
+    assert "this job is preempted" in log.read_text()
+
+
+def test_status_shows_the_grid_and_the_failed_cell_with_its_log(routes):
+    root, _, (code, output), submitted, _, _ = routes
+    killed_job = next(entry for entry in submitted if (entry["arm"], entry["seed"]) == KILLED)
+    lines = output.splitlines()
+    assert code == 0
+    assert lines[0].startswith(f"study {root / 'jobs'}: 4 cells: 3 done, 1 failed (jobs: local")
+    assert [line.split() for line in lines[1:4]] == [["arm", "seed", "0", "seed", "1"], ["ce", "done", "done"],
+                                                      ["seesaw", "done", "failed"]]
+    assert lines[4] == (f"failed: seesaw seed 1: job {killed_job['job_id']}: "
+                        f"{lines[4].split(': ', 3)[3].rsplit('; log: ', 1)[0]}; log: {root / 'jobs' / killed_job['stderr']}")
+
+
+def test_the_same_command_resubmits_only_the_killed_cell_which_resumes(routes):
+    root, _, _, submitted_first, (code, output), _ = routes
+    assert code == 0 and "4 of 4 cells done" in output
+    added = read_jobs(root / "jobs")["jobs"][len(submitted_first):]
+    assert [(entry["what"], entry["arm"], entry["seed"]) for entry in added] == [("cell", *KILLED)]
+    arm, seed = KILLED
+    run = json.loads((root / "jobs" / "runs" / arm / f"seed{seed}" / "run.json").read_text())
+    assert run["train"]["segments"] == 2 and run["train"]["start_iter"] > 0
+
+
+def test_every_cell_equals_the_local_route_bit_for_bit(routes):
+    root = routes[0]
+    for arm in ARMS:
+        for seed in SEEDS:
+            cells = [root / route / "runs" / arm / f"seed{seed}" for route in ("local", "jobs")]
+            local, launched = (json.loads((cell / "run.json").read_text()) for cell in cells)
+            for name in RECORD_FIELDS:
+                assert local[name] == launched[name], (arm, seed, name)
+            for config in (local["config"], launched["config"]):  # the only keys that name the study folder
+                del config["OUTPUT_DIR"], config["MODEL"]["WEIGHTS"]
+            assert local["config"] == launched["config"]
+            assert local["train"]["loss_curve"] == launched["train"]["loss_curve"]
+            assert local["train"]["weights_sha256"] == launched["train"]["weights_sha256"]
+            weights = [torch.load(cell / "model_final.pth", weights_only=True)["model"] for cell in cells]
+            assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+            boots = [json.loads((cell / "bootstrap.json").read_text()) for cell in cells]
+            assert boots[0] == boots[1]
+
+
+def test_the_study_records_are_equal_but_for_times(routes):
+    root = routes[0]
+    local, launched = (json.loads((root / route / "study.json").read_text()) for route in ("local", "jobs"))
+    assert {key: value for key, value in local.items() if key not in TIMES} == {
+        key: value for key, value in launched.items() if key not in TIMES}
+    assert all(cell["done"] for cell in launched["cells"]) and launched["wall_s"] > 0
+
+
+def test_a_folder_another_submission_holds_is_refused_in_one_line(routes, capsys):
+    root = routes[0]
+    args = args_for(root, root / "jobs", "--launcher", "submitit")
+    with RunLock(root / "jobs"):  # a submitting process at work there
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another suite process" in err[0]
+    # A job of an earlier submission still running (a real LocalExecutor job).
+    executor = submitit.AutoExecutor(folder=root / "held" / "jobs", cluster="local")
+    executor.update_parameters(timeout_min=5)
+    job = executor.submit(time.sleep, 120)
+    try:
+        held = root / "held"
+        append_jobs(held, "local", [JobEntry(job.job_id, "cell", 0, "ce", stderr=str(job.paths.stderr))])
+        for command in (args_for(root, held, "--launcher", "submitit"), args_for(root, held)):
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and re.search(rf"{held} is held by a submission whose 1 job\(s\) are queued or "
+                                               rf"running \({job.job_id}; local\)", err[0]), err
+    finally:  # as Slurm's scancel: SIGTERM, which the job's controller passes to its task
+        deadline = time.monotonic() + 60
+        while not job.paths.stdout.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(int(job.job_id), signal.SIGTERM)
+    assert not (root / "held" / "study.json").exists()
