@@ -204,3 +204,72 @@ def test_a_folder_another_submission_holds_is_refused_in_one_line(routes, capsys
             time.sleep(0.1)
         os.kill(int(job.job_id), signal.SIGTERM)
     assert not (root / "held" / "study.json").exists()
+
+
+def test_the_reports_are_equal(routes, tmp_path):
+    """`suite report` on either route's cells writes the same files, the same bytes (but the
+    results folder's path where the report names it)."""
+    root = routes[0]
+    reports = {}
+    for route in ("local", "jobs"):
+        code, _ = run_cli(["report", "--results", str(root / route / "runs"), "--out", str(tmp_path / route)])
+        assert code == 0
+        reports[route] = {path.relative_to(tmp_path / route): path.read_bytes().replace(str(root / route).encode(), b"ROUTE")
+                          for path in sorted((tmp_path / route).rglob("*")) if path.is_file()}
+    assert reports["local"].keys() == reports["jobs"].keys() and Path("README.md") in reports["local"]
+    differing = [str(path) for path, content in reports["local"].items() if reports["jobs"][path] != content]
+    assert not differing
+
+
+def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, tmp_path):
+    root = routes[0]
+    jobs = root / "jobs"
+    args = args_for(root, jobs, "--launcher", "submitit", "--dry-run")
+    args[args.index("--seeds") + 1] = "0,1,2"
+    submitted = (jobs / "jobs.json").read_text()
+    code, output = run_cli(args)
+    lines = output.splitlines()
+    assert code == 0 and (jobs / "jobs.json").read_text() == submitted and not (jobs / "init" / "seed2.pth").exists()
+    assert [line.split() for line in lines[1:4]] == [["arm", "seed", "0", "seed", "1", "seed", "2"],
+                                                      ["ce", "done", "done", "to", "run"],
+                                                      ["seesaw", "done", "done", "to", "run"]]
+    assert "  array 'seed': 1 job(s), the pretraining and initial weights of seed(s) 2 (1 node)" in lines
+    assert "  array 'cell' of seed 2: 2 job(s) (ce, seesaw), 1 node(s) each, after seed 2's job (afterok)" in lines
+    cell_h = sum(json.loads((jobs / "runs" / arm / f"seed{seed}" / "run.json").read_text())["train"]["wall_s"]
+                 for arm in ARMS for seed in SEEDS) / 4 / 3600
+    pretrain_h = sum(json.loads((jobs / "pretrain" / f"seed{seed}" / "run.json").read_text())["train"]["wall_s"]
+                     for seed in SEEDS) / 2 / 3600
+    total = 2 * cell_h + pretrain_h
+    assert lines[-1] == (f"estimate: 2 cell(s) x {cell_h:.3g} h of training (the mean of this folder's finished cells) "
+                         f"+ 1 pretraining(s) x {pretrain_h:.3g} h = {total:.3g} h of jobs, {total:.3g} process hours "
+                         "(1 per cell); evaluation and bootstrap not counted")
+    code, output = run_cli(args_for(root, tmp_path / "new", "--dry-run"))
+    assert code == 0 and output.splitlines()[-1].startswith("estimate: none (no finished cell")
+    assert "jobs: none; this process runs 4 cell(s) in turn" in output and not (tmp_path / "new").exists()
+
+
+def test_executor_settings_from_a_file_and_the_command_line(tmp_path):
+    from suite.workflows.executor_settings import ExecutorSettings, executor_settings
+
+    path = tmp_path / "slurm.yaml"
+    path.write_text("partition: learnfair\ntime_min: 2880\nsbatch: {constraint: volta32gb}\n")
+    assert executor_settings(path, partition="dev", account=None, sbatch={"qos": "high"}) == ExecutorSettings(
+        partition="dev", time_min=2880, sbatch={"constraint": "volta32gb", "qos": "high"})
+
+
+def test_errors_are_one_line_before_anything_is_written(routes, tmp_path, capsys):
+    root = routes[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: 2\n")
+    new = tmp_path / "new"
+    cases = [(args_for(root, new, "--num-machines", "2"), "a cell on several machines runs as a job; add --launcher submitit"),
+             (args_for(root, new, "--num-machines", "2", "--launcher", "submitit"), "--num-machines 2: no Slurm here"),
+             (args_for(root, new, "--launcher", "submitit", "--executor-config", str(bad)),
+              f"--executor-config {bad}: unknown key(s) nodes"),
+             (["study", "--status", str(new)], f"{new}: no study here"),
+             (["study", "--losses", "ce"], "--out OUT is required")]
+    for args, fragment in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("suite study: error: ") and fragment in err[0], err
+    assert not new.exists()

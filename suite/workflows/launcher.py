@@ -105,9 +105,10 @@ class Submitter:
     def __init__(self, study: Study, settings: ExecutorSettings, cluster: str):
         self.study, self.settings, self.cluster = study, settings, cluster
         self.executor = submitit.AutoExecutor(folder=study.out / JOBS_FOLDER, cluster=cluster)
-        gpus = study.options.num_gpus if study.options.device == "cuda" else 0
+        self.gpus_per_node = study.options.num_gpus if study.options.device == "cuda" else 0
         self.executor.update_parameters(
-            name=f"study-{study.out.name}", timeout_min=settings.time_min, tasks_per_node=1, gpus_per_node=gpus,
+            name=f"study-{study.out.name}", timeout_min=settings.time_min, tasks_per_node=1,
+            gpus_per_node=self.gpus_per_node,
             cpus_per_task=settings.cpus_per_task, mem_gb=settings.mem_gb, slurm_partition=settings.partition,
             slurm_account=settings.account)
 
@@ -164,7 +165,8 @@ def submit_study(options: StudyOptions, settings: ExecutorSettings) -> int:
             after = f"afterok:{seed_jobs[seed][0].job_id}" if seed in seed_jobs else None
             cell_jobs += submitter.submit("cell", [StudyJob(options, seed, cell.arm.name) for cell in todo
                                                    if cell.seed == seed], nodes=options.num_machines, dependency=after)
-        submitter.executor.update_parameters(gpus_per_node=0)
+        # One GPU where the cells use GPUs: Study checks that the device it records is there.
+        submitter.executor.update_parameters(gpus_per_node=min(1, submitter.gpus_per_node))
         ((record_job, _),) = submitter.submit("record", [RecordJob(options, earlier, started_at)], dependency="afterany:"
                                               + ":".join(job.job_id for job, _ in cell_jobs))
         print(f"submitted {len(seed_jobs)} seed job(s), {len(cell_jobs)} cell job(s) and the study record's job "

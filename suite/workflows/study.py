@@ -35,6 +35,7 @@ from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RUN_RECORD, read_run_record
 from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
 from suite.workflows import pretrain as pretraining
+from suite.workflows.study_jobs import check_not_held
 
 STUDY_RECORD = "study.json"
 KIND = "study"
@@ -419,8 +420,6 @@ class Study:
             raise UserError(f"--num-machines {self.options.num_machines}: a cell on several machines runs as a "
                             "job; add --launcher submitit")
         with RunLock(self.out):
-            from suite.workflows.study_jobs import check_not_held
-
             check_not_held(self.out)
             return self._run()
 

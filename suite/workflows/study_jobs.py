@@ -4,11 +4,12 @@ their states.
 OUT/jobs.json (kind "study_jobs", docs/records.md) lists every job submitted for the study
 folder, oldest first: its scheduler id, what it runs (a seed's pretraining and initial weights, a
 cell, or the final study record) and its log files. The latest job of each seed or cell is the
-one that counts. A job's state comes from the scheduler: Slurm's accounting (through submitit),
-or for a job of submitit's LocalExecutor, whose id is its controller's process id, from that
-process and the result submitit leaves in the job folder.
+one that counts. A job's state comes from the scheduler while it holds the job (Slurm's squeue;
+for submitit's LocalExecutor, whose job id is its controller's process id, that process), then
+from the result submitit leaves in the job folder (none: the job was killed).
 """
 
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +23,8 @@ KIND = "study_jobs"
 JOBS_FOLDER = "jobs"  # submitit's folder in OUT: submission scripts, pickles, logs
 
 # What a job's state means for the study.
-QUEUED, RUNNING, FINISHED, FAILED, UNKNOWN = "queued", "running", "finished", "failed", "unknown"
+QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 LIVE = (QUEUED, RUNNING)
-SLURM_STATES = {"PENDING": QUEUED, "REQUEUED": QUEUED, "CONFIGURING": QUEUED, "RESIZING": QUEUED,
-                "SUSPENDED": QUEUED, "RUNNING": RUNNING, "COMPLETING": RUNNING, "COMPLETED": FINISHED}
 
 
 @dataclass(frozen=True)
@@ -70,15 +69,9 @@ def latest_jobs(record: Optional[Dict]) -> Dict[Tuple[str, Optional[int], Option
     return latest
 
 
-def _local_state(folder: Path, job_id: str) -> str:
-    """A LocalExecutor job: running while its controller process lives, else finished or failed
-    by the result submitit pickled (none: the job was killed)."""
-    try:
-        alive = b"submitit" in Path(f"/proc/{int(job_id)}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        alive = False
-    if alive:
-        return RUNNING
+def _ended_state(folder: Path, job_id: str) -> str:
+    """A job no longer queued or running: finished or failed by the result submitit pickled
+    (none: the job was killed, or its node lost)."""
     result = folder / f"{job_id}_0_result.pkl"
     if not result.exists():
         return FAILED
@@ -87,20 +80,34 @@ def _local_state(folder: Path, job_id: str) -> str:
     return FINISHED if pickle_load(result)[0] == "success" else FAILED
 
 
+def _local_alive(job_id: str) -> bool:
+    """Whether a LocalExecutor job's controller process (its id is the job's) still runs."""
+    try:
+        return b"submitit" in Path(f"/proc/{int(job_id)}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+def _slurm_live() -> Dict[str, str]:
+    """{job id: state} of this user's jobs Slurm still holds (array tasks one by one); squeue,
+    which needs no accounting database."""
+    listing = subprocess.run(["squeue", "--me", "--array", "--noheader", "--format=%i|%T"], capture_output=True,
+                             text=True, check=True).stdout
+    return dict(line.split("|", 1) for line in listing.splitlines() if "|" in line)
+
+
 def job_states(out: Path, record: Optional[Dict], entries: List[JobEntry]) -> Dict[str, str]:
-    """{job_id: QUEUED, RUNNING, FINISHED, FAILED or UNKNOWN} from the scheduler."""
+    """{job_id: QUEUED, RUNNING, FINISHED or FAILED}: from the scheduler while it holds the job,
+    then from the result submitit left in the job folder."""
     if not entries:
         return {}
     folder = Path(out) / record.get("folder", JOBS_FOLDER)
     if record["executor"] == "local":
-        return {entry.job_id: _local_state(folder, entry.job_id) for entry in entries}
-    from submitit import SlurmJob
-
-    states = {}
-    for entry in entries:
-        state = SlurmJob(folder, entry.job_id).state.split()[0]  # "CANCELLED by 123" -> CANCELLED
-        states[entry.job_id] = SLURM_STATES.get(state, UNKNOWN if state == "UNKNOWN" else FAILED)
-    return states
+        return {entry.job_id: RUNNING if _local_alive(entry.job_id) else _ended_state(folder, entry.job_id)
+                for entry in entries}
+    live = _slurm_live()
+    return {entry.job_id: (RUNNING if live[entry.job_id] in ("RUNNING", "COMPLETING") else QUEUED)
+            if entry.job_id in live else _ended_state(folder, entry.job_id) for entry in entries}
 
 
 def check_not_held(out: Path) -> None:

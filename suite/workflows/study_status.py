@@ -10,11 +10,11 @@ from suite.errors import UserError
 from suite.harness.run_record import RUN_RECORD
 from suite.records import read_record
 from suite.workflows.study import ARMS, KIND, STUDY_RECORD, Cell, Study, StudyOptions, cells
-from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, UNKNOWN, failure_line, job_states,
-                                        latest_jobs, log_path, read_jobs)
+from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, failure_line, job_states, latest_jobs,
+                                        log_path, read_jobs)
 
 DONE, NOT_SUBMITTED = "done", "not submitted"
-STATES = (DONE, RUNNING, QUEUED, FAILED, UNKNOWN, NOT_SUBMITTED)
+STATES = (DONE, RUNNING, QUEUED, FAILED, NOT_SUBMITTED)
 
 
 def cell_states(out: Path, grid: List[Cell]) -> Dict[Cell, str]:
@@ -127,8 +127,8 @@ def print_dry_run(options: StudyOptions, launcher: str) -> int:
     hours = len(todo) * cell_hours + len(need_start) * (pretrain_hours or 0.0)
     processes = options.num_machines * options.num_gpus
     unit = "GPU" if options.device == "cuda" else "process"
-    print(f"estimate: {len(todo)} cell(s) x {cell_hours:.2f} h of training (the mean of this folder's finished cells)"
-          + (f" + {len(need_start)} pretraining(s) x {pretrain_hours:.2f} h" if need_start and pretrain_hours else "")
-          + f" = {hours:.2f} h of jobs, {hours * processes:.2f} {unit} hours ({processes} per cell); evaluation and "
+    print(f"estimate: {len(todo)} cell(s) x {cell_hours:.3g} h of training (the mean of this folder's finished cells)"
+          + (f" + {len(need_start)} pretraining(s) x {pretrain_hours:.3g} h" if need_start and pretrain_hours else "")
+          + f" = {hours:.3g} h of jobs, {hours * processes:.3g} {unit} hours ({processes} per cell); evaluation and "
           "bootstrap not counted")
     return 0
