@@ -62,6 +62,15 @@ outputs
   (mean +- sd per arm, paired differences to CE with 95% intervals and verdicts)
 
 Running the same command again keeps finished cells and resumes an interrupted one.
+
+jobs (--launcher submitit; docs/harness.md "A study on a Slurm cluster")
+  every cell a job: Slurm through submitit where srun is on PATH, else submitit's LocalExecutor
+  (processes on this machine); each seed's pretraining first (Slurm: afterok), then its cells,
+  then the study record (Slurm: a last job, afterany; locally this command waits and writes it).
+  A preempted or timed-out job is requeued and resumes from its checkpoint; a failed one is
+  named with its log, the others go on, and the same command resubmits what is not done.
+  --status OUT shows the grid (done, running, queued, failed); --dry-run shows the jobs and an
+  estimate of their hours from the cells OUT has finished.
 """
 
 
