@@ -179,31 +179,42 @@ def test_the_study_records_are_equal_but_for_times(routes):
     assert all(cell["done"] for cell in launched["cells"]) and launched["wall_s"] > 0
 
 
-def test_a_folder_another_submission_holds_is_refused_in_one_line(routes, capsys):
+def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes, capsys):
+    """Held by a submitting process (its lock), or by a submission's job that still runs (a real
+    LocalExecutor job, listed in jobs.json as a cell's and as a seed's): submitting there and the
+    local route are refused in one line; --status shows that cell running and the cells of that
+    seed queued behind it."""
     root = routes[0]
     args = args_for(root, root / "jobs", "--launcher", "submitit")
     with RunLock(root / "jobs"):  # a submitting process at work there
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in use by another suite process" in err[0]
-    # A job of an earlier submission still running (a real LocalExecutor job).
-    executor = submitit.AutoExecutor(folder=root / "held" / "jobs", cluster="local")
+    held = root / "held"
+    executor = submitit.AutoExecutor(folder=held / "jobs", cluster="local")
     executor.update_parameters(timeout_min=5)
     job = executor.submit(time.sleep, 120)
     try:
-        held = root / "held"
-        append_jobs(held, "local", [JobEntry(job.job_id, "cell", 0, "ce", stderr=str(job.paths.stderr))])
+        append_jobs(held, "local", [JobEntry(job.job_id, "cell", 0, "ce", stderr=str(job.paths.stderr)),
+                                    JobEntry(job.job_id, "seed", 1, None, stderr=str(job.paths.stderr))])
         for command in (args_for(root, held, "--launcher", "submitit"), args_for(root, held)):
             assert main(command) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and re.search(rf"{held} is held by a submission whose 1 job\(s\) are queued or "
                                                rf"running \({job.job_id}; local\)", err[0]), err
+        assert not (held / "study.json").exists()
+        (held / "study.json").write_text((root / "jobs" / "study.json").read_text())  # the grid, no cell done here
+        code, output = run_cli(["study", "--status", str(held)])
+        lines = output.splitlines()
+        assert code == 0 and lines[0].startswith(f"study {held}: 4 cells: 1 running, 2 queued, 1 not submitted")
+        table = {row.split()[0]: row for row in lines[2:4]}
+        assert table["ce"].split()[1:] == ["running", "queued"]
+        assert table["seesaw"].split()[1:] == ["not", "submitted", "queued"]
     finally:  # as Slurm's scancel: SIGTERM, which the job's controller passes to its task
         deadline = time.monotonic() + 60
         while not job.paths.stdout.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         os.kill(int(job.job_id), signal.SIGTERM)
-    assert not (root / "held" / "study.json").exists()
 
 
 def test_the_reports_are_equal(routes, tmp_path):

@@ -122,7 +122,7 @@ class Submitter:
             sbatch.update({"dependency": dependency, "kill-on-invalid-dep": "yes"})
         self.executor.update_parameters(nodes=nodes, slurm_additional_parameters=sbatch)
         submitted = self.executor.submit_array(list(jobs))
-        out = self.study.out.resolve()
+        out = self.study.out.absolute()  # as submitit makes its job paths
         entries = [JobEntry(job.job_id, what, getattr(callable_, "seed", None), getattr(callable_, "arm", None),
                             stdout=str(job.paths.stdout.relative_to(out)), stderr=str(job.paths.stderr.relative_to(out)))
                    for job, callable_ in zip(submitted, jobs)]
