@@ -25,6 +25,10 @@ JOBS_FOLDER = "jobs"  # submitit's folder in OUT: submission scripts, pickles, l
 # What a job's state means for the study.
 QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 LIVE = (QUEUED, RUNNING)
+# Slurm's job states of a job it still runs or will run (squeue --format=%T); any other is an end.
+SLURM_LIVE_STATES = {"RUNNING": RUNNING, "COMPLETING": RUNNING, "CONFIGURING": RUNNING, "PENDING": QUEUED,
+                     "REQUEUED": QUEUED, "REQUEUE_HOLD": QUEUED, "REQUEUE_FED": QUEUED, "RESIZING": QUEUED,
+                     "SUSPENDED": QUEUED, "STOPPED": QUEUED}
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,8 @@ def job_states(out: Path, record: Optional[Dict], entries: List[JobEntry]) -> Di
         return {entry.job_id: RUNNING if _local_alive(entry.job_id) else _ended_state(folder, entry.job_id)
                 for entry in entries}
     live = _slurm_live()
-    return {entry.job_id: (RUNNING if live[entry.job_id] in ("RUNNING", "COMPLETING") else QUEUED)
-            if entry.job_id in live else _ended_state(folder, entry.job_id) for entry in entries}
+    return {entry.job_id: SLURM_LIVE_STATES.get(live.get(entry.job_id, ""))
+            or _ended_state(folder, entry.job_id) for entry in entries}
 
 
 def check_not_held(out: Path) -> None:
