@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite, when 
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+import torch  # noqa: E402
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser,  # noqa: E402
-                               default_setup, default_writers, hooks, launch)
-from detectron2.engine.defaults import create_ddp_model  # noqa: E402
+                               default_setup, default_writers, hooks)
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
@@ -36,14 +36,20 @@ from suite.d2 import LongTailOutputLayers, add_longtail_config, check_roi_heads 
 from suite.d2.lazy import box_predictor_nodes, class_freq_of  # noqa: E402
 from suite.data.register import register_dataset  # noqa: E402
 from suite.environment import code_version  # noqa: E402
+from suite.harness.distributed import cpu_ddp, create_ddp_model, launch  # noqa: E402
 from suite.harness.lazy_run import PeriodicEvalHook, lazy_run_recorder  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer that refuses a head ignoring the plugin's keys and evaluates with
-    Detectron2's LVISEvaluator (TEST.DETECTIONS_PER_IMAGE detections per image)."""
+    """DefaultTrainer that refuses a head ignoring the plugin's keys, evaluates with
+    Detectron2's LVISEvaluator (TEST.DETECTIONS_PER_IMAGE detections per image) and trains on
+    several CPU processes too (gloo; suite.harness.distributed)."""
+
+    def __init__(self, cfg):
+        with cpu_ddp():
+            super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):
@@ -158,5 +164,6 @@ def argument_parser():
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
+    # As Detectron2's current launch: NCCL where there is a GPU, gloo (also on v0.6) where there is none.
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args,), use_gpu=torch.cuda.is_available())

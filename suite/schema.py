@@ -11,6 +11,7 @@ SCHEMA_VERSION = 1
 RUN_KIND = "train_run"  # RUN_DIR/run.json, suite.harness.run_record
 BOOTSTRAP_KIND = "ap_bootstrap"  # RUN_DIR/bootstrap.json, suite.evaluation.bootstrap
 STUDY_KIND = "study"  # OUT/study.json, suite.workflows.study
+STUDY_JOBS_KIND = "study_jobs"  # OUT/jobs.json, suite.workflows.study_jobs
 DATASET_STATS_KIND = "dataset_stats"  # suite data stats
 BENCH_KERNEL_KIND = "bench_kernel"  # suite bench kernel
 BENCH_STEP_KIND = "bench_step"  # suite bench step
@@ -19,6 +20,7 @@ BENCH_KINDS = (BENCH_KERNEL_KIND, BENCH_STEP_KIND, BENCH_EVAL_KIND)
 RUN_RECORD = "run.json"
 BOOTSTRAP_RECORD = "bootstrap.json"
 STUDY_RECORD = "study.json"
+STUDY_JOBS_RECORD = "jobs.json"
 
 # Metrics: the LVIS API's AP summary per task, in percent.
 TASKS = ("bbox", "segm")
@@ -50,5 +52,6 @@ EVAL_FIELDS = ("name", "evaluator", "task", "num_images", "evaluate_s", "accumul
                "bootstrap_resamples", "bootstrap_timed_resamples", "total_s", "peak_rss_gib", "loadavg_before")
 EVAL_NUMBERS = ("num_images", "evaluate_s", "accumulate_s", "bootstrap_s", "total_s", "peak_rss_gib")
 
-#: The fields a study's own reader requires of study.json.
+#: The fields a study's own reader requires of study.json, and those of its jobs record.
 STUDY_FIELDS = ("protocol", "wall_s")
+STUDY_JOBS_FIELDS = ("executor", "jobs")

@@ -1,5 +1,6 @@
 """User errors of `suite train`/`suite eval` are one line on stderr and exit 2, before anything
-is written: --output naming a file, weights that cannot be had, Detectron2's own loss switches."""
+is written: --output naming a file, weights that cannot be had, machines that cannot form a run,
+Detectron2's own loss switches."""
 
 import subprocess
 import sys
@@ -45,6 +46,16 @@ def test_weights_that_cannot_be_downloaded(dataset, tmp_path, capsys):
 def test_weights_file_that_does_not_exist(dataset, tmp_path, capsys):
     assert train(dataset, tmp_path / "run", "MODEL.WEIGHTS", str(tmp_path / "R-50.pkl")) == 2
     one_error_line(capsys, f"MODEL.WEIGHTS {tmp_path / 'R-50.pkl'}: no such file")
+
+
+@pytest.mark.parametrize("machines, fragment", [
+    (["--num-machines", "2"], "--num-machines 2 needs --dist-url tcp://HOST:PORT of machine 0"),
+    (["--num-machines", "2", "--machine-rank", "2", "--dist-url", "tcp://127.0.0.1:9"], "a rank below --num-machines"),
+    (["--num-gpus", "0"], "at least one process")])
+def test_machines_that_cannot_form_a_run(dataset, tmp_path, capsys, machines, fragment):
+    assert train(dataset, tmp_path / "run", *machines) == 2
+    one_error_line(capsys, fragment)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("key, equivalent", [("USE_SIGMOID_CE", "CLS_LOSS focal"), ("USE_FED_LOSS", "CLS_LOSS fed")])

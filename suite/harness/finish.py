@@ -1,6 +1,7 @@
 """The end of a training run, the same on both routes (`suite train`'s LongTailTrainer on a yaml
 config, scripts/train_net.py's loop on a LazyConfig, suite.harness.lazy_run): once the model is
-trained and evaluated with the suite's evaluator, every rank gathers the gradient balance, and
+trained and evaluated with the suite's evaluator, every rank gathers the gradient balance and
+the digest of every rank's weights, and
 the main process builds the run record, writes it atomically and logs a summary."""
 
 import logging
@@ -13,6 +14,7 @@ from detectron2.utils import comm
 
 from suite.data.register import RegisteredDataset
 from suite.evaluation.evaluate import metrics_record, per_category_record
+from suite.harness.distributed import rank_weights_sha256
 from suite.harness.run_record import RunSetting, build_run_record, write_run_record
 from suite.harness.run_state import LossCurve, TrainingTime
 
@@ -46,6 +48,7 @@ def finish_run(output_dir: Path, setting: RunSetting, dataset: RegisteredDataset
     {task: summary}, empty on ranks other than 0): gather the gradient balance, then on the main
     process write OUTPUT_DIR/run.json and return the record (None on the other ranks)."""
     balance = grad_balance_record(model)
+    digests = rank_weights_sha256(model)
     if not comm.is_main_process():
         return None
     record = build_run_record(
@@ -58,6 +61,7 @@ def finish_run(output_dir: Path, setting: RunSetting, dataset: RegisteredDataset
         segments=training_time.segments,
         curve=loss_curve.points,
         grad_balance=balance,
+        weights_sha256=digests,
     )
     write_run_record(Path(output_dir), record)
     log_summary(record)

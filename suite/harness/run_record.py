@@ -39,9 +39,11 @@ class RunSetting:
 
 def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: Dict[str, Any],
                      per_category: List[Dict[str, Any]], wall_s: float, start_iter: int, segments: int,
-                     curve: List[Dict[str, float]], grad_balance: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                     curve: List[Dict[str, float]], grad_balance: Optional[Dict[str, Any]],
+                     weights_sha256: List[str]) -> Dict[str, Any]:
     """Everything docs/records.md lists for a finished run. `wall_s`: training time over all
-    `segments` (1 + resumes); `start_iter`: where the last segment started."""
+    `segments` (1 + resumes); `start_iter`: where the last segment started; `weights_sha256`: the
+    final model state's digest on each rank, in rank order (suite.harness.distributed)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": RUN_KIND,
@@ -59,6 +61,8 @@ def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: D
             "wall_s": wall_s,
             "iters_per_s": setting.iterations / wall_s if wall_s > 0 else None,
             "loss_curve": curve,
+            "world_size": len(weights_sha256),
+            "weights_sha256": weights_sha256,
         },
         "grad_balance": grad_balance,
         "environment": collect(setting.device),

@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
@@ -23,6 +22,7 @@ from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_ke
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.evaluation.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
+from suite.harness.distributed import check_dist_url, launch
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record, write_run_record
@@ -197,8 +197,14 @@ def _check_options(options: TrainOptions) -> None:
         raise UserError(f"unknown loss {options.loss!r}; known losses: {', '.join(sorted(trainable_losses()))}")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")
-    if options.num_gpus * options.num_machines > 1 and not options.device.startswith("cuda"):
-        raise UserError("--num-gpus/--num-machines > 1 need --device cuda (Detectron2's launch uses NCCL)")
+    if options.num_gpus < 1 or options.num_machines < 1 or not 0 <= options.machine_rank < options.num_machines:
+        raise UserError(f"--num-gpus {options.num_gpus} --num-machines {options.num_machines} --machine-rank "
+                        f"{options.machine_rank}: need at least one process and machine, and a rank below "
+                        "--num-machines")
+    try:
+        check_dist_url(options.num_machines, options.dist_url)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     if options.max_iter is not None and options.max_iter < 1:
         raise UserError(f"--max-iter must be >= 1, got {options.max_iter}")
 
@@ -225,9 +231,11 @@ def train(options: TrainOptions) -> Dict[str, Any]:
             record = read_run_record(run_dir)
             log_summary(record)
             return record
-        write_text_atomic(run_dir / CONFIG_FILE, cfg.dump())
+        if options.machine_rank == 0:
+            write_text_atomic(run_dir / CONFIG_FILE, cfg.dump())
         launch(_train_worker, options.num_gpus, num_machines=options.num_machines,
-               machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()))
+               machine_rank=options.machine_rank, dist_url=options.dist_url, args=(options, cfg.dump()),
+               use_gpu=options.device.startswith("cuda"))
     finally:
         if lock:
             lock.release()

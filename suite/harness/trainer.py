@@ -12,6 +12,7 @@ from detectron2.engine.train_loop import TrainerBase
 
 from suite.d2 import check_roi_heads
 from suite.evaluation.evaluate import DEFAULT_EVALUATOR, build_lvis_evaluator
+from suite.harness.distributed import cpu_ddp
 from suite.harness.run_state import LossCurve, RandomStates, TrainingTime
 from suite.records import open_atomic, write_text_atomic
 
@@ -68,7 +69,8 @@ class LongTailTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self.training_time = TrainingTime()
         self.loss_curve = LossCurve()
-        super().__init__(cfg)
+        with cpu_ddp():  # several CPU processes (gloo): DDP without device_ids
+            super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):

@@ -7,6 +7,7 @@ from suite.data.synth import LVIS_PROFILE_CLASSES
 from suite.losses import LOSSES
 from suite.workflows import pretrain as pretraining
 from suite.workflows import study
+from suite.workflows.executor_settings import DEFAULT_TIME_MIN
 
 STUDY_EPILOG = f"""\
 grid
@@ -61,11 +62,27 @@ outputs
   (mean +- sd per arm, paired differences to CE with 95% intervals and verdicts)
 
 Running the same command again keeps finished cells and resumes an interrupted one.
+
+jobs (--launcher submitit; docs/harness.md "A study on a Slurm cluster")
+  every cell a job: Slurm through submitit where srun is on PATH, else submitit's LocalExecutor
+  (processes on this machine); each seed's pretraining first (Slurm: afterok), then its cells,
+  then the study record (Slurm: a last job, afterany; locally this command waits and writes it).
+  A preempted or timed-out job is requeued and resumes from its checkpoint; a failed one is
+  named with its log, the others go on, and the same command resubmits what is not done.
+  --status OUT shows the grid (done, running, queued, failed); --dry-run shows the jobs and an
+  estimate of their hours from the cells OUT has finished.
 """
 
 
 def _names(text: str):
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _key_value(text: str):
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _seeds(text: str):
@@ -93,7 +110,8 @@ def register(subparsers) -> None:
         description="Train and evaluate every arm (loss and classifier) at every seed on one data set and one "
         "protocol; keep each run's detections and bootstrap its AP over validation images.",
         epilog=STUDY_EPILOG)
-    parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="study folder (created, or continued)")
+    parser.add_argument("--out", type=Path, metavar="OUT", help="study folder (created, or continued); required but "
+                        "with --status")
     parser.add_argument("--losses", type=_names, metavar="ARM,...",
                         help=f"arms (default {','.join(study.DEFAULT_ARMS)}; known: {','.join(study.ARMS)})")
     parser.add_argument("--preset", choices=sorted(study.PRESETS),
@@ -117,12 +135,35 @@ def register(subparsers) -> None:
                         help="Detectron2 config for every cell and the pretraining (default: configs/small_cpu.yaml; "
                         "lvis_v1: configs/lvis_v1/mask_rcnn_R_50_FPN_2x_<loss>.yaml)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine of a cell (default 1)")
+    parser.add_argument("--num-machines", type=int, default=1,
+                        help="machines per cell (default 1; more: each cell a job of that many nodes, --launcher submitit)")
     parser.add_argument("--bootstrap-resamples", type=int, default=study.DEFAULT_RESAMPLES, metavar="B",
                         help="resamples of the validation images per run (default %(default)s)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint of a finished cell (default: only its last, model_final.pth; "
                         "an unfinished cell keeps all, for its resume)")
+    jobs = parser.add_argument_group(
+        "jobs", "--launcher submitit: every cell a job on Slurm (submitit; its LocalExecutor where there is no "
+        "Slurm), each seed's pretraining before its cells (docs/harness.md, \"A study on a Slurm cluster\")")
+    jobs.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                      help="local: every cell in turn in this process (default); submitit: every cell a job")
+    jobs.add_argument("--executor-config", type=Path, metavar="FILE",
+                      help="yaml file of the job settings below (partition, time_min, account, cpus_per_task, mem_gb, "
+                      "sbatch: {KEY: VALUE}); the command line wins")
+    jobs.add_argument("--partition", help="Slurm partition")
+    jobs.add_argument("--time", type=int, dest="time_min", metavar="MIN",
+                      help=f"time limit of a job in minutes (default {DEFAULT_TIME_MIN}: 3 days)")
+    jobs.add_argument("--account", help="Slurm account")
+    jobs.add_argument("--cpus-per-task", type=int, metavar="N", help="CPUs of a job's task (one task per node)")
+    jobs.add_argument("--mem-gb", type=float, metavar="GB", help="memory per node")
+    jobs.add_argument("--sbatch", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                      help="a further sbatch option, e.g. --sbatch constraint=volta32gb (repeatable)")
+    jobs.add_argument("--status", type=Path, metavar="DIR",
+                      help="show the grid of the study in DIR (done, running, queued, failed) and exit")
+    jobs.add_argument("--dry-run", action="store_true",
+                      help="show the grid, the jobs and their dependencies and an estimate of the hours they take, "
+                      "submit nothing")
     parser.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                         help="Detectron2 config overrides for every cell and the pretraining")
     parser.set_defaults(func=run_study)
@@ -152,17 +193,35 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_study(args: argparse.Namespace) -> int:
+    if args.status is not None:
+        from suite.workflows.study_status import print_status
+
+        return print_status(args.status)
+    if args.out is None:
+        raise ValueError("--out OUT is required (but with --status DIR)")
     if args.preset and args.losses:
         raise ValueError(f"--preset {args.preset} and --losses both name the arms; give one")
     arms = study.PRESETS[args.preset] if args.preset else study.DEFAULT_ARMS if args.losses is None else args.losses
-    study.run_study(study.StudyOptions(
+    options = study.StudyOptions(
         out=args.out, arms=tuple(arms), seeds=args.seeds, official_seeds=args.official_seeds, profile=args.profile,
         dataset=args.dataset,
         max_iter=args.max_iter, pretrain_iter=args.pretrain_iter, pretrain_images=args.pretrain_images,
-        config_file=args.config, device=args.device, num_gpus=args.num_gpus,
+        config_file=args.config, device=args.device, num_gpus=args.num_gpus, num_machines=args.num_machines,
         bootstrap_resamples=args.bootstrap_resamples, keep_checkpoints=args.keep_checkpoints,
-        overrides=args.overrides))
-    return 0
+        overrides=args.overrides)
+    if args.dry_run:
+        from suite.workflows.study_status import print_dry_run
+
+        return print_dry_run(options, args.launcher)
+    if args.launcher == "local":
+        study.run_study(options)
+        return 0
+    from suite.workflows.executor_settings import executor_settings
+    from suite.workflows.launcher import submit_study
+
+    return submit_study(options, executor_settings(
+        args.executor_config, partition=args.partition, time_min=args.time_min, account=args.account,
+        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, sbatch=dict(args.sbatch)))
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

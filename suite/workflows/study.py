@@ -37,6 +37,7 @@ from suite.harness.run_record import read_run_record
 from suite.records import read_record, write_json_atomic
 from suite.schema import RUN_RECORD, SCHEMA_VERSION, STUDY_FIELDS, STUDY_KIND, STUDY_RECORD
 from suite.workflows import pretrain as pretraining
+from suite.workflows.study_jobs import check_not_held
 
 logger = logging.getLogger("suite.study")
 
@@ -159,6 +160,7 @@ class StudyOptions:
     config_file: Optional[Path] = None
     device: str = "cpu"
     num_gpus: int = 1
+    num_machines: int = 1  # > 1 only through the submitit launcher (suite.workflows.launcher)
     bootstrap_resamples: int = DEFAULT_RESAMPLES
     keep_checkpoints: bool = False  # False: a finished cell keeps only its last checkpoint (not part of the protocol)
     overrides: List[str] = field(default_factory=list)
@@ -193,6 +195,8 @@ def check_options(options: StudyOptions) -> None:
         raise UserError("--device cuda: no CUDA device is available here")
     if options.num_gpus < 1 or (options.num_gpus > 1 and options.device != "cuda"):
         raise UserError(f"--num-gpus {options.num_gpus}: needs 1, or more with --device cuda")
+    if options.num_machines < 1:
+        raise UserError(f"--num-machines must be >= 1, got {options.num_machines}")
     unknown = [name for name in options.arms if name not in ARMS]
     if unknown:
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
@@ -228,7 +232,9 @@ class Study:
 
     # -- the protocol ---------------------------------------------------------------------------
     def protocol(self) -> Dict[str, Any]:
-        """What every cell shares (the study record's `protocol`): a rerun must match it."""
+        """What every cell shares (the study record's `protocol`): a rerun must match it. A cell
+        on several machines adds `num_machines` (absent: 1, as in records written before it)."""
+        machines = {"num_machines": self.options.num_machines} if self.options.num_machines > 1 else {}
         return {
             "iterations": self.iterations,
             "start": ("ImageNet weights of the config (MODEL.WEIGHTS)" if self.lvis else
@@ -238,7 +244,7 @@ class Study:
             "pretrain_images": None if self.lvis or not self.pretrained else self.options.pretrain_images,
             "config_file": str(self.options.config_file) if self.options.config_file else None,
             "overrides": self._protocol_overrides(),
-            "device": self.options.device, "num_gpus": self.options.num_gpus,
+            "device": self.options.device, "num_gpus": self.options.num_gpus, **machines,
             "bootstrap_resamples": self.options.bootstrap_resamples,
         }
 
@@ -275,7 +281,8 @@ class Study:
 
         return len(json.loads(SyntheticLayout(self.data_dir).split("train").json_file.read_text())["images"])
 
-    def _train_options(self, arm: Arm, seed: int, output: Path, weights: Optional[Path], resume: bool):
+    def _train_options(self, arm: Arm, seed: int, output: Path, weights: Optional[Path], resume: bool,
+                       machine_rank: int = 0, dist_url: str = "auto"):
         from suite.harness.train import TrainOptions
 
         overrides = self._protocol_overrides() + self._arm_overrides(arm)
@@ -283,8 +290,9 @@ class Study:
             overrides += ["MODEL.WEIGHTS", str(weights)]
         return TrainOptions(loss=arm.loss, dataset="lvis_v1" if self.lvis else str(self.data_dir), output=output,
                             config_file=self._config_file(arm), max_iter=self.iterations, device=self.options.device,
-                            num_gpus=self.options.num_gpus, resume=resume, seed=seed, record_grad_balance=True,
-                            overrides=overrides)
+                            num_gpus=self.options.num_gpus, num_machines=self.options.num_machines,
+                            machine_rank=machine_rank, dist_url=dist_url, resume=resume, seed=seed,
+                            record_grad_balance=True, overrides=overrides)
 
     # -- shared parts ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -313,10 +321,13 @@ class Study:
         return pretraining.pretrain_set_spec(len(train["categories"]), int(train["images"][0]["height"]),
                                              self.options.pretrain_images)
 
+    def initial_weights_path(self, seed: int) -> Path:
+        return self.out / "init" / f"seed{seed}.pth"
+
     def initial_weights(self, seed: int) -> Path:
         """OUT/init/seed<s>.pth, made once: the pretraining of seed s (synthetic) and the model
         of seed s built on it."""
-        path = self.out / "init" / f"seed{seed}.pth"
+        path = self.initial_weights_path(seed)
         if path.is_file():
             return path
         pretrained = None  # lvis_v1: the config's MODEL.WEIGHTS (ImageNet), read below
@@ -344,17 +355,25 @@ class Study:
 
         return SyntheticLayout(self.data_dir).split("val").json_file
 
-    def run_cell(self, cell: Cell) -> Dict[str, Any]:
+    def cell_done(self, cell: Cell) -> bool:
+        return (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()
+
+    def run_cell(self, cell: Cell, machine_rank: int = 0, dist_url: str = "auto") -> Optional[Dict[str, Any]]:
         """Train (or resume, or keep) one cell; once its run record is written, delete its
         checkpoints but the last (unless keep_checkpoints), then bootstrap its detections (the
-        bootstrap record marks the cell done, so a done cell has been pruned); its run record."""
+        bootstrap record marks the cell done, so a done cell has been pruned); its run record.
+        On several machines every machine calls it with its rank and machine 0's `dist_url`;
+        machine 0 finishes the cell, the others return None once trained."""
         from suite.harness.train import train
 
         run_dir = cell.run_dir(self.out)
         if not (run_dir / RUN_RECORD).exists():
             weights = self.initial_weights(cell.seed)
             train(self._train_options(cell.arm, cell.seed, run_dir, weights,
-                                      resume=(run_dir / "last_checkpoint").exists()))
+                                      resume=(run_dir / "last_checkpoint").exists(), machine_rank=machine_rank,
+                                      dist_url=dist_url))
+        if machine_rank != 0:
+            return None
         if not (run_dir / BOOTSTRAP_RECORD).exists():
             with RunLock(run_dir):  # `suite train` held it while training; these write there too
                 if not self.options.keep_checkpoints:
@@ -377,7 +396,7 @@ class Study:
             "cells": [{"arm": cell.arm.name, "loss": cell.arm.loss, "cosine": cell.arm.cosine,
                        "loss_overrides": list(cell.arm.loss_overrides), "seed": cell.seed,
                        "run_dir": str(cell.run_dir(Path("."))),
-                       "done": (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()} for cell in grid],
+                       "done": self.cell_done(cell)} for cell in grid],
             "wall_s": wall_s,
             "environment": collect(self.options.device),
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -397,7 +416,11 @@ class Study:
     def run(self) -> Dict[str, Any]:
         """Every cell not done yet, seed-major, holding OUT's lock (one study per folder; each
         cell's run directory has its own); returns the final study record."""
+        if self.options.num_machines > 1:
+            raise UserError(f"--num-machines {self.options.num_machines}: a cell on several machines runs as a "
+                            "job; add --launcher submitit")
         with RunLock(self.out):
+            check_not_held(self.out)
             return self._run()
 
     def _run(self) -> Dict[str, Any]:
@@ -405,7 +428,7 @@ class Study:
         earlier = self.previous_wall_s()
         self.prepare_data()
         grid = cells(self.options)
-        todo = [cell for cell in grid if not (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()]
+        todo = [cell for cell in grid if not self.cell_done(cell)]
         print(f"study {self.out}: {len(grid)} cells ({len(grid) - len(todo)} done), "
               f"arms {', '.join(self.options.arms)}, seeds {', '.join(map(str, self.options.seeds))}", flush=True)
         write_json_atomic(self.out / STUDY_RECORD, self.record(grid, earlier))
