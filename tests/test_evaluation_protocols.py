@@ -24,6 +24,7 @@ from lvis import LVIS
 from pycocotools import mask as mask_utils
 
 from suite.evaluation import boundary_iou, lvis_fast, protocols
+from suite.evaluation.evaluate import evaluate_lvis_results, protocols_record
 
 from eval_helpers import hard_case
 
@@ -241,6 +242,62 @@ def test_protocol_errors_and_record():
     assert protocols.protocol_record("challenge2021") == {
         "detections_per_image": None, "detections_per_category": 10000, "iou_type": {"segm": "boundary"},
         "boundary_dilation_ratio": 0.02}
+
+
+# ---- the evaluation's results and record ------------------------------------------------------
+
+def test_evaluate_lvis_results_under_every_protocol(hard):
+    """The standard results are those of the default call; every other protocol's under its own key,
+    its values those of `protocols.summarize` in percent."""
+    lvis_gt, _, dataset, results = hard
+    standard = evaluate_lvis_results(lvis_gt, results)
+    evaluation = evaluate_lvis_results(lvis_gt, results, protocols=tuple(protocols.PROTOCOLS))
+    assert set(evaluation) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
+    assert _same(evaluation["bbox"], standard["bbox"]) and _same(evaluation["segm"], standard["segm"])
+    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-challenge2021", "segm", CHALLENGE)):
+        expected = protocols.summarize(_match(lvis_gt, results, task, protocol), protocol)
+        assert _same({metric: evaluation[key][metric] for metric in expected},
+                     {metric: float("nan") if value == -1 else value * 100 for metric, value in expected.items()})
+        assert sum(key.startswith("AP-") for key in evaluation[key]) == len(dataset["categories"])
+    record = protocols_record(evaluation, 300)
+    assert set(record) == {"standard", "fixed", "challenge2021"} and "metrics" not in record["standard"]
+    assert record["fixed"]["metrics"]["segm"]["APr_pool"] == evaluation["segm-fixed"]["APr_pool"]
+    with pytest.raises(ValueError, match="standard protocol only"):
+        evaluate_lvis_results(lvis_gt, results, evaluator="official", protocols=("fixed",))
+
+
+def test_detectron2_evaluator_gives_every_protocol(tmp_path):
+    """Detectron2's inference loop with the suite's LVISEvaluator (`protocols=`) gives the same
+    numbers as evaluating the detections it wrote."""
+    from detectron2.config import get_cfg
+    from detectron2.data import MetadataCatalog, build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset
+
+    from suite.data.register import register_synthetic_lvis
+    from suite.evaluation.evaluate import build_lvis_evaluator
+
+    from data_helpers import small_set
+    from test_evaluation_official import GroundTruthModel
+
+    registered = register_synthetic_lvis(small_set(tmp_path / "set").root, prefix="test_evaluation_protocols")
+    cfg = get_cfg()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    evaluator = build_lvis_evaluator(registered.val, str(tmp_path / "out"), distributed=False,
+                                     protocols=("standard", "fixed", "challenge2021"))
+    model = GroundTruthModel(registered.val, skip_labels=[0, 1])
+    evaluation = inference_on_dataset(model, build_detection_test_loader(cfg, registered.val), evaluator)
+    assert set(evaluation) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
+    written = json.loads((tmp_path / "out" / "lvis_instances_results.json").read_text())
+    json_file = MetadataCatalog.get(registered.val).json_file
+    again = evaluate_lvis_results(json_file, written, protocols=("fixed", "challenge2021"))
+    for key in again:
+        assert _same(evaluation[key], again[key]), key
+    assert 0 < evaluation["segm-challenge2021"]["AP"] <= 100.0
+
+
+def _same(summary, reference):
+    return summary.keys() == reference.keys() and all(
+        value == reference[key] or (np.isnan(value) and np.isnan(reference[key])) for key, value in summary.items())
 
 
 # ---- equality with the reference trees --------------------------------------------------------

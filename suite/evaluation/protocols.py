@@ -16,9 +16,11 @@
 
 `match(lvis_gt, detections, task, protocol)` matches once; `summarize(matches, protocol)` gives the
 protocol's metrics (fractions, -1 where there is no ground truth, as the references), optionally
-on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol.
+on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
+(`suite.evaluation.evaluate.protocols_record` writes it for each protocol evaluated).
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -88,9 +90,10 @@ def pools(matches: lvis_fast.Matches) -> Tuple[Sequence[int], ...]:
 
 
 def summarize(matches: lvis_fast.Matches, protocol: Protocol, draw: Optional[np.ndarray] = None,
-              metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
+              metrics: Optional[Sequence[str]] = None, precision: Optional[np.ndarray] = None) -> Dict[str, float]:
     """The protocol's `metrics` (default: all of them) on the images `draw` (default: each once),
-    fractions as the references give them, -1 where there is no ground truth."""
+    fractions as the references give them, -1 where there is no ground truth. `precision`:
+    `matches.precision(draw)` if the caller has it already."""
     metrics = protocol.metrics if metrics is None else tuple(metrics)
     unknown = [metric for metric in metrics if metric not in protocol.metrics]
     if unknown:
@@ -98,24 +101,36 @@ def summarize(matches: lvis_fast.Matches, protocol: Protocol, draw: Optional[np.
     standard = [metric for metric in metrics if metric in lvis_fast.AP_METRICS]
     summary: Dict[str, float] = {}
     if standard:
-        summary.update(lvis_fast.summarize_precision(matches.precision(draw), matches.freq_groups, matches.params,
+        precision = matches.precision(draw) if precision is None else precision
+        summary.update(lvis_fast.summarize_precision(precision, matches.freq_groups, matches.params,
                                                      matches.area_labels, standard))
     pooled = [metric for metric in metrics if metric in POOLED_METRICS]
     if pooled:
-        precision = matches.pooled_precision([pools(matches)[POOLED_METRICS.index(m)] for m in pooled], draw)
+        pooled_precision = matches.pooled_precision([pools(matches)[POOLED_METRICS.index(m)] for m in pooled], draw)
         for index, metric in enumerate(pooled):
-            s = precision[:, :, index]
+            s = pooled_precision[:, :, index]
             summary[metric] = -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
     return {metric: summary[metric] for metric in metrics}
 
 
-def protocol_record(name: str) -> Dict[str, Any]:
+def result_key(task: str, protocol: str) -> str:
+    """Where an evaluation's results dict holds `task` under `protocol`: the task itself for the
+    standard protocol (Detectron2's keys), else "<task>-<protocol>", e.g. "segm-fixed"."""
+    return task if protocol == "standard" else f"{task}-{protocol}"
+
+
+def protocol_record(name: str, max_dets_per_image: Optional[int] = None) -> Dict[str, Any]:
     """What a run record says about the protocol that produced a set of metrics:
-    detections_per_image and detections_per_category (None: no limit) and iou_type per task."""
+    detections_per_image and detections_per_category (None: no limit; `max_dets_per_image`: the
+    standard protocol's limit as evaluated, e.g. a config's TEST.DETECTIONS_PER_IMAGE) and
+    iou_type per task ("bbox", "segm": mask IoU, "boundary")."""
     protocol = get_protocol(name)
+    if max_dets_per_image is not None and name == "standard":
+        protocol = dataclasses.replace(protocol, max_dets_per_image=max_dets_per_image)
     return {
         "detections_per_image": None if protocol.max_dets_per_image < 0 else protocol.max_dets_per_image,
         "detections_per_category": None if protocol.max_dets_per_category < 0 else protocol.max_dets_per_category,
         "iou_type": {task: protocol.iou_type(task) for task in protocol.tasks},
         **({"boundary_dilation_ratio": protocol.boundary_dilation_ratio} if protocol.segm_iou == "boundary" else {}),
     }
+
