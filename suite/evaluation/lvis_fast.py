@@ -14,6 +14,11 @@ allowed, in draw order, as the bootstrap resamples them) without Python loops ov
 ties in score are ordered by draw position, as the official stable sort of the concatenation
 does. `summarize` gives the official AP, AP50, AP75, APs, APm, APl, APr, APc, APf from it.
 
+Beyond the standard protocol (`suite.evaluation.protocols`): a limit per category over the set
+(`max_dets_per_category`, AP_fixed), boundary IoU for masks (`boundary_dilation_ratio`, the LVIS
+Challenge 2021), and `Matches.pooled_precision(pools, draw)`, the categories of each pool
+accumulated as one (AP_pool).
+
 Conventions: category index k is the k-th of the sorted category ids; precision has the official
 shape (iou thresholds 10, recall points 101, categories K, area ranges A) with -1 where a
 category has no ground truth. AR (recall) is not computed. Differences from the official API:
