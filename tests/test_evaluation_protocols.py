@@ -23,7 +23,7 @@ import pytest
 from lvis import LVIS
 from pycocotools import mask as mask_utils
 
-from suite.evaluation import boundary_iou, lvis_fast, protocols
+from suite.evaluation import bootstrap, boundary_iou, lvis_fast, protocols
 from suite.evaluation.evaluate import evaluate_lvis_results, protocols_record
 
 from eval_helpers import hard_case
@@ -138,11 +138,9 @@ def test_a_pool_of_one_category_is_that_category(hard):
     assert np.array_equal(pooled, per_category)
 
 
-def test_pooled_precision_on_a_draw_equals_a_set_of_the_drawn_images(hard, tmp_path):
-    """Resampled images (repeats, in draw order) accumulate as the same images written out as a
-    set of their own, each copy a new image, in that order: the bootstrap's contract."""
-    lvis_gt, _, dataset, results = hard
-    draw = np.random.default_rng(3).integers(0, len(dataset["images"]), len(dataset["images"]))
+def _drawn_set(dataset, results, draw):
+    """The images of `draw` (indices into the sorted image ids) written out as a set of their own,
+    each copy a new image, in draw order, with their detections: (dataset, results)."""
     image_ids = sorted(image["id"] for image in dataset["images"])
     copied, copied_results = copy.deepcopy(dataset), []
     copied["images"], copied["annotations"] = [], []
@@ -153,11 +151,42 @@ def test_pooled_precision_on_a_draw_equals_a_set_of_the_drawn_images(hard, tmp_p
         copied["annotations"] += [dict(a, image_id=new, id=len(copied["annotations"]) + k + 1) for k, a in
                                   enumerate(a for a in dataset["annotations"] if a["image_id"] == old)]
         copied_results += [dict(r, image_id=new) for r in results if r["image_id"] == old]
+    return copied, copied_results
+
+
+def test_pooled_precision_on_a_draw_equals_a_set_of_the_drawn_images(hard, tmp_path):
+    """Resampled images (repeats, in draw order) accumulate as the same images written out as a
+    set of their own: the bootstrap's contract."""
+    lvis_gt, _, dataset, results = hard
+    draw = np.random.default_rng(3).integers(0, len(dataset["images"]), len(dataset["images"]))
+    copied, copied_results = _drawn_set(dataset, results, draw)
     copied_gt, _ = _gt(copied, tmp_path, "drawn.json")
     pools_of = protocols.pools(_match(lvis_gt, results, "bbox", FIXED, ("all",)))
     on_draw = _match(lvis_gt, results, "bbox", FIXED, ("all",)).pooled_precision(pools_of, draw)
     on_set = _match(copied_gt, copied_results, "bbox", FIXED, ("all",)).pooled_precision(pools_of)
     assert np.array_equal(on_draw, on_set)
+
+
+def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
+    """The record under every protocol: the standard part is the default record's; a replicate of
+    another protocol is that protocol's metrics on the drawn images written out as a set."""
+    lvis_gt, path, dataset, results = hard
+    record = bootstrap.bootstrap_record(path, results, resamples=3, seed=5, protocols=tuple(protocols.PROTOCOLS))
+    default = bootstrap.bootstrap_record(path, results, resamples=3, seed=5)
+    assert set(record["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
+    assert {key: record["replicates"][key] for key in default["replicates"]} == default["replicates"]
+    assert record["protocols"]["fixed"] == protocols.protocol_record("fixed") and "protocols" not in default
+    draw = bootstrap.resample_indices(len(dataset["images"]), 3, 5)[1]
+    copied, copied_results = _drawn_set(dataset, results, draw)
+    copied_gt, _ = _gt(copied, tmp_path, "drawn.json")
+    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-challenge2021", "segm", CHALLENGE)):
+        on_set = protocols.summarize(_match(copied_gt, copied_results, task, protocol, ("all",)), protocol,
+                                     metrics=bootstrap.bootstrap_metrics(protocol.name))
+        assert _same({metric: values[1] for metric, values in record["replicates"][key].items()},
+                     {metric: float("nan") if value == -1 else value * 100 for metric, value in on_set.items()}), key
+    assert set(record["replicates"]["segm-fixed"]) == set(bootstrap.BOOTSTRAP_METRICS + protocols.POOLED_METRICS)
+    with pytest.raises(ValueError, match="standard protocol only"):
+        bootstrap.bootstrap_record(path, results, resamples=3, evaluator="official", protocols=("fixed",))
 
 
 def test_boundary_ap_with_a_band_as_wide_as_the_image_is_mask_ap(hard):
