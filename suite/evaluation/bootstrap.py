@@ -114,8 +114,14 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
 def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, resamples: int = DEFAULT_RESAMPLES,
                     seed: int = DEFAULT_SEED, protocol: str = eval_protocols.DEFAULT_PROTOCOL) -> Dict[str, List[float]]:
     """`replicates` with the fast evaluator, from detections as columns (`lvis_fast.Detections`)."""
+    matches = eval_protocols.match(lvis_gt, detections, task, eval_protocols.get_protocol(protocol), ("all",))
+    return replicates_of_matches(matches, protocol, resamples, seed)
+
+
+def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: int = DEFAULT_RESAMPLES,
+                          seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
+    """`fast_replicates` from the matches of `protocol` (`protocols.match`; their areas must include "all")."""
     chosen, metrics = eval_protocols.get_protocol(protocol), bootstrap_metrics(protocol)
-    matches = eval_protocols.match(lvis_gt, detections, task, chosen, area_labels=("all",))
     values: Dict[str, List[float]] = {metric: [] for metric in metrics}
     for draw in resample_indices(matches.num_images, resamples, seed):
         summary = eval_protocols.summarize(matches, chosen, draw, metrics)

@@ -30,6 +30,7 @@ from lvis import LVIS
 from suite.evaluation import boundary_iou, lvis_fast
 
 FIXED_MAX_DETS_PER_CATEGORY = 10_000
+_AREA_OF = {"APs": "small", "APm": "medium", "APl": "large"}  # every other metric is on the area range "all"
 POOLS = ("all", "r", "c", "f")
 POOLED_METRICS = ("AP_pool", "APr_pool", "APc_pool", "APf_pool")  # one per pool, in POOLS order
 
@@ -101,9 +102,13 @@ def summarize(matches: lvis_fast.Matches, protocol: Protocol, draw: Optional[np.
     standard = [metric for metric in metrics if metric in lvis_fast.AP_METRICS]
     summary: Dict[str, float] = {}
     if standard:
-        precision = matches.precision(draw) if precision is None else precision
+        area_labels = matches.area_labels
+        if precision is None:  # only the area ranges the metrics need
+            needed = {_AREA_OF.get(metric, "all") for metric in standard}
+            area_labels = [label for label in matches.area_labels if label in needed]
+            precision = matches.precision(draw, [matches.area_labels.index(label) for label in area_labels])
         summary.update(lvis_fast.summarize_precision(precision, matches.freq_groups, matches.params,
-                                                     matches.area_labels, standard))
+                                                     area_labels, standard))
     pooled = [metric for metric in metrics if metric in POOLED_METRICS]
     if pooled:
         pooled_precision = matches.pooled_precision([pools(matches)[POOLED_METRICS.index(m)] for m in pooled], draw)
