@@ -244,6 +244,35 @@ def test_band_by_hand():
     assert boundary_iou.band(mask, 0.1).sum() == 84
 
 
+def _runs(mask):
+    """Run lengths of a mask in column-major order, starting with a run of 0s (maybe empty)."""
+    flat = np.asarray(mask, np.uint8).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.r_[0, change, len(flat)])
+    return np.r_[0, runs] if len(flat) and flat[0] == 1 else runs
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (60, 90), (480, 640)])
+def test_rle_crop_and_counts_equal_pycocotools_decode(shape):
+    """Compressed RLE strings of small and large runs (several 5-bit groups, negative
+    differences), empty and full masks: the counts are the mask's runs, the crop its pixels."""
+    rng = np.random.default_rng(shape[0])
+    for index in range(40):
+        mask = np.zeros(shape, np.uint8)
+        for _ in range(int(rng.integers(0, 4))):
+            y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+            mask[y:y + rng.integers(1, shape[0] + 1), x:x + rng.integers(1, shape[1] + 1)] = 1
+        if index % 5 == 0:
+            mask |= (rng.random(shape) < 0.3).astype(np.uint8)
+        if index == 1:
+            mask[:] = 1
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        assert np.array_equal(boundary_iou.rle_counts(rle), _runs(mask))
+        assert np.array_equal(boundary_iou.rle_counts(dict(rle, counts=rle["counts"].decode())), _runs(mask))
+        x0, y0, w, h = (int(value) for value in mask_utils.toBbox(rle))
+        assert np.array_equal(boundary_iou.rle_crop(rle, x0, y0, w, h), mask[y0:y0 + h, x0:x0 + w])
+
+
 def test_boundary_iou_is_pycocotools_iou_of_the_bands_at_most_the_mask_iou():
     masks = _random_masks(1)
     rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
