@@ -164,6 +164,7 @@ class Matches:
         self.area_labels = list(area_labels)  # the areas of `accumulators`, in order
         self.num_greedy_groups = num_greedy_groups  # (image, category) groups the greedy loop matched
         self.num_evaluated_detections = num_evaluated_detections  # after the limit and the federated filter
+        self._pooled_accumulators: Dict[tuple, _Accumulator] = {}
 
     @property
     def num_tied_detections(self) -> int:
@@ -186,8 +187,14 @@ class Matches:
         if self.area_labels[0] != "all":
             raise ValueError(f"pooled precision is on the area range 'all', these matches hold {self.area_labels}")
         draw = np.arange(self.num_images) if draw is None else np.asarray(draw, np.int64)
-        return np.stack([self._precision(_pooled(self.accumulators[0], pool, self.num_categories), draw, 1)[:, :, 0]
-                         for pool in pools], axis=-1)
+        return np.stack([self._precision(self._pooled_accumulator(pool), draw, 1)[:, :, 0] for pool in pools], axis=-1)
+
+    def _pooled_accumulator(self, pool: Sequence[int]) -> _Accumulator:
+        """`_pooled` of the area range "all", built once per pool (a bootstrap asks for it per resample)."""
+        key = tuple(int(category) for category in pool)
+        if key not in self._pooled_accumulators:
+            self._pooled_accumulators[key] = _pooled(self.accumulators[0], key, self.num_categories)
+        return self._pooled_accumulators[key]
 
     def _precision(self, acc: _Accumulator, draw: np.ndarray, num_cats: int) -> np.ndarray:
         rec_thrs = self.params.rec_thrs
