@@ -379,15 +379,21 @@ def _results_file(results, tmp_path, name):
     return path
 
 
+def _devil(command, hard, task, dets_per_cat, tmp_path):
+    """(precision, results) of large-vocab-devil's script `command` on the hard case, and the fixed
+    protocol with its limit per category."""
+    _, path, _, results = hard
+    reference = _reference("SUITE_LVDEVIL_SOURCE", command, path, _results_file(results, tmp_path, "results.json"),
+                           task, dets_per_cat, tmp_path=tmp_path)
+    return (*reference, dataclasses.replace(FIXED, max_dets_per_category=dets_per_cat))
+
+
 @pytest.mark.lvdevil_source
 @pytest.mark.parametrize("task", ["bbox", "segm"])
 @pytest.mark.parametrize("dets_per_cat", [10000, 30])
 def test_fixed_ap_equals_large_vocab_devil(hard, task, dets_per_cat, tmp_path):
-    lvis_gt, path, _, results = hard
-    reference, reference_results = _reference("SUITE_LVDEVIL_SOURCE", "devil-fixed", path,
-                                              _results_file(results, tmp_path, "results.json"), task, dets_per_cat,
-                                              tmp_path=tmp_path)
-    protocol = dataclasses.replace(FIXED, max_dets_per_category=dets_per_cat)
+    lvis_gt, _, _, results = hard
+    reference, reference_results, protocol = _devil("devil-fixed", hard, task, dets_per_cat, tmp_path)
     matches = _match(lvis_gt, results, task, protocol)
     assert np.array_equal(matches.precision(), reference)
     summary = protocols.summarize(matches, protocol, metrics=lvis_fast.AP_METRICS)
@@ -399,11 +405,8 @@ def test_fixed_ap_equals_large_vocab_devil(hard, task, dets_per_cat, tmp_path):
 @pytest.mark.parametrize("task", ["bbox", "segm"])
 @pytest.mark.parametrize("dets_per_cat", [10000, 30])
 def test_pooled_ap_equals_large_vocab_devil(hard, task, dets_per_cat, tmp_path):
-    lvis_gt, path, _, results = hard
-    reference, reference_results = _reference("SUITE_LVDEVIL_SOURCE", "devil-pooled", path,
-                                              _results_file(results, tmp_path, "results.json"), task, dets_per_cat,
-                                              tmp_path=tmp_path)
-    protocol = dataclasses.replace(FIXED, max_dets_per_category=dets_per_cat)
+    lvis_gt, _, _, results = hard
+    reference, reference_results, protocol = _devil("devil-pooled", hard, task, dets_per_cat, tmp_path)
     matches = _match(lvis_gt, results, task, protocol, ("all",))
     assert reference.shape[-1] == 1  # its areas: "all"
     assert np.array_equal(matches.pooled_precision(protocols.pools(matches)), reference[:, :, :, 0])
