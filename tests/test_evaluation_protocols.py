@@ -254,9 +254,11 @@ def _runs(mask):
 
 @pytest.mark.parametrize("shape", [(7, 5), (60, 90), (480, 640)])
 def test_rle_crop_and_counts_equal_pycocotools_decode(shape):
-    """Compressed RLE strings of small and large runs (several 5-bit groups, negative
-    differences), empty and full masks: the counts are the mask's runs, the crop its pixels."""
+    """Compressed RLE strings (bytes and str) of small and large runs (several 5-bit groups,
+    negative differences), an uncompressed one, empty and full masks, decoded together: the
+    counts are each mask's runs, the crops its pixels."""
     rng = np.random.default_rng(shape[0])
+    masks = []
     for index in range(40):
         mask = np.zeros(shape, np.uint8)
         for _ in range(int(rng.integers(0, 4))):
@@ -266,11 +268,16 @@ def test_rle_crop_and_counts_equal_pycocotools_decode(shape):
             mask |= (rng.random(shape) < 0.3).astype(np.uint8)
         if index == 1:
             mask[:] = 1
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        assert np.array_equal(boundary_iou.rle_counts(rle), _runs(mask))
-        assert np.array_equal(boundary_iou.rle_counts(dict(rle, counts=rle["counts"].decode())), _runs(mask))
-        x0, y0, w, h = (int(value) for value in mask_utils.toBbox(rle))
-        assert np.array_equal(boundary_iou.rle_crop(rle, x0, y0, w, h), mask[y0:y0 + h, x0:x0 + w])
+        masks.append(mask)
+    rles = [mask_utils.encode(np.asfortranarray(mask)) for mask in masks]
+    rles = [dict(rle, counts=rle["counts"].decode()) if index % 2 else rle for index, rle in enumerate(rles)]
+    rles[3] = {"size": list(shape), "counts": _runs(masks[3]).tolist()}  # uncompressed
+    counts, offsets = boundary_iou.rle_counts(rles)
+    for index, mask in enumerate(masks):
+        assert np.array_equal(counts[offsets[index]:offsets[index + 1]], _runs(mask)), index
+    boxes = mask_utils.toBbox([mask_utils.encode(np.asfortranarray(mask)) for mask in masks]).astype(np.int64)
+    for (x0, y0, w, h), mask, crop in zip(boxes, masks, boundary_iou.rle_crops(rles, boxes)):
+        assert np.array_equal(crop, mask[y0:y0 + h, x0:x0 + w])
 
 
 def test_boundary_iou_is_pycocotools_iou_of_the_bands_at_most_the_mask_iou():

@@ -75,12 +75,12 @@ class BoundaryIoU:
         self.dilation_ratio = dilation_ratio
 
     def bands(self, rles: Sequence[dict]) -> List[Band]:
-        """The cropped band of each compressed RLE, each decoded on its bounding box only."""
+        """The cropped band of each RLE, each decoded on its bounding box only."""
+        boxes = mask_utils.toBbox(list(rles)).astype(np.int64).reshape(-1, 4) if len(rles) else np.zeros((0, 4), int)
         bands = []
-        for rle, box in zip(rles, mask_utils.toBbox(list(rles)) if rles else []):
-            x0, y0, width, height = (int(value) for value in box)
+        for rle, box, crop in zip(rles, boxes, rle_crops(rles, boxes)):
             dilation = dilation_pixels(int(rle["size"][0]), int(rle["size"][1]), self.dilation_ratio)
-            bands.append((y0, x0, _band_of_crop(rle_crop(rle, x0, y0, width, height), dilation)))
+            bands.append((int(box[1]), int(box[0]), _band_of_crop(crop, dilation)))
         return bands
 
     def iou(self, mask_ious: np.ndarray, dt_rles: Sequence[dict], gt_rles: Sequence[dict],
@@ -96,38 +96,81 @@ class BoundaryIoU:
         return np.minimum(mask_ious, out)
 
 
-def rle_counts(rle: dict) -> np.ndarray:
-    """The run lengths (int64) of an RLE: its list, or the decoded string of a compressed RLE
-    (pycocotools' `rleFrString`: 6-bit groups from character - 48, 5 value bits each, 0x20 = more
-    to come, 0x10 in a value's last group = negative; from the fourth run on, a run is stored as
-    its difference to the run two before)."""
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        return np.asarray(counts, np.int64)
-    data = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, np.uint8).astype(np.int64) - 48
-    if not len(data):
-        return np.zeros(0, np.int64)
-    last = (data & 0x20) == 0  # a value's last group
-    starts = np.flatnonzero(np.r_[True, last[:-1]])
-    value_of = np.cumsum(np.r_[0, last[:-1].astype(np.int64)])
-    shift = 5 * (np.arange(len(data)) - starts[value_of])
-    values = np.bincount(value_of, weights=(data & 0x1F) << shift).astype(np.int64)
-    negative = (data[last] & 0x10) != 0
-    values[negative] |= -1 << (shift[last][negative] + 5)
-    values[3::2] = np.cumsum(values[1::2])[1:]  # differences to the run two before, from the fourth run
-    values[4::2] = np.cumsum(values[2::2])[1:]
-    return values
+def rle_counts(rles: Sequence[dict]) -> Tuple[np.ndarray, np.ndarray]:
+    """The run lengths of several RLEs at once: (counts int64 concatenated, (n + 1,) offsets of each
+    RLE's runs). A compressed RLE's string is read as pycocotools' `rleFrString` does: 6-bit
+    groups from character - 48, 5 value bits each, 0x20 = more to come, 0x10 in a value's last
+    group = negative; from the fourth run on, a run is stored as its difference to the run two
+    before. An uncompressed RLE (a list) is taken as it is."""
+    strings = [rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"] for rle in rles]
+    compressed = np.array([not isinstance(counts, list) for counts in strings], bool)
+    per_rle: List[np.ndarray] = [np.zeros(0, np.int64)] * len(rles)
+    if compressed.any():
+        chosen = np.flatnonzero(compressed)
+        lengths = np.array([len(strings[index]) for index in chosen], np.int64)
+        data = np.frombuffer(b"".join(strings[index] for index in chosen), np.uint8).astype(np.int64) - 48
+        last = (data & 0x20) == 0  # a value's last group (a string ends with one)
+        starts = np.flatnonzero(np.r_[True, last[:-1]]) if len(data) else np.zeros(0, np.int64)
+        value_of = np.cumsum(np.r_[0, last[:-1].astype(np.int64)]) if len(data) else np.zeros(0, np.int64)
+        shift = 5 * (np.arange(len(data)) - starts[value_of])
+        values = np.bincount(value_of, weights=(data & 0x1F) << shift, minlength=int(last.sum())).astype(np.int64)
+        negative = (data[last] & 0x10) != 0
+        values[negative] |= -1 << (shift[last][negative] + 5)
+        owner = np.repeat(np.arange(len(chosen)), lengths)[last]  # the RLE of each value
+        count_per = np.bincount(owner, minlength=len(chosen))
+        local = np.arange(len(values)) - np.repeat(np.cumsum(count_per) - count_per, count_per)
+        # from the fourth run on: run m += run m - 2, i.e. a running sum per (RLE, parity) from run 1 and run 2
+        summed = np.flatnonzero(local >= 1)
+        order = summed[np.lexsort((local[summed], local[summed] % 2, owner[summed]))]
+        segment = owner[order] * 2 + local[order] % 2
+        running = np.cumsum(values[order])
+        first = np.r_[True, segment[1:] != segment[:-1]] if len(order) else np.zeros(0, bool)
+        base = (running - values[order])[first]
+        values[order] = running - np.repeat(base, np.diff(np.r_[np.flatnonzero(first), len(order)]))
+        for index, piece in zip(chosen, np.split(values, np.cumsum(count_per)[:-1])):
+            per_rle[index] = piece
+    for index in np.flatnonzero(~compressed):
+        per_rle[index] = np.asarray(strings[index], np.int64)
+    offsets = np.r_[0, np.cumsum([len(piece) for piece in per_rle])].astype(np.int64)
+    return (np.concatenate(per_rle) if per_rle else np.zeros(0, np.int64)), offsets
 
 
-def rle_crop(rle: dict, x0: int, y0: int, width: int, height: int) -> np.ndarray:
-    """(height, width) uint8 pixels of an RLE's mask in the box [x0, y0, width, height], without
-    decoding the whole image: an RLE is column-major, so the box's columns are one run of pixels."""
-    image_height = int(rle["size"][0])
-    counts = rle_counts(rle)
+_CROP_CHUNK = 1 << 22  # pixels decoded at once (bounded memory)
+
+
+def rle_crops(rles: Sequence[dict], boxes: np.ndarray) -> List[np.ndarray]:
+    """For each RLE its (h, w) uint8 pixels in its box [x0, y0, w, h] (boxes (n, 4) int), without
+    decoding whole images: an RLE is column-major, so a box's columns are one stretch of pixels;
+    the stretches of many RLEs are decoded together."""
+    counts, offsets = rle_counts(rles)
+    heights = np.array([int(rle["size"][0]) for rle in rles], np.int64)
+    x0, y0, width, height = (boxes[:, column].astype(np.int64) for column in range(4)) if len(rles) else \
+        (np.zeros(0, np.int64),) * 4
+    strip = width * heights  # pixels of each box's columns
+    crops: List[np.ndarray] = []
+    start = 0
+    while start < len(rles):
+        stop = start + 1
+        while stop < len(rles) and strip[start:stop + 1].sum() <= _CROP_CHUNK:
+            stop += 1
+        crops += _decode_strips(counts[offsets[start]:offsets[stop]], offsets[start:stop + 1] - offsets[start],
+                                x0[start:stop] * heights[start:stop], strip[start:stop], heights[start:stop],
+                                y0[start:stop], height[start:stop], width[start:stop])
+        start = stop
+    return crops
+
+
+def _decode_strips(counts, offsets, begin, strip, heights, y0, height, width) -> List[np.ndarray]:
+    """The crops of RLEs whose runs are `counts` (split by `offsets`), each from its stretch of
+    `strip` pixels starting at flat index `begin`: every run clipped to its stretch, then repeated."""
+    count_per = np.diff(offsets)
+    owner = np.repeat(np.arange(len(strip)), count_per)
     ends = np.cumsum(counts)
-    begin, end = x0 * image_height, (x0 + width) * image_height
-    ones_start = np.clip((ends - counts)[1::2], begin, end) - begin  # runs of 1 are the odd ones
-    ones_end = np.clip(ends[1::2], begin, end) - begin
-    edges = np.bincount(ones_start, minlength=end - begin + 1) - np.bincount(ones_end, minlength=end - begin + 1)
-    columns = (np.cumsum(edges)[:end - begin] > 0).astype(np.uint8).reshape(width, image_height)
-    return np.ascontiguousarray(columns.T[y0:y0 + height])
+    ends -= np.repeat(np.r_[0, ends[offsets[1:-1] - 1]] if len(strip) > 1 else np.zeros(1, np.int64), count_per)
+    low, high = begin[owner], begin[owner] + strip[owner]
+    lengths = np.clip(ends, low, high) - np.clip(ends - counts, low, high)
+    value = ((np.arange(len(counts)) - np.repeat(offsets[:-1], count_per)) % 2).astype(np.uint8)  # 0s, 1s, ...
+    pixels = np.repeat(value, lengths)
+    out_start = np.r_[0, np.cumsum(strip)]
+    return [pixels[out_start[k]:out_start[k + 1]].reshape(int(width[k]), int(heights[k])).T[
+        int(y0[k]):int(y0[k]) + int(height[k])] for k in range(len(strip))]

@@ -40,6 +40,7 @@ from suite.evaluation import boundary_iou
 LVIS_MAX_DETS = 300
 CANDIDATE_IOU = 0.5  # the lowest IoU threshold: a pair below it never matches
 _PAIR_CHUNK = 1 << 22  # box pairs per IoU chunk (bounded memory)
+_BOUNDARY_PAIRS = 4096  # mask pairs whose boundary IoU is computed together
 
 
 @dataclass
@@ -441,10 +442,26 @@ def _box_candidates(dt_boxes, gt_boxes, gt_start, gt_count):
 def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count, boundary_dilation_ratio=None):
     """As `_box_candidates` for masks, with pycocotools' `iou` on each (image, category); with a
     `boundary_dilation_ratio`, the boundary IoU of the pairs whose mask IoU is >= 0.5 (below,
-    their boundary IoU, never more than the mask IoU, cannot reach it)."""
+    their boundary IoU, never more than the mask IoU, cannot reach it), computed for up to
+    _BOUNDARY_PAIRS pairs at once (their masks are decoded together; bounded memory)."""
     found = ([], [], [])
     boundary = None if boundary_dilation_ratio is None else boundary_iou.BoundaryIoU(boundary_dilation_ratio)
+    pending: List[tuple] = []  # hits awaiting their boundary IoU: (dt rows, gt rows, mask IoUs, dt RLEs, gt RLEs)
+
+    def keep(dt_rows, gt_rows, ious):
+        for store, values in zip(found, (dt_rows, gt_rows, ious)):
+            store.append(values)
+
+    def flush():
+        dt_rows, gt_rows, ious = (np.concatenate([hit[k] for hit in pending]) for k in range(3))
+        ious = boundary.iou(ious, [rle for hit in pending for rle in hit[3]], [rle for hit in pending for rle in hit[4]],
+                            dt_rows, gt_rows)
+        hit = ious >= CANDIDATE_IOU
+        keep(dt_rows[hit], gt_rows[hit], ious[hit])
+        pending.clear()
+
     starts = _group_starts(dt_key)
+    pending_pairs = 0
     for begin, end in zip(starts, np.r_[starts[1:], len(dt_key)].astype(np.int64)):
         count = int(gt_count[begin])
         if count == 0:
@@ -453,14 +470,17 @@ def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count, boundar
         gt_rles = [lvis_gt.ann_to_rle(anns[row]) for row in gt_rows]
         ious = np.asarray(mask_utils.iou(dt_rles[begin:end], gt_rles, np.zeros(count, np.uint8)))
         dt_hit, gt_hit = np.nonzero(ious >= CANDIDATE_IOU)
-        if boundary is not None:
-            pair_ious = boundary.iou(ious[dt_hit, gt_hit], [dt_rles[begin + d] for d in dt_hit],
-                                     [gt_rles[g] for g in gt_hit], begin + dt_hit, gt_rows[gt_hit])
-            ious = np.zeros_like(ious)
-            ious[dt_hit, gt_hit] = pair_ious
-            dt_hit, gt_hit = np.nonzero(ious >= CANDIDATE_IOU)
-        for store, values in zip(found, (begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])):
-            store.append(values)
+        if boundary is None:
+            keep(begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])
+            continue
+        pending.append((begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit], [dt_rles[begin + d] for d in dt_hit],
+                        [gt_rles[g] for g in gt_hit]))
+        pending_pairs += len(dt_hit)
+        if pending_pairs >= _BOUNDARY_PAIRS:
+            flush()
+            pending_pairs = 0
+    if pending:
+        flush()
     return _concatenate(found)
 
 
