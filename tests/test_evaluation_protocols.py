@@ -422,6 +422,30 @@ def test_pooled_ap_equals_large_vocab_devil(hard, task, dets_per_cat, tmp_path):
                        for metric, pool in zip(protocols.POOLED_METRICS, protocols.POOLS)}
 
 
+@pytest.mark.lvdevil_source
+def test_pooled_ap_counts_a_category_without_ground_truth_as_large_vocab_devil(hard, tmp_path):
+    """A category with no ground truth anywhere but detections on images that list it as negative:
+    per category it has no AP, in its pools its false positives count."""
+    _, _, dataset, results = hard
+    dropped = 11
+    changed = copy.deepcopy(dataset)
+    held = {a["image_id"] for a in changed["annotations"] if a["category_id"] == dropped}
+    changed["annotations"] = [a for a in changed["annotations"] if a["category_id"] != dropped]
+    for image in changed["images"]:
+        image["not_exhaustive_category_ids"] = [c for c in image["not_exhaustive_category_ids"] if c != dropped]
+        if image["id"] in held:
+            image["neg_category_ids"] = sorted(set(image["neg_category_ids"]) | {dropped})
+    lvis_gt, path = _gt(changed, tmp_path, "no_gt_of_a_category.json")
+    assert held and any(r["category_id"] == dropped and r["image_id"] in held for r in results)
+    reference, reference_results, protocol = _devil("devil-pooled", (lvis_gt, path, changed, results), "bbox",
+                                                    10000, tmp_path)
+    matches = _match(lvis_gt, results, "bbox", protocol, ("all",))
+    assert np.array_equal(matches.pooled_precision(protocols.pools(matches)), reference[:, :, :, 0])
+    assert (matches.precision()[:, :, dropped - 1] == -1).all()
+    without = [k for k in range(matches.num_categories) if k != dropped - 1]  # its false positives matter:
+    assert not np.array_equal(matches.pooled_precision([without]), reference[:, :, :1, 0])
+
+
 @pytest.mark.lvis_source
 def test_challenge2021_equals_the_lvis_api_challenge_branch(hard, tmp_path):
     """Detections without boxes, as Detectron2 evaluates masks (with boxes the branch takes a
