@@ -19,6 +19,7 @@ from lvis import LVIS
 from pycocotools import mask as mask_utils
 
 from suite.evaluation import bootstrap
+from suite.schema import GROUP_METRICS
 
 DETECTIONS_PER_IMAGE = 100
 
@@ -68,7 +69,7 @@ def main(argv):
     print(f"{len(dataset['images'])} images, {len(results)} detections, {resamples} resamples x 2 tasks: "
           f"{time.perf_counter() - start:.1f} s")
     for task in ("bbox", "segm"):
-        se = {metric: round(record["se"][task][metric], 2) for metric in bootstrap.BOOTSTRAP_METRICS}
+        se = {metric: round(record["se"][task][metric], 2) for metric in GROUP_METRICS}
         print(f"{task}: SE {se}, mean APr {np.nanmean(record['replicates'][task]['APr']):.1f}")
 
 

@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Dict, Iterable, Iterator
 
 from suite.errors import UserError
-
-SCHEMA_VERSION = 1
+from suite.schema import SCHEMA_VERSION
 
 
 def _json_safe(value: Any) -> Any:

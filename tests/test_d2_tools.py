@@ -20,12 +20,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 
 from suite.cli import main as suite_main
-from suite.d2 import LOSS_CONFIG_KEYS, CosineConv2d, LongTailOutputLayers, add_longtail_config, loss_params_from_cfg
+from suite.d2 import CosineConv2d, LongTailOutputLayers, add_longtail_config, loss_param_key, loss_params_from_cfg
 from suite.d2.lazy import trained_loss
 from suite.data.synth import generate
 from suite.harness.lazy_run import lazy_run_recorder, lazy_run_setting
 from suite.harness.run_record import read_run_record
-from suite.losses import params_with_defaults
+from suite.losses import params_with_defaults, trainable_losses
 from suite.report import run_config
 from suite.report.paired import arm_name
 from suite.report.records import check_run
@@ -257,7 +257,7 @@ def test_lazy_mask_rcnn_run_setting(data, tmp_path):
     assert lazy_run_recorder(cfg, None) is None  # no --dataset: no record (said in the log)
 
 
-@pytest.mark.parametrize("loss", sorted(LOSS_CONFIG_KEYS))
+@pytest.mark.parametrize("loss", sorted(name for name, loss in trainable_losses().items() if loss.config_node))
 def test_both_routes_record_a_loss_at_its_defaults_alike(loss):
     """A LazyConfig run's loss parameters (the constructor's defaults) are a yaml run's (the
     plugin's keys at add_longtail_config's defaults): the report tells the same settings apart
@@ -266,6 +266,16 @@ def test_both_routes_record_a_loss_at_its_defaults_alike(loss):
     add_longtail_config(cfg)
     cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = loss
     assert params_with_defaults(loss, {}) == loss_params_from_cfg(cfg)
+
+
+def test_a_loss_parameter_is_set_through_its_declared_key():
+    cfg = get_cfg()
+    add_longtail_config(cfg)
+    cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS = "seesaw"
+    cfg.merge_from_list([loss_param_key("seesaw", "q"), "0.0"])
+    assert loss_params_from_cfg(cfg) == {**params_with_defaults("seesaw", {}), "q": 0.0}
+    with pytest.raises(ValueError, match="seesaw has no config key for 'r'"):
+        loss_param_key("seesaw", "r")
 
 
 def test_a_cascade_whose_stages_differ_has_no_run_record(data, tmp_path):

@@ -17,8 +17,9 @@ from pycocotools import mask as mask_utils
 
 from suite.evaluation import lvis_numpy2
 from suite.data.register import register_synthetic_lvis
-from suite.evaluation.evaluate import (METRICS, evaluate_lvis_results, evaluate_model, metrics_record,
+from suite.evaluation.evaluate import (evaluate_lvis_results, evaluate_model, metrics_record,
                                     per_category_record, run_lvis_eval)
+from suite.schema import AP_METRICS
 
 from data_helpers import SMALL, read, small_set
 
@@ -150,7 +151,7 @@ def test_no_predictions_give_nan_like_detectron2(val):
     evaluation = evaluate_lvis_results(lvis_gt, [], tasks=("bbox", "segm"))
     assert all(math.isnan(value) for task in evaluation.values() for value in task.values())
     record = metrics_record(evaluation)
-    assert record["bbox"] == dict.fromkeys(METRICS)
+    assert record["bbox"] == dict.fromkeys(AP_METRICS)
 
 
 class GroundTruthModel(torch.nn.Module):
@@ -198,7 +199,7 @@ def test_detectron2_inference_and_evaluator_give_the_same_numbers(small, val, tm
     assert {r["category_id"] for r in saved} == {c for c, group in frequency.items() if group != "r"}
 
     metrics = metrics_record(evaluation)
-    assert set(metrics) == {"bbox", "segm"} and all(set(m) == set(METRICS) for m in metrics.values())
+    assert set(metrics) == {"bbox", "segm"} and all(set(m) == set(AP_METRICS) for m in metrics.values())
     assert (metrics["segm"]["APr"], metrics["segm"]["APf"]) == pytest.approx((0.0, 100.0))
     records = per_category_record(evaluation, MetadataCatalog.get(registered.train).lvis_categories)
     train_categories = read(small.split("train").json_file)["categories"]

@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils
 
 from suite.evaluation import bootstrap, boundary_iou, lvis_fast, protocols
 from suite.evaluation.evaluate import evaluate_lvis_results, protocols_record
+from suite.schema import AP_METRICS, GROUP_METRICS
 
 from eval_helpers import hard_case
 
@@ -184,7 +185,7 @@ def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
                                      metrics=bootstrap.bootstrap_metrics(protocol.name))
         assert _same({metric: values[1] for metric, values in record["replicates"][key].items()},
                      {metric: float("nan") if value == -1 else value * 100 for metric, value in on_set.items()}), key
-    assert set(record["replicates"]["segm-fixed"]) == set(bootstrap.BOOTSTRAP_METRICS + protocols.POOLED_METRICS)
+    assert set(record["replicates"]["segm-fixed"]) == set(GROUP_METRICS + protocols.POOLED_METRICS)
     with pytest.raises(ValueError, match="standard protocol only"):
         bootstrap.bootstrap_record(path, results, resamples=3, evaluator="official", protocols=("fixed",))
 
@@ -403,7 +404,7 @@ def test_fixed_ap_equals_large_vocab_devil(hard, task, dets_per_cat, tmp_path):
     reference, reference_results, protocol = _devil("devil-fixed", hard, task, dets_per_cat, tmp_path)
     matches = _match(lvis_gt, results, task, protocol)
     assert np.array_equal(matches.precision(), reference)
-    summary = protocols.summarize(matches, protocol, metrics=lvis_fast.AP_METRICS)
+    summary = protocols.summarize(matches, protocol, metrics=AP_METRICS)
     assert summary == {metric: reference_results[metric] for metric in summary}
     assert matches.num_greedy_groups > 0 and matches.num_tied_detections > 0
 

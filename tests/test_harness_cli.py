@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from suite.cli import main
-from suite.evaluation.evaluate import METRICS
+from suite.schema import AP_METRICS
 from suite.harness.run_record import read_run_record
 
 from data_helpers import RUN_SET, lay_out_like_lvis_v1, small_set
@@ -61,7 +61,7 @@ def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
     assert record["config"]["MODEL"]["ROI_BOX_HEAD"]["CLS_LOSS"] == loss
     assert len(record["config_hash"]) == 64
     for task in ("bbox", "segm"):
-        assert set(record["metrics"][task]) == set(METRICS)
+        assert set(record["metrics"][task]) == set(AP_METRICS)
     assert [c["id"] for c in record["per_category"]] == list(range(1, 10))
     assert {c["frequency"] for c in record["per_category"]} == {"r", "c", "f"}
     assert all(set(c) >= {"name", "image_count", "instance_count", "bbox_AP", "segm_AP"} for c in record["per_category"])

@@ -1,10 +1,12 @@
 """The loss interface: construction, shapes, scores, input errors, empty and degenerate batches."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from suite.losses import LOSSES, build_loss
+from suite.losses import LOSSES, SigmoidClassificationLoss, build_loss, trainable_losses
 
 from losses_helpers import LOSS_NAMES, make_batch, make_loss
 
@@ -184,3 +186,32 @@ def test_extreme_logits_stay_finite(name):
     assert torch.isfinite(total)
     assert torch.isfinite(logits.grad).all()
     assert torch.isfinite(loss.scores(logits)).all()
+
+
+def test_the_sigmoid_losses_share_their_base():
+    """focal, EQL and the federated loss: num_classes logits, their summed loss over N."""
+    for name in ("focal", "eql", "fed"):
+        loss = make_loss(name, 7)
+        assert isinstance(loss, SigmoidClassificationLoss) and loss.num_logits == 7
+        logits, labels = make_batch(loss, 5, dtype=torch.float64)
+        assert torch.equal(loss(logits, labels)["loss_cls"], loss._sum(logits, labels) / 5)
+
+
+def test_a_federated_loss_draws_nothing_on_an_empty_batch():
+    """As Detectron2, whose loss returns before its draw: the next batch draws what it would have."""
+    loss, fresh = make_loss("fed", 50, num_sampled_classes=5).train(), make_loss("fed", 50, num_sampled_classes=5).train()
+    logits, labels = make_batch(loss, 8, dtype=torch.float32)
+    loss(logits[:0], labels[:0])
+    assert loss.steps == 0 and torch.equal(loss(logits, labels)["loss_cls"], fresh(logits, labels)["loss_cls"])
+
+
+@pytest.mark.parametrize("name", sorted(trainable_losses()))
+def test_a_loss_declares_its_config_keys_as_its_constructor_names_them(name):
+    """Every declared key names a constructor parameter, and class_freq is declared exactly by the
+    losses whose constructor takes it."""
+    loss = trainable_losses()[name]
+    parameters = inspect.signature(loss.__init__).parameters
+    assert set(loss.config_keys.values()) <= set(parameters) - {"self", "num_classes", "class_freq"}
+    assert (loss.config_node is None) == (not loss.config_keys)
+    assert set(loss.implementation_params) <= set(loss.config_keys.values())
+    assert loss.needs_class_freq == ("class_freq" in parameters)

@@ -43,7 +43,7 @@ def test_change_runs_from_the_milder_set_to_the_harsher_with_welchs_interval():
     frame = changes(two_protocols())
     assert set(frame["column"]) == set(across.COLUMNS) and set(frame["arm"]) == {"seesaw"}
     row = frame[frame["column"] == "segm_APr"].iloc[0]
-    assert row["from"].startswith("b_mild,") and row["to"].startswith("a_harsh,")
+    assert row["from"].startswith("b_mild: ") and row["to"].startswith("a_harsh: ")
     assert (row["n_from"], row["n_to"], row["change"]) == (2, 3, pytest.approx(4.0))  # mean 6 - mean 2
     nu = (7 / 3) ** 2 / (1 + (4 / 3) ** 2 / 2)  # variances of the means: 2 / 2 and 4 / 3
     half = stats.t_quantile(0.975, nu) * math.sqrt(7 / 3)
@@ -70,6 +70,6 @@ def test_the_report_has_the_section(tmp_path):
     text = build_report([tmp_path / "runs"], tmp_path / "report").readme.read_text()
     assert "## Across protocols" in text
     section = text.split("## Across protocols", 1)[1]
-    assert "From *b_mild, 100 iterations, protocol" in section
+    assert "From *b_mild: " in section and "* to *a_harsh: " in section
     line = next(line for line in section.splitlines() if line.startswith("| seesaw − ce |"))
     assert line.startswith("| seesaw − ce | 2, 3 | +0.0 | +4.0 [") and line.endswith("n.d. |")

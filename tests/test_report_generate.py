@@ -163,9 +163,11 @@ def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_
         "ce_small": run("ce", 0, 10.0, batch=64), "seesaw_small": run("seesaw", 0, 12.0, batch=64)})
     assert sorted(experiments["count"]) == [1, 1, 2, 3]  # ce_0, ce_1 and ce_2; seesaw_0 and seesaw_1
     assert experiments["protocol"].nunique() == 2
-    for _, row in experiments.iterrows():  # two protocols in the data set: each label names its own
-        assert row["label"] == f"{row['loss']} (100 it, protocol {row['protocol'][:8]})"
     large = experiments[experiments["count"] == 3]["protocol"].iloc[0]
+    for _, row in experiments.iterrows():  # two protocols in the data set: each label says what it is
+        batch = 512 if row["protocol"] == large else 64
+        assert row["label"] == (f"{row['loss']} (6 classes, 40 images, 100 it, from scratch, "
+                                f"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE={batch})")
     deltas = {row[0]: row[1] for row in table_rows("\n" + tables.delta_table(experiments), "\n")}
     label = {(row["loss"], row["protocol"] == large): row["label"] for _, row in experiments.iterrows()}
     # bbox AP = ap + 1: seesaw's mean 32 against the CE mean 21; seesaw 13 against CE 11.
@@ -181,7 +183,8 @@ def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_
         cosine[f"cosine_{scale}"]["config"]["MODEL"]["ROI_BOX_HEAD"].update(COSINE_CLASSIFIER=True, COSINE_SCALE=scale)
     experiments = experiments_of(cosine)
     arm = experiments[experiments["loss"] == "seesaw+cos"]
-    assert sorted(arm["label"]) == [f"seesaw+cos (100 it, protocol {large[:8]}) " + json.dumps(
+    assert sorted(arm["label"]) == [f"seesaw+cos (6 classes, 40 images, 100 it, from scratch, "
+                                    f"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=512) " + json.dumps(
         {"CLS_NUM_LOGITS": None, "COSINE_SCALE": scale}) for scale in (10.0, 20.0)]
 
 
@@ -216,11 +219,13 @@ def test_readme_tables_hold_the_numbers(report):
 def test_figures_are_written(report):
     _, report = report
     out = report.readme.parent
-    expected = {"ap_groups_synth.png", "ap_groups_lvis_v1.png", "per_category_synth.png", "per_category_lvis_v1.png",
-                "grad_balance_synth.png", "kernel_time.png", "step_throughput.png"}
+    expected = {"ap_groups_synth.png", "ap_groups_lvis_v1.png", "grad_balance_synth.png", "kernel_time.png",
+                "step_throughput.png"}
     paired_figures = {name for name in report.figures if name.startswith("paired_synth_")}
     assert len(paired_figures) == 1  # ce has 2 seeds on synth: a paired comparison
-    expected |= paired_figures
+    per_category = {name for name in report.figures if name.startswith("per_category_")}
+    assert {name.rsplit("_", 1)[0] for name in per_category} == {"per_category_synth", "per_category_lvis_v1"}
+    expected |= paired_figures | per_category
     assert set(report.figures) == expected
     text = report.readme.read_text()
     for name in expected:
@@ -277,7 +282,8 @@ def test_benchmarks_alone_or_runs_alone(results, tmp_path):
     assert only_bench.figures == ["kernel_time.png", "step_throughput.png"]
     assert "## Accuracy\n\nNo run records." in only_bench.readme.read_text()
     only_run = generate_report([results / "ce_1"], tmp_path / "run_out")
-    assert only_run.figures == ["ap_groups_synth.png", "per_category_synth.png"]  # no grad_balance recorded
+    assert only_run.figures[0] == "ap_groups_synth.png" and len(only_run.figures) == 2  # no grad_balance recorded
+    assert only_run.figures[1].startswith("per_category_synth_")
     assert "### Kernel (loss forward + backward)\n\nNo records." in only_run.readme.read_text()
 
 

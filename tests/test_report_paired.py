@@ -3,7 +3,7 @@ the flags for dirty trees and mixed commits; records of yaml and of LazyConfig r
 
 import copy
 
-from suite.report import paired
+from suite.report import paired, protocols
 from suite.report.records import Records
 from suite.report.run_config import experiment_config
 
@@ -52,7 +52,7 @@ def test_keys_added_after_older_runs_do_not_split_a_protocol():
     for record in later:
         record["config"]["TEST"] = {"LVIS_EVALUATOR": "fast"}
         record["config"]["MODEL"]["ROI_BOX_CASCADE_HEAD"] = {"STAGE_LOSS_WEIGHTS": []}
-    assert paired.later_keys([older["config"], *(record["config"] for record in later)]) == {
+    assert protocols.later_keys([older["config"], *(record["config"] for record in later)]) == {
         ("TEST", "LVIS_EVALUATOR"), ("MODEL", "ROI_BOX_CASCADE_HEAD", "STAGE_LOSS_WEIGHTS")}
     (protocol,) = paired.protocols(records(older, *later))
     assert set(protocol.runs["ce"]) == {0, 1, 2}
@@ -100,4 +100,4 @@ def test_lazy_config_runs_are_a_protocol_of_their_own():
     assert experiments[0] == experiments[1] != experiments[2]
     changed = copy.deepcopy(lazy[1])
     changed["config"]["model"]["roi_heads"]["box_predictors"][0]["num_classes"] = 7
-    assert paired.protocol_key(changed) != paired.protocol_key(lazy[1])
+    assert protocols.protocol_key(changed) != protocols.protocol_key(lazy[1])

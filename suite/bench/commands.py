@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from suite.errors import UserError
+from suite.schema import BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, TASKS
 
 
 def register(subparsers) -> None:
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
                             "8000 19809, LVIS v1 val's)")
     evaluation.add_argument("--official-sizes", type=int, nargs="*", default=[1000, 2000], metavar="IMAGES",
                             help="image counts for the official lvis API (default: 1000 2000)")
-    evaluation.add_argument("--tasks", nargs="+", choices=("bbox", "segm"), default=["bbox", "segm"])
+    evaluation.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     evaluation.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default: 200)")
     evaluation.add_argument("--official-timed-resamples", type=int, default=5, metavar="B",
                             help="official accumulations timed to extrapolate its bootstrap (default: 5)")
@@ -115,7 +116,7 @@ def run_kernel(args: argparse.Namespace) -> int:
     def bench(device, quick, progress):
         return run_kernel_bench(device, quick, contended=args.contended, progress=progress)
 
-    return _run(args, "bench_kernel", bench)
+    return _run(args, BENCH_KERNEL_KIND, bench)
 
 
 def run_guard(args: argparse.Namespace) -> int:
@@ -159,7 +160,7 @@ def run_guard(args: argparse.Namespace) -> int:
 def run_step(args: argparse.Namespace) -> int:
     from suite.bench.step import run_step_bench
 
-    return _run(args, "bench_step", run_step_bench)
+    return _run(args, BENCH_STEP_KIND, run_step_bench)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -182,7 +183,7 @@ def run_eval(args: argparse.Namespace) -> int:
     _check_output(args.output)
     records = run_eval_bench(args.sizes, args.official_sizes, args.tasks, args.resamples,
                              args.official_timed_resamples, args.seed, progress=_progress, protocols=args.protocols)
-    write_bench_file(args.output, "bench_eval", "cpu", records)
+    write_bench_file(args.output, BENCH_EVAL_KIND, "cpu", records)
     print(f"wrote {len(records)} records to {args.output}")
     return 0
 

@@ -40,8 +40,9 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
+from suite.schema import GROUP_METRICS, TASKS
+
 EVALUATORS = ("fast", "official")
-TASKS = ("bbox", "segm")
 
 
 def _rss_gib() -> float:
@@ -136,7 +137,7 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
         "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
         **{metric: (None if summary[metric] == -1 else float(summary[metric]) * 100)
-           for metric in ("AP", "APr", "APc", "APf")},
+           for metric in GROUP_METRICS},
         **extra,
     }
 

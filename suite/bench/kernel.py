@@ -32,7 +32,7 @@ from torch import Tensor
 
 from suite.bench.contention import competing_process
 from suite.bench.timing import Timing, time_calls
-from suite.losses import CLASS_FREQ_LOSSES, build_loss
+from suite.losses import LOSSES, build_loss
 from suite.losses.official import load_official_eqlv2, load_official_seesaw
 
 ROIS_PER_IMAGE = 512
@@ -74,7 +74,7 @@ def build_loss_module(name: str, num_classes: int, device: str) -> torch.nn.Modu
     """A suite loss for a row of LOSS_ROWS, in training mode on `device`."""
     if name in ("seesaw_eager", "seesaw_compiled"):
         loss = build_loss("seesaw", num_classes, compiled=name == "seesaw_compiled")
-    elif name in CLASS_FREQ_LOSSES:
+    elif LOSSES[name].needs_class_freq:
         loss = build_loss(name, num_classes, class_freq=zipf_class_freq(num_classes))
     else:
         loss = build_loss(name, num_classes)

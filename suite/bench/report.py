@@ -4,9 +4,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from suite.environment import collect
-from suite.records import SCHEMA_VERSION, write_json_atomic
-
-BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
+from suite.records import write_json_atomic
+from suite.schema import BENCH_KINDS, SCHEMA_VERSION
 
 
 def write_bench_file(path: Path, kind: str, device: str, records: List[Dict[str, object]]) -> None:

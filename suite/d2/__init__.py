@@ -16,13 +16,13 @@ from suite.d2 import cascade, roi_heads  # noqa: F401  (register LongTailROIHead
 from suite.d2.box_predictor import LongTailOutputLayers
 from suite.d2.cascade import LongTailCascadeROIHeads
 from suite.d2.class_freq import class_freq_from_metadata
-from suite.d2.config import (LOSS_CONFIG_KEYS, PARENT_LOSS_KEYS, PLUGIN_ROI_HEADS, add_longtail_config,
-                             check_parent_loss_keys, check_roi_heads, loss_params_from_cfg)
+from suite.d2.config import (PARENT_LOSS_KEYS, PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys,
+                             check_roi_heads, loss_config_nodes, loss_param_key, loss_params_from_cfg)
 from suite.d2.cosine import CosineConv2d, CosineLinear
 from suite.d2.roi_heads import LongTailROIHeads
 
 __all__ = [
     "LongTailROIHeads", "LongTailCascadeROIHeads", "LongTailOutputLayers", "CosineLinear", "CosineConv2d", "add_longtail_config",
-    "loss_params_from_cfg", "class_freq_from_metadata", "LOSS_CONFIG_KEYS", "PARENT_LOSS_KEYS",
+    "loss_params_from_cfg", "loss_config_nodes", "loss_param_key", "class_freq_from_metadata", "PARENT_LOSS_KEYS",
     "check_parent_loss_keys", "check_roi_heads", "PLUGIN_ROI_HEADS",
 ]

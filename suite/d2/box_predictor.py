@@ -13,7 +13,7 @@ from suite.d2.class_freq import class_freq_from_metadata
 from suite.d2.config import YAML_ARGUMENT_NAMES, check_parent_loss_keys, loss_params_from_cfg
 from suite.d2.cosine import CosineLinear
 from suite.d2.grad_balance import GradientBalance
-from suite.losses import CLASS_FREQ_LOSSES, build_loss
+from suite.losses import build_loss, trainable_losses
 
 
 # FastRCNNOutputLayers' own classification-loss switches (current Detectron2; v0.6 has neither) and
@@ -86,7 +86,8 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
             kwargs.pop(argument, None)  # only read with use_fed_loss, which is off here
         super().__init__(input_shape, **kwargs)
         loss_params = dict(loss_params or {})
-        if loss_name in CLASS_FREQ_LOSSES and "class_freq" not in loss_params:
+        loss_class = trainable_losses().get(loss_name)
+        if loss_class is not None and loss_class.needs_class_freq and "class_freq" not in loss_params:
             if class_freq is None:
                 raise ValueError(f"{names['loss_name']} = {loss_name!r} needs class frequencies: "
                                  f"{names['class_freq']}")

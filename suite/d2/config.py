@@ -5,17 +5,32 @@ from typing import Any, Dict, List
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from suite.losses import LAMBDA_LVIS_V1
+from suite.losses import params_with_defaults, trainable_losses
 
-# For each loss with parameters: its config node under MODEL.ROI_BOX_HEAD and KEY -> parameter.
-LOSS_CONFIG_KEYS = {
-    "focal": ("FOCAL", {"ALPHA": "alpha", "GAMMA": "gamma"}),
-    "eql": ("EQL", {"LAMBDA": "lambda_"}),
-    "eqlv2": ("EQLV2", {"GAMMA": "gamma", "MU": "mu", "ALPHA": "alpha", "TEST_WITH_OBJ": "test_with_obj"}),
-    "fed": ("FED", {"NUM_CLASSES": "num_sampled_classes", "FREQ_WEIGHT_POWER": "freq_power", "SEED": "seed"}),
-    "seesaw": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}),
-    "seesaw_official": ("SEESAW", {"P": "p", "Q": "q", "EPS": "eps"}),  # mmdet's code, same keys
-}
+BOX_HEAD = "MODEL.ROI_BOX_HEAD"
+
+
+def loss_config_nodes() -> Dict[str, Dict[str, Any]]:
+    """Each loss's parameter node under MODEL.ROI_BOX_HEAD, as the loss declares it (its class's
+    `config_node` and `config_keys`), at its constructor's defaults: {node: {KEY: default}}. Losses
+    that share a node (Seesaw and its official code) share its keys."""
+    nodes: Dict[str, Dict[str, Any]] = {}
+    for loss in trainable_losses().values():
+        if loss.config_node is not None:
+            defaults = params_with_defaults(loss.name, {})
+            node = nodes.setdefault(loss.config_node, {})
+            for key, parameter in loss.config_keys.items():
+                node.setdefault(key, defaults[parameter])
+    return nodes
+
+
+def loss_param_key(loss_name: str, parameter: str) -> str:
+    """The config key of a loss parameter, e.g. ("seesaw", "q") -> "MODEL.ROI_BOX_HEAD.SEESAW.Q"."""
+    loss = trainable_losses()[loss_name]
+    keys = {param: key for key, param in loss.config_keys.items()}
+    if parameter not in keys:
+        raise ValueError(f"{loss_name} has no config key for {parameter!r}; its keys: {dict(loss.config_keys)}")
+    return f"{BOX_HEAD}.{loss.config_node}.{keys[parameter]}"
 
 
 def add_longtail_config(cfg: CN) -> None:
@@ -41,21 +56,10 @@ def add_longtail_config(cfg: CN) -> None:
     head.CHECK_LABELS = False
     # Accumulate per-class positive/negative classifier gradient (run record's grad_balance).
     head.RECORD_GRAD_BALANCE = False
-    # Sigmoid focal loss (Lin et al. 2017).
-    head.FOCAL = CN({"ALPHA": 0.25, "GAMMA": 2.0})
-    # Equalization Loss (Tan et al. 2020): rare-class frequency threshold; 1.1e-3 for LVIS v1,
-    # 1.76e-3 for LVIS v0.5. Class frequencies come from the training set's metadata.
-    head.EQL = CN({"LAMBDA": LAMBDA_LVIS_V1})
-    # Equalization Loss v2 (Tan et al. 2021), the official defaults: slope and centre of the
-    # gradient-ratio mapping, positive up-weighting, and scores times (1 - objectness) at test.
-    head.EQLV2 = CN({"GAMMA": 12.0, "MU": 0.8, "ALPHA": 4.0, "TEST_WITH_OBJ": True})
-    # Federated loss (Zhou et al. 2021), Detectron2's defaults (FED_LOSS_NUM_CLASSES,
-    # FED_LOSS_FREQ_WEIGHT_POWER): classes per step and the exponent of the sampling weights
-    # (training-set frequencies from the metadata); SEED seeds the draws with the rank and step.
-    head.FED = CN({"NUM_CLASSES": 50, "FREQ_WEIGHT_POWER": 0.5, "SEED": 0})
-    # Seesaw Loss (Wang et al. 2021): mitigation exponent, compensation exponent, sigma clamp,
-    # and whether to run its kernels through torch.compile (None: on the CPU only).
-    head.SEESAW = CN({"P": 0.8, "Q": 2.0, "EPS": 1e-2, "COMPILED": None})
+    # Each loss's parameters, in its node (FOCAL, EQL, EQLV2, FED, SEESAW: loss_config_nodes) at
+    # the defaults of its constructor, whose docstring says what each means (suite.losses).
+    for node, keys in loss_config_nodes().items():
+        head[node] = CN(keys)
     # LVIS evaluation (the suite's evaluator, also from TEST.EVAL_PERIOD): "fast" (vectorized,
     # equal to the official lvis API; docs/evaluation.md) or "official" (the lvis API's LVISEval).
     cfg.TEST.LVIS_EVALUATOR = "fast"
@@ -102,14 +106,13 @@ def check_parent_loss_keys(cfg: CN) -> None:
 
 
 def loss_params_from_cfg(cfg: CN) -> Dict[str, Any]:
-    """The keyword parameters of the configured loss (without data-derived ones such as EQL's
-    class_freq)."""
-    name = cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS
-    if name not in LOSS_CONFIG_KEYS:
+    """The keyword parameters of the configured loss, from its node (without data-derived ones
+    such as EQL's class_freq)."""
+    loss = trainable_losses().get(cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS)
+    if loss is None or loss.config_node is None:
         return {}
-    node_name, keys = LOSS_CONFIG_KEYS[name]
-    node = cfg.MODEL.ROI_BOX_HEAD[node_name]
-    return {parameter: node[key] for key, parameter in keys.items()}
+    node = cfg.MODEL.ROI_BOX_HEAD[loss.config_node]
+    return {parameter: node[key] for key, parameter in loss.config_keys.items()}
 
 
 # The ROI heads of the plugin; any other reads none of its keys.

@@ -133,9 +133,9 @@ def stats_record(datasets) -> dict:
     Detectron2's metadata."""
     from suite.data.lvis_reference import lvis_v1_metadata_statistics
     from suite.data.stats import dataset_statistics
-    from suite.records import SCHEMA_VERSION
+    from suite.schema import DATASET_STATS_KIND, SCHEMA_VERSION
 
-    return {"schema_version": SCHEMA_VERSION, "kind": "dataset_stats",
+    return {"schema_version": SCHEMA_VERSION, "kind": DATASET_STATS_KIND,
             "datasets": [*({"name": dataset, **dataset_statistics(dataset)} for dataset in datasets),
                          {"name": "lvis_v1 (Detectron2 metadata)", **lvis_v1_metadata_statistics()}]}
 

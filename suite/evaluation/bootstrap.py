@@ -35,11 +35,9 @@ import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
-from suite.records import SCHEMA_VERSION, write_json_atomic
+from suite.records import write_json_atomic
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION
 
-BOOTSTRAP_RECORD = "bootstrap.json"
-KIND = "ap_bootstrap"
-BOOTSTRAP_METRICS = ("AP", "APr", "APc", "APf")
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
 RESULTS_FILE = Path("inference") / "lvis_instances_results.json"  # written by the run's evaluator
@@ -59,8 +57,8 @@ def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_metrics(protocol: str) -> Tuple[str, ...]:
-    """The metrics bootstrapped under `protocol`: BOOTSTRAP_METRICS, and the pooled ones of "fixed"."""
-    return BOOTSTRAP_METRICS + (eval_protocols.POOLED_METRICS if eval_protocols.get_protocol(protocol).pooled else ())
+    """The metrics bootstrapped under `protocol`: GROUP_METRICS, and the pooled ones of "fixed"."""
+    return GROUP_METRICS + (eval_protocols.POOLED_METRICS if eval_protocols.get_protocol(protocol).pooled else ())
 
 
 def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
@@ -94,7 +92,7 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
     boot.params = copy.deepcopy(params)
     boot.params.area_rng, boot.params.area_rng_lbl = [params.area_rng[all_areas]], ["all"]
     groups = {"AP": None, "APr": 0, "APc": 1, "APf": 2}
-    values: Dict[str, List[float]] = {metric: [] for metric in BOOTSTRAP_METRICS}
+    values: Dict[str, List[float]] = {metric: [] for metric in GROUP_METRICS}
     lvis_logger = logging.getLogger(lvis_eval.logger.name)
     level = lvis_logger.level
     lvis_logger.setLevel(logging.WARNING)  # accumulate logs a line per call
@@ -104,7 +102,7 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
             boot.params.img_ids = [params.img_ids[index] for index in draw]
             boot.eval_imgs = [images[index] for images in per_category for index in draw]
             boot.accumulate()
-            for metric in BOOTSTRAP_METRICS:
+            for metric in GROUP_METRICS:
                 values[metric].append(_percent(boot._summarize("ap", freq_group_idx=groups[metric])))
     finally:
         lvis_logger.setLevel(level)
@@ -151,7 +149,7 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
         if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()
-    record = {"schema_version": SCHEMA_VERSION, "kind": KIND, "resamples": resamples, "seed": seed,
+    record = {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,
               "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
               "replicates": reps, "se": se}
     if tuple(protocols) != (eval_protocols.DEFAULT_PROTOCOL,):

@@ -32,9 +32,8 @@ from lvis import LVIS, LVISEval, LVISResults
 
 from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
 from suite.records import write_json_atomic
+from suite.schema import AP_METRICS, TASKS
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-TASKS = ("bbox", "segm")
 LVIS_MAX_DETS = lvis_fast.LVIS_MAX_DETS  # LVIS's official limit of detections per image
 EVALUATORS = ("fast", "official")
 DEFAULT_EVALUATOR = "fast"
@@ -64,7 +63,7 @@ def run_lvis_eval(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: i
 
 def summarize(lvis_eval: LVISEval) -> Dict[str, float]:
     """The nine metrics and "AP-<name>" for each category of an evaluated `LVISEval`."""
-    summary = {metric: _percent(lvis_eval.get_results()[metric]) for metric in METRICS}
+    summary = {metric: _percent(lvis_eval.get_results()[metric]) for metric in AP_METRICS}
     names = [lvis_eval.lvis_gt.cats[category_id]["name"] for category_id in lvis_eval.params.cat_ids]
     summary.update(_per_category(lvis_eval.eval["precision"], lvis_eval.params.area_rng_lbl.index("all"), names))
     return summary
@@ -197,7 +196,7 @@ def _none_if_nan(value: Optional[float]) -> Optional[float]:
 def metrics_record(evaluation: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, Optional[float]]]:
     """The run record's `metrics`: {"bbox": {...}, "segm": {...}} with the nine metrics, NaN as
     None; a task that was not evaluated has every metric None."""
-    return {task: {metric: _none_if_nan(evaluation.get(task, {}).get(metric)) for metric in METRICS}
+    return {task: {metric: _none_if_nan(evaluation.get(task, {}).get(metric)) for metric in AP_METRICS}
             for task in TASKS}
 
 

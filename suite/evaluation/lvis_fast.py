@@ -36,6 +36,7 @@ from lvis.eval import Params
 from pycocotools import mask as mask_utils
 
 from suite.evaluation import boundary_iou
+from suite.schema import AP_METRICS
 
 LVIS_MAX_DETS = 300
 CANDIDATE_IOU = 0.5  # the lowest IoU threshold: a pair below it never matches
@@ -254,8 +255,6 @@ class Matches:
             rows[tied] = tied_rows[np.lexsort((tied_rows, position, acc.tie_block[tied_rows]))]
         return rows
 
-
-AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 
 def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], params: Params,

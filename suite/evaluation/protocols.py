@@ -28,6 +28,7 @@ import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import boundary_iou, lvis_fast
+from suite.schema import AP_METRICS
 
 FIXED_MAX_DETS_PER_CATEGORY = 10_000
 _AREA_OF = {"APs": "small", "APm": "medium", "APl": "large"}  # every other metric is on the area range "all"
@@ -49,7 +50,7 @@ class Protocol:
 
     @property
     def metrics(self) -> Tuple[str, ...]:
-        return lvis_fast.AP_METRICS + (POOLED_METRICS if self.pooled else ())
+        return AP_METRICS + (POOLED_METRICS if self.pooled else ())
 
     def iou_type(self, task: str) -> str:
         """The IoU a task is matched on: "bbox", "segm" (mask IoU) or "boundary"."""
@@ -99,7 +100,7 @@ def summarize(matches: lvis_fast.Matches, protocol: Protocol, draw: Optional[np.
     unknown = [metric for metric in metrics if metric not in protocol.metrics]
     if unknown:
         raise ValueError(f"the {protocol.name} protocol has no metric {unknown[0]!r}")
-    standard = [metric for metric in metrics if metric in lvis_fast.AP_METRICS]
+    standard = [metric for metric in metrics if metric in AP_METRICS]
     summary: Dict[str, float] = {}
     if standard:
         area_labels = matches.area_labels

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import List
 
-from suite.harness.run_record import RUN_RECORD
+from suite.schema import RUN_RECORD
 
 LAST_CHECKPOINT = "last_checkpoint"  # Detectron2's file naming the newest checkpoint
 logger = logging.getLogger("suite.study")

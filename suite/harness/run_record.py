@@ -8,12 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from suite.environment import collect
-from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
-
-RUN_RECORD = "run.json"
-KIND = "train_run"
-REQUIRED_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
-                   "train", "grad_balance", "environment", "finished_at")
+from suite.records import read_record, write_json_atomic
+from suite.schema import RUN_FIELDS, RUN_KIND, RUN_RECORD, SCHEMA_VERSION
 
 
 def config_hash(config_text: str) -> str:
@@ -48,7 +44,7 @@ def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: D
     `segments` (1 + resumes); `start_iter`: where the last segment started."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
+        "kind": RUN_KIND,
         "loss": {"name": setting.loss_name, "params": setting.loss_params},
         "dataset": dataset,
         "config": setting.config,
@@ -77,4 +73,4 @@ def write_run_record(run_dir: Path, record: Dict[str, Any]) -> Path:
 
 
 def read_run_record(run_dir: Path) -> Dict[str, Any]:
-    return read_record(Path(run_dir) / RUN_RECORD, KIND, REQUIRED_FIELDS)
+    return read_record(Path(run_dir) / RUN_RECORD, RUN_KIND, RUN_FIELDS)

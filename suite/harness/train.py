@@ -27,10 +27,11 @@ from suite.evaluation.evaluate import (DEFAULT_EVALUATOR, check_evaluator, evalu
 from suite.evaluation.protocols import DEFAULT_PROTOCOL
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
-from suite.harness.run_record import RUN_RECORD, RunSetting, is_lazy_config, read_run_record, write_run_record
+from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.records import write_text_atomic
+from suite.schema import RUN_RECORD
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_FILE = "config.yaml"

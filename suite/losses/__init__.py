@@ -16,6 +16,7 @@ from .fed import FederatedLoss
 from .focal import SigmoidFocalLoss
 from .seesaw import SeesawLoss
 from .seesaw_official import OfficialSeesawLoss
+from .sigmoid import SigmoidClassificationLoss
 
 LOSSES: Dict[str, Type[ClassificationLoss]] = {
     cls.name: cls for cls in (
@@ -29,9 +30,6 @@ REFERENCE_LOSSES: Dict[str, Type[ClassificationLoss]] = {OfficialSeesawLoss.name
 def trainable_losses() -> Dict[str, Type[ClassificationLoss]]:
     """Every loss `build_loss` (and so `suite train`) accepts: LOSSES and REFERENCE_LOSSES."""
     return {**LOSSES, **REFERENCE_LOSSES}
-
-#: The losses that take `class_freq`: each class's fraction of training images (from the data set).
-CLASS_FREQ_LOSSES = ("eql", "fed")
 
 
 def build_loss(name: str, num_classes: int, **params) -> ClassificationLoss:
@@ -59,7 +57,7 @@ def params_with_defaults(name: str, params: Mapping[str, Any]) -> Dict[str, Any]
 
 
 __all__ = [
-    "LOSSES", "REFERENCE_LOSSES", "CLASS_FREQ_LOSSES", "trainable_losses", "build_loss", "params_with_defaults", "OfficialSeesawLoss",
-    "ClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
+    "LOSSES", "REFERENCE_LOSSES", "trainable_losses", "build_loss", "params_with_defaults", "OfficialSeesawLoss",
+    "ClassificationLoss", "SigmoidClassificationLoss", "CrossEntropyLoss", "SigmoidFocalLoss",
     "EqualizationLoss", "EqualizationLossV2", "FederatedLoss", "SeesawLoss", "LAMBDA_LVIS_V05", "LAMBDA_LVIS_V1",
 ]

@@ -7,7 +7,7 @@ terms (summed over RoIs and divided by N, the number of all sampled RoIs), and i
 for inference (`scores`, background last).
 """
 
-from typing import Dict
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,17 @@ class ClassificationLoss(nn.Module):
     #: The bias a classifier should start its logits from. 0 for the softmax losses; the
     #: sigmoid losses start every class at a small prior probability instead (see sigmoid_loss_sum).
     initial_logit_bias: float = 0.0
+    # What the loss declares for those who build it from a config and record it (the plugin's
+    # config and predictor, the benchmarks, the run record):
+    #: whether its constructor takes `class_freq`, (num_classes,) the fraction of training images
+    #: holding each class: data the plugin reads from the training set's metadata, not a setting;
+    needs_class_freq: bool = False
+    #: its node under MODEL.ROI_BOX_HEAD in a Detectron2 yaml config (None: no parameters) and the
+    #: node's keys, KEY -> constructor parameter; the node's defaults are the constructor's;
+    config_node: Optional[str] = None
+    config_keys: Mapping[str, str] = {}
+    #: the parameters that choose how it is computed, not what (the same values either way).
+    implementation_params: Tuple[str, ...] = ()
 
     def __init__(self, num_classes: int):
         super().__init__()

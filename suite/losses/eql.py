@@ -14,15 +14,14 @@ Computed in closed form (suite.losses.kernels.sigmoid_loss_sum).
 """
 
 import math
-from typing import Dict, Sequence
+from typing import Sequence
 
-import torch
 from torch import Tensor
 
-from .base import ClassificationLoss
 from .checks import check_finite_params
 from .class_freq import check_class_freq
 from .kernels.sigmoid_loss_sum import sigmoid_loss_sum
+from .sigmoid import SigmoidClassificationLoss, zero_background_scores
 
 #: The frequency threshold lambda of the paper and its code for each LVIS version.
 LAMBDA_LVIS_V05 = 1.76e-3
@@ -31,7 +30,7 @@ LAMBDA_LVIS_V1 = 1.1e-3
 EQL_PRIOR_PROBABILITY = 0.001
 
 
-class EqualizationLoss(ClassificationLoss):
+class EqualizationLoss(SigmoidClassificationLoss):
     """EQL over num_classes logits. Term: `loss_cls`.
 
     Args:
@@ -43,6 +42,9 @@ class EqualizationLoss(ClassificationLoss):
 
     name = "eql"
     initial_logit_bias = math.log(EQL_PRIOR_PROBABILITY / (1 - EQL_PRIOR_PROBABILITY))
+    needs_class_freq = True
+    config_node = "EQL"
+    config_keys = {"LAMBDA": "lambda_"}
 
     def __init__(self, num_classes: int, class_freq: Sequence[float] = None, lambda_: float = LAMBDA_LVIS_V1):
         super().__init__(num_classes)
@@ -52,25 +54,11 @@ class EqualizationLoss(ClassificationLoss):
         # 1 for the rare classes whose negative gradient foreground RoIs drop.
         self.register_buffer("rare", class_freq < self.lambda_, persistent=False)
 
-    @property
-    def num_logits(self) -> int:
-        return self.num_classes
-
-    def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
-        num_rois = labels.shape[0]
-        if num_rois == 0:
-            return {"loss_cls": logits.sum() * 0.0}
-        total = sigmoid_loss_sum(logits, labels, self.num_classes, dropped_columns=self.rare)
-        return {"loss_cls": total / num_rois}
+    def _sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return sigmoid_loss_sum(logits, labels, self.num_classes, dropped_columns=self.rare)
 
     def _scores(self, logits: Tensor) -> Tensor:
         return zero_background_scores(logits)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lambda_={self.lambda_}, rare_classes={int(self.rare.sum())}"
-
-
-def zero_background_scores(class_logits: Tensor) -> Tensor:
-    """(N, C) sigmoid logits -> (N, C + 1): each class's sigmoid, then a zero background column
-    (the authors' inference: detections are ranked by the class sigmoids alone)."""
-    return torch.cat([torch.sigmoid(class_logits), class_logits.new_zeros(class_logits.shape[0], 1)], dim=1)

@@ -51,6 +51,8 @@ class EqualizationLossV2(ClassificationLoss):
     """
 
     name = "eqlv2"
+    config_node = "EQLV2"
+    config_keys = {"GAMMA": "gamma", "MU": "mu", "ALPHA": "alpha", "TEST_WITH_OBJ": "test_with_obj"}
 
     def __init__(self, num_classes: int, gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0,
                  test_with_obj: bool = True):

@@ -17,22 +17,21 @@ host sync. Its random stream is seeded from (seed, rank, step), so a resumed run
 uninterrupted run would (the step count travels in the state_dict).
 """
 
-from typing import Dict, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .base import ClassificationLoss
 from .checks import check_finite_params
 from .class_freq import check_class_freq
-from .eql import zero_background_scores
 from .kernels.column_weighted_sigmoid_sum import column_weighted_sigmoid_sum
 from .kernels.sigmoid_loss_sum import PRIOR_LOGIT_BIAS
+from .sigmoid import SigmoidClassificationLoss, zero_background_scores
 
 
-class FederatedLoss(ClassificationLoss):
+class FederatedLoss(SigmoidClassificationLoss):
     """Federated sigmoid cross-entropy over num_classes logits. Term: `loss_cls`.
 
     Args:
@@ -45,11 +44,15 @@ class FederatedLoss(ClassificationLoss):
         freq_power: exponent of the sampling weights (FED_LOSS_FREQ_WEIGHT_POWER, 0.5).
         seed: seed of the draws (with the rank and the training step).
 
-    State: the number of training steps drawn so far (`get_extra_state`, an int64 tensor (1,)).
+    State: the number of training steps drawn so far (`get_extra_state`, an int64 tensor (1,)); an
+    empty batch draws nothing, as in Detectron2, whose loss returns before its draw.
     """
 
     name = "fed"
     initial_logit_bias = PRIOR_LOGIT_BIAS
+    needs_class_freq = True
+    config_node = "FED"
+    config_keys = {"NUM_CLASSES": "num_sampled_classes", "FREQ_WEIGHT_POWER": "freq_power", "SEED": "seed"}
 
     def __init__(self, num_classes: int, class_freq: Sequence[float] = None, num_sampled_classes: int = 50,
                  freq_power: float = 0.5, seed: int = 0):
@@ -67,10 +70,6 @@ class FederatedLoss(ClassificationLoss):
         self.seed = seed
         self.steps = 0
         self.register_buffer("sampling_weight", class_freq ** self.freq_power, persistent=False)
-
-    @property
-    def num_logits(self) -> int:
-        return self.num_classes
 
     def step_generator(self, device: torch.device) -> torch.Generator:
         """A generator on `device` seeded from (seed, rank, step): set on the host, no sync."""
@@ -91,13 +90,13 @@ class FederatedLoss(ClassificationLoss):
         kth_key = keys.kthvalue(min(self.num_sampled_classes, self.num_classes + 1)).values
         return (present | ((keys <= kth_key) & (weight > 0)))[: self.num_classes]
 
-    def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
+    def _sum(self, logits: Tensor, labels: Tensor) -> Tensor:
         selected = self.sample_classes(labels, self.step_generator(logits.device))
         if self.training:
             self.steps += 1
         column_weight = selected.to(logits.dtype)
         total, _ = column_weighted_sigmoid_sum(logits, labels, column_weight, column_weight)
-        return {"loss_cls": total / max(labels.shape[0], 1)}
+        return total
 
     def _scores(self, logits: Tensor) -> Tensor:
         return zero_background_scores(logits)

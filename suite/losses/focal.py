@@ -1,24 +1,13 @@
 """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017)."""
 
-from typing import Dict
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .base import ClassificationLoss
 from .checks import check_finite_params
 from .kernels.sigmoid_loss_sum import PRIOR_LOGIT_BIAS, sigmoid_loss_sum
+from .sigmoid import SigmoidClassificationLoss, independent_background_scores
 
 
-def independent_background_scores(class_logits: Tensor) -> Tensor:
-    """(N, C) sigmoid logits -> (N, C + 1): each class's sigmoid, then the probability that no
-    class is present if the classes are independent, prod_j (1 - sigmoid(z_j)), last."""
-    background = F.logsigmoid(-class_logits).sum(dim=1, keepdim=True).exp()
-    return torch.cat([torch.sigmoid(class_logits), background], dim=1)
-
-
-class SigmoidFocalLoss(ClassificationLoss):
+class SigmoidFocalLoss(SigmoidClassificationLoss):
     """Per-class sigmoid focal loss over num_classes logits; background is the all-zero target.
 
     FL = -alpha_t (1 - p_t)^gamma log(p_t), summed over classes and RoIs, divided by N.
@@ -29,6 +18,8 @@ class SigmoidFocalLoss(ClassificationLoss):
 
     name = "focal"
     initial_logit_bias = PRIOR_LOGIT_BIAS
+    config_node = "FOCAL"
+    config_keys = {"ALPHA": "alpha", "GAMMA": "gamma"}
 
     def __init__(self, num_classes: int, alpha: float = 0.25, gamma: float = 2.0):
         super().__init__(num_classes)
@@ -40,17 +31,9 @@ class SigmoidFocalLoss(ClassificationLoss):
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 
-    @property
-    def num_logits(self) -> int:
-        return self.num_classes
-
-    def _terms(self, logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
-        num_rois = labels.shape[0]
-        if num_rois == 0:
-            return {"loss_cls": logits.sum() * 0.0}
+    def _sum(self, logits: Tensor, labels: Tensor) -> Tensor:
         w_pos, w_neg = (self.alpha, 1 - self.alpha) if self.alpha >= 0 else (1.0, 1.0)
-        total = sigmoid_loss_sum(logits, labels, self.num_classes, w_pos=w_pos, w_neg=w_neg, gamma=self.gamma)
-        return {"loss_cls": total / num_rois}
+        return sigmoid_loss_sum(logits, labels, self.num_classes, w_pos=w_pos, w_neg=w_neg, gamma=self.gamma)
 
     def _scores(self, logits: Tensor) -> Tensor:
         return independent_background_scores(logits)

@@ -49,6 +49,9 @@ class SeesawLoss(ClassificationLoss):
     """
 
     name = "seesaw"
+    config_node = "SEESAW"
+    config_keys = {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}
+    implementation_params = ("compiled",)
 
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
                  compiled: Optional[bool] = None):

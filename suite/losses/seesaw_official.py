@@ -29,6 +29,8 @@ class OfficialSeesawLoss(ClassificationLoss):
     """
 
     name = "seesaw_official"
+    config_node = "SEESAW"  # SeesawLoss's node, without its choice of kernels
+    config_keys = {"P": "p", "Q": "q", "EPS": "eps"}
 
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2):
         super().__init__(num_classes)

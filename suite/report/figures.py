@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from suite.schema import BENCH_KERNEL_KIND, BENCH_STEP_KIND, FREQUENCY_METRICS, GROUP_METRICS, TASKS  # noqa: E402
+
 FREQUENCY_ORDER = ["r", "c", "f"]
 FREQUENCY_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
 #: Characters per line of a per-category panel's title (a panel is 3.3 inches wide).
@@ -55,7 +57,7 @@ def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[st
     """Grouped bars: mean APr / APc / APf (boxes and masks) per loss on one data set."""
     rows = [{"loss": row["label"], "task": task, "group": name, "AP": row[f"{task}_{name}_mean"]}
             for _, row in experiments[experiments["dataset"] == dataset].iterrows()
-            for task in ("bbox", "segm") for name in ("APr", "APc", "APf")]
+            for task in TASKS for name in FREQUENCY_METRICS]
     data = pd.DataFrame(rows).dropna(subset=["AP"])
     if data.empty:
         return None
@@ -63,9 +65,9 @@ def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[st
     # Horizontal bars, one row per experiment in the table's order: their labels run long.
     order = list(dict.fromkeys(data["loss"]))
     figure, panels = plt.subplots(1, 2, sharex=True, sharey=True, figsize=(14, 1.5 + 0.45 * len(order)))
-    for axes, task in zip(panels, ("bbox", "segm")):
+    for axes, task in zip(panels, TASKS):
         sns.barplot(data=data[data["task"] == task], y="loss", x="AP", hue="group", order=order,
-                    hue_order=["APr", "APc", "APf"], errorbar=None, ax=axes, legend=task == "segm")
+                    hue_order=list(FREQUENCY_METRICS), errorbar=None, ax=axes, legend=task == "segm")
         axes.set(title=task, xlabel="AP (%)", ylabel="")
     sns.move_legend(panels[1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     figure.suptitle(f"{dataset}: AP by frequency group (mean over seeds)")
@@ -73,25 +75,29 @@ def ap_groups(experiments: pd.DataFrame, dataset: str, out: Path) -> Optional[st
     return _save(figure, out / f"ap_groups_{slug(dataset)}.png")
 
 
-def per_category(categories: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
-    """Per-category mask AP against training instance count (log x), one panel per loss,
-    coloured by frequency group."""
-    data = categories[(categories["dataset"] == dataset)].dropna(subset=["segm_AP"])
-    data = data[data["instance_count"] > 0].assign(group=lambda frame: frame["frequency"].map(FREQUENCY_NAMES))
+def per_category(categories: pd.DataFrame, dataset: str, protocol: str, name: str, out: Path) -> Optional[str]:
+    """Per-category mask AP against training instance count (log x) of one protocol (key
+    `protocol`, name `name`: suite.report.protocols), one panel per loss, coloured by frequency
+    group."""
+    data = categories[(categories["dataset"] == dataset) & (categories["protocol"] == protocol)].dropna(
+        subset=["segm_AP"])
+    data = data[data["instance_count"] > 0].assign(group=lambda frame: frame["frequency"].map(FREQUENCY_NAMES),
+                                                   arm=lambda frame: frame["label"].str.replace(f" ({name})", "",
+                                                                                                regex=False))
     if data.empty:
         return None
     _theme()
     grid = sns.relplot(data=data, x="instance_count", y="segm_AP", hue="group",
-                       hue_order=[FREQUENCY_NAMES[key] for key in FREQUENCY_ORDER], col="label",
-                       col_order=sorted(data["label"].unique()), col_wrap=min(4, data["label"].nunique()),
+                       hue_order=[FREQUENCY_NAMES[key] for key in FREQUENCY_ORDER], col="arm",
+                       col_order=sorted(data["arm"].unique()), col_wrap=min(4, data["arm"].nunique()),
                        height=3, aspect=1.1)
     grid.set(xscale="log")
     grid.set_axis_labels("training instances", "mask AP (%)")
     for axes, label in zip(grid.axes.flat, grid.col_names):  # labels run long: wrapped to the panel's width
         axes.set_title(textwrap.fill(label, PANEL_TITLE_CHARACTERS), fontsize="medium")
     grid.tight_layout()  # again: room for the titles' second lines
-    grid.figure.suptitle(f"{dataset}: per-category mask AP", y=1.04)
-    return _save(grid.figure, out / f"per_category_{slug(dataset)}.png")
+    grid.figure.suptitle(f"{dataset}: {name}: per-category mask AP", y=1.04)
+    return _save(grid.figure, out / f"per_category_{slug(dataset)}_{protocol[:8]}.png")
 
 
 def grad_balance(balance: pd.DataFrame, dataset: str, out: Path) -> Optional[str]:
@@ -116,7 +122,7 @@ def grad_balance(balance: pd.DataFrame, dataset: str, out: Path) -> Optional[str
 
 def kernel_time(bench: pd.DataFrame, out: Path) -> Optional[str]:
     """Median kernel time (forward + backward) per loss, one bar colour per shape."""
-    data = bench[bench["kind"] == "bench_kernel"].dropna(subset=["median_ms"])
+    data = bench[bench["kind"] == BENCH_KERNEL_KIND].dropna(subset=["median_ms"])
     if data.empty:
         return None
     load = data["contended"].astype(bool).map({True: " contended", False: ""})
@@ -126,7 +132,7 @@ def kernel_time(bench: pd.DataFrame, out: Path) -> Optional[str]:
 
 def step_throughput(bench: pd.DataFrame, out: Path) -> Optional[str]:
     """Training steps per second per loss, one panel per scope and setting."""
-    data = bench[bench["kind"] == "bench_step"].dropna(subset=["iters_per_s"])
+    data = bench[bench["kind"] == BENCH_STEP_KIND].dropna(subset=["iters_per_s"])
     if data.empty:
         return None
     data = data.assign(setting=data["env"] + " " + data["device"] + " " + data["dtype"] + " " + data["scope"])
@@ -152,12 +158,12 @@ def paired_differences(frame: pd.DataFrame, title: str, path: Path) -> Optional[
         return None
     _theme()
     references = sorted(data["reference"].unique())
-    groups = ["AP", "APr", "APc", "APf"]
+    groups = list(GROUP_METRICS)
     arms = sorted(data["arm"].unique())
     figure, axes = plt.subplots(len(references), 2, figsize=(10, 3.2 * len(references)), squeeze=False)
     palette = dict(zip(arms, sns.color_palette(n_colors=len(arms))))
     for row, reference in enumerate(references):
-        for col, task in enumerate(("bbox", "segm")):
+        for col, task in enumerate(TASKS):
             ax = axes[row][col]
             chosen = data[(data["reference"] == reference) & data["column"].str.startswith(task + "_")]
             present = [arm for arm in arms if arm in set(chosen["arm"])]

@@ -3,20 +3,14 @@ difference to CE per seed, its mean with a 95 % t-interval over seeds and, where
 their detections (RUN_DIR/bootstrap.json), a bootstrap interval over validation images, with a
 verdict per metric (suite.report.stats).
 
-A protocol: runs on one data set (name and path) with one iteration count whose configs are
-equal apart from the seed, the output folder, the initial weights file and the loss's own keys
-(suite.report.run_config.protocol_config: for a yaml config YAML_LOSS_KEYS and every
-loss-parameter node under MODEL.ROI_BOX_HEAD, for a LazyConfig the box predictors'
-LAZY_LOSS_ARGUMENTS); a config key that some runs of a config form lack and all its others hold
-at one value (later_keys: added after those runs were recorded) is left out, so runs from before
-and after it share a protocol. An arm: the loss name (with the factors it keeps where one is
+A protocol: runs that differ only in seed and in the loss's own settings (suite.report.protocols,
+which also names it). An arm: the loss name (with the factors it keeps where one is
 switched off: `seesaw[mitigation]`), "+cos" with the cosine classifier. References: `ce` and, for
 arms with the cosine classifier, `ce+cos` (the control that separates Seesaw's loss from its
 classifier).
 """
 
 import functools
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -26,17 +20,15 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import pandas as pd
 
 from suite.environment import repo_relative
-from suite.harness.run_record import is_lazy_config
 from suite.report import stats
 from suite.report.records import Records
-from suite.report.run_config import cosine_classifier, protocol_config, without_keys
+from suite.report.protocols import protocol_keys, protocol_names
+from suite.report.run_config import cosine_classifier
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, TASKS
 
-TASKS = ("bbox", "segm")
-METRICS = ("AP", "APr", "APc", "APf")
-COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in METRICS]
-HEADERS = [f"{task} {metric}" for task in TASKS for metric in METRICS]
+COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in GROUP_METRICS]
+HEADERS = [f"{task} {metric}" for task in TASKS for metric in GROUP_METRICS]
 REFERENCES = ("ce", "ce+cos")
-BOOTSTRAP_FILE = "bootstrap.json"
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
 
 
@@ -57,52 +49,16 @@ def arm_name(record: Dict[str, Any]) -> str:
     return name + ("+cos" if cosine_classifier(record["config"]) else "")
 
 
-def _flatten(node: Dict[str, Any], path: Tuple[str, ...] = ()) -> Dict[Tuple[str, ...], Any]:
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, path + (key,)))
-        else:
-            flat[path + (key,)] = value
-    return flat
-
-
-def later_keys(configs: List[Dict[str, Any]]) -> Set[Tuple[str, ...]]:
-    """Config key paths that some of `configs` of one form (yaml or LazyConfig, compared apart)
-    lack and all the others of that form hold at one value: keys added to the plugin or
-    Detectron2 after some runs were recorded, which those runs ran as the value every later run
-    keeps (its default). protocol_key leaves them out, so runs from before and after such a key
-    share a protocol; where the later runs disagree, the key stays."""
-    later: Set[Tuple[str, ...]] = set()
-    for lazy in (False, True):
-        flats = [_flatten(config) for config in configs if is_lazy_config(config) == lazy]
-        values: Dict[Tuple[str, ...], Set[str]] = {}
-        for flat in flats:
-            for path, value in flat.items():
-                values.setdefault(path, set()).add(json.dumps(value, sort_keys=True))
-        later |= {path for path, seen in values.items() if len(seen) == 1 and any(path not in flat for flat in flats)}
-    return later
-
-
-def protocol_key(record: Dict[str, Any], left_out: Set[Tuple[str, ...]] = frozenset()) -> str:
-    """sha256 over what the runs of one comparison share (see the module docstring), leaving out
-    the config key paths `left_out` (later_keys of the runs compared)."""
-    config = protocol_config(without_keys(record["config"], left_out))
-    shared = {"dataset": [record["dataset"]["name"], record["dataset"]["path"]], "iterations": record["iterations"],
-              "config": config}
-    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
-
-
 def _replicates(run_path: str) -> Optional[Dict[str, Any]]:
     """The run's bootstrap record, or None when it kept none."""
-    path = Path(run_path).parent / BOOTSTRAP_FILE
+    path = Path(run_path).parent / BOOTSTRAP_RECORD
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("kind") == "ap_bootstrap" else None
+    return record if isinstance(record, dict) and record.get("kind") == BOOTSTRAP_KIND else None
 
 
 @dataclass
@@ -121,6 +77,7 @@ class Protocol:
     """The runs of one protocol, by arm and seed, and what the report flags about them."""
 
     key: str
+    name: str  # suite.report.protocols.protocol_names
     dataset: str
     iterations: int
     runs: Dict[str, Dict[Any, Run]]  # arm -> seed -> run (the first by path where a seed repeats)
@@ -134,7 +91,13 @@ class Protocol:
 
     @property
     def title(self) -> str:
-        return f"{self.dataset}, {self.iterations} iterations, protocol {self.key[:8]}"
+        """The data set and what the protocol is, e.g. "synthetic: 31 classes, 2,483 images, 320 it,
+        pretrained"; its key is its footnote (`footnote`)."""
+        return f"{self.dataset}: {self.name}"
+
+    @property
+    def footnote(self) -> str:
+        return f"protocol {self.key[:8]}"
 
     @property
     def flags(self) -> List[str]:
@@ -152,21 +115,16 @@ class Protocol:
         return notes
 
 
-def protocol_keys(records: Records) -> Dict[str, str]:
-    """{run record path: its protocol_key}, leaving out the later_keys of all of `records`' runs."""
-    left_out = later_keys([record["config"] for _, record in records.runs])
-    return {path: protocol_key(record, left_out) for path, record in records.runs}
-
-
 def protocols(records: Records) -> List[Protocol]:
     """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
     grouped: Dict[str, Protocol] = {}
-    keys = protocol_keys(records)
+    keys, names = protocol_keys(records), protocol_names(records)
     for path, record in records.runs:
         key = keys[path]
-        protocol = grouped.setdefault(key, Protocol(key, str(record["dataset"]["name"]), int(record["iterations"]), {}, []))
+        protocol = grouped.setdefault(key, Protocol(key, names[key], str(record["dataset"]["name"]),
+                                                    int(record["iterations"]), {}, []))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
-                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in METRICS},
+                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in GROUP_METRICS},
                   bootstrap=_replicates(path), commit=record["environment"].get("git_commit"),
                   dirty=record["environment"].get("git_dirty"))
         by_seed = protocol.runs.setdefault(run.arm, {})

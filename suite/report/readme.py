@@ -14,6 +14,7 @@ from suite.report import figures, paired, tables
 from suite.report.across import across_section
 from suite.report.fidelity import fidelity_section
 from suite.report.records import gather
+from suite.schema import BENCH_KERNEL_KIND, BENCH_STEP_KIND
 
 PUBLISHED_LVIS_V1 = REPO_ROOT / "baselines" / "published_lvis_v1.csv"
 
@@ -58,7 +59,7 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
     chosen = experiments[experiments["dataset"] == dataset]
     lines = [f"### {dataset}", "",
              "Mean ± sample standard deviation over the runs that differ only in seed (`runs`, `seeds`); "
-             "AP in percent from the official `lvis` API; `env`: see Environments.", "",
+             "AP in percent from `TEST.LVIS_EVALUATOR` (fast: equal to the official `lvis` API; official: that API); `env`: see Environments.", "",
              tables.metrics_table(chosen), "",
              "Change against CE of the same protocol (data set, iterations and config apart from the loss; "
              "`–`: no CE run in it), in AP points:", "",
@@ -67,12 +68,19 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
         lines += ["Published numbers on LVIS v1 val (`baselines/published_lvis_v1.csv`; each row names its "
                   "source; a reproduced row above is comparable only with the same model, schedule and sampler):", "",
                   tables.published_table(load_published()), ""]
-    for name, caption in ((figures.ap_groups(chosen, dataset, out), "AP by frequency group"),
-                          (figures.per_category(categories, dataset, out), "per-category AP against training instances"),
-                          (figures.grad_balance(balance, dataset, out), "gradient balance per class")):
+    protocols = chosen[["protocol", "protocol_name"]].drop_duplicates().sort_values("protocol_name", kind="stable")
+    if len(protocols) > 1:
+        lines += ["Protocols (`suite.report.protocols`): " + "; ".join(
+            f"{name}: `{key[:8]}`" for key, name in zip(protocols["protocol"], protocols["protocol_name"])) + ".", ""]
+    charts = [(figures.ap_groups(chosen, dataset, out), f"{dataset}: AP by frequency group")]
+    charts += [(figures.per_category(categories, dataset, key, name, out),
+                f"{dataset}: {name}: per-category AP against training instances")
+               for key, name in zip(protocols["protocol"], protocols["protocol_name"])]
+    charts += [(figures.grad_balance(balance, dataset, out), f"{dataset}: gradient balance per class")]
+    for name, caption in charts:
         if name:
             written.append(name)
-        lines += _figure_link(name, f"{dataset}: {caption}")
+        lines += _figure_link(name, caption)
     return lines
 
 
@@ -92,7 +100,7 @@ def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) 
     for index, protocol in enumerate(found, start=1):
         frame = protocol.comparisons
         title = protocol.title
-        lines += [f"### {title}", ""]
+        lines += [f"### {title}", "", f"Runs of {protocol.footnote} (`suite.report.protocols`).", ""]
         lines += [f"**Flag:** {note}" for note in protocol.flags]
         if protocol.flags:
             lines += [""]
@@ -144,8 +152,8 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
               "`torch_cross_entropy` (× CE), `memory_floor` (× floor) and the loss's own official code "
               "(× official: `seesaw_official` for Seesaw, `eqlv2_official` for EQLv2).", ""]
     for kind, title, table, figure in (
-            ("bench_kernel", "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
-            ("bench_step", "Training step", tables.step_table, figures.step_throughput)):
+            (BENCH_KERNEL_KIND, "Kernel (loss forward + backward)", tables.kernel_table, figures.kernel_time),
+            (BENCH_STEP_KIND, "Training step", tables.step_table, figures.step_throughput)):
         lines += [f"### {title}", ""]
         if (bench["kind"] == kind).any():
             lines += [table(bench), ""]
@@ -155,7 +163,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
             lines += _figure_link(name, title)
         else:
             lines += ["No records.", ""]
-        if kind == "bench_kernel" and bench["contended"].astype(bool).any():
+        if kind == BENCH_KERNEL_KIND and bench["contended"].astype(bool).any():
             lines += ["### Kernel beside a competing process", "",
                       "`suite bench kernel --contended`: the same measurements while another torch process "
                       "multiplies matrices on two threads (suite.bench.contention), "

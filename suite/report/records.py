@@ -12,26 +12,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from suite.errors import UserError
-from suite.records import SCHEMA_VERSION
+from suite.schema import (AP_METRICS, BENCH_EVAL_KIND, BENCH_FIELDS, BENCH_KINDS, BENCH_STEP_KIND, BOOTSTRAP_KIND,
+                          CATEGORY_FIELDS, DATASET_FIELDS, ENVIRONMENT_FIELDS, EVAL_FIELDS, EVAL_NUMBERS,
+                          GRAD_BALANCE_FIELDS, LOSS_FIELDS, RUN_FIELDS, RUN_KIND, RUN_RECORD, SCHEMA_VERSION,
+                          STEP_FIELDS, STUDY_KIND, TASKS, TRAIN_FIELDS)
 
-RUN_KIND = "train_run"
-BENCH_KINDS = ("bench_kernel", "bench_step", "bench_eval")
 # Records read elsewhere, not gathered: a study's own record, a run's bootstrap (read beside
 # its run.json by suite.report.paired).
-SKIPPED_KINDS = ("study", "ap_bootstrap")
-RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
-              "train", "grad_balance", "environment", "finished_at")
-METRIC_FIELDS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-CATEGORY_FIELDS = ("id", "name", "frequency", "image_count", "instance_count", "bbox_AP", "segm_AP")
-ENVIRONMENT_FIELDS = ("python", "torch", "torchvision", "detectron2", "cuda", "device_name", "cpu", "num_threads",
-                      "platform", "git_commit", "git_dirty")
-BENCH_FIELDS = ("name", "scope", "device", "dtype", "num_rois", "num_classes", "median_ms", "iqr_ms", "repeats",
-                "ratio_to_ce", "ratio_to_floor", "ratio_to_official")
-STEP_FIELDS = ("iters_per_s", "loss_share")
-# `suite bench eval` (suite.bench.eval_scale): one record per task, image count and evaluator.
-EVAL_FIELDS = ("name", "evaluator", "task", "num_images", "evaluate_s", "accumulate_s", "bootstrap_s",
-               "bootstrap_resamples", "bootstrap_timed_resamples", "total_s", "peak_rss_gib", "loadavg_before")
-EVAL_NUMBERS = ("num_images", "evaluate_s", "accumulate_s", "bootstrap_s", "total_s", "peak_rss_gib")
+SKIPPED_KINDS = (STUDY_KIND, BOOTSTRAP_KIND)
 
 
 class RecordError(ValueError):
@@ -66,14 +54,14 @@ def _number_or_null(value: Any, where: str) -> None:
 def check_run(record: Dict[str, Any]) -> None:
     """Raise RecordError naming the first field of a run record that is missing or malformed."""
     _require(record, RUN_FIELDS, "")
-    _require(record["loss"], ("name", "params"), "loss")
-    _require(record["dataset"], ("name", "path", "num_classes", "num_train_images"), "dataset")
+    _require(record["loss"], LOSS_FIELDS, "loss")
+    _require(record["dataset"], DATASET_FIELDS, "dataset")
     if not isinstance(record["config"], dict):
         raise RecordError("config is not an object")
-    _require(record["metrics"], ("bbox", "segm"), "metrics")
-    for task in ("bbox", "segm"):
-        _require(record["metrics"][task], METRIC_FIELDS, f"metrics.{task}")
-        for name in METRIC_FIELDS:
+    _require(record["metrics"], TASKS, "metrics")
+    for task in TASKS:
+        _require(record["metrics"][task], AP_METRICS, f"metrics.{task}")
+        for name in AP_METRICS:
             _number_or_null(record["metrics"][task][name], f"metrics.{task}.{name}")
     if not isinstance(record["per_category"], list):
         raise RecordError("per_category is not a list")
@@ -83,7 +71,7 @@ def check_run(record: Dict[str, Any]) -> None:
             raise RecordError(f"per_category[{index}].frequency is {category['frequency']!r}, not r/c/f")
         for name in ("bbox_AP", "segm_AP"):
             _number_or_null(category[name], f"per_category[{index}].{name}")
-    _require(record["train"], ("start_iter", "wall_s", "iters_per_s", "loss_curve"), "train")
+    _require(record["train"], TRAIN_FIELDS, "train")
     for name in ("wall_s", "iters_per_s"):
         _number_or_null(record["train"][name], f"train.{name}")
     if not isinstance(record["train"]["loss_curve"], list):
@@ -95,7 +83,7 @@ def check_run(record: Dict[str, Any]) -> None:
             _number_or_null(value, f"train.loss_curve[{index}].{name}")
     balance = record["grad_balance"]
     if balance is not None:
-        _require(balance, ("class_ids", "pos_grad", "neg_grad"), "grad_balance")
+        _require(balance, GRAD_BALANCE_FIELDS, "grad_balance")
         lengths = {len(balance[name]) for name in ("class_ids", "pos_grad", "neg_grad")}
         if len(lengths) != 1:
             raise RecordError("grad_balance: class_ids, pos_grad and neg_grad differ in length")
@@ -111,18 +99,18 @@ def check_bench(record: Dict[str, Any]) -> None:
     _require(record["environment"], ENVIRONMENT_FIELDS, "environment")
     if not isinstance(record["records"], list):
         raise RecordError("records is not a list")
-    if record["kind"] == "bench_eval":
+    if record["kind"] == BENCH_EVAL_KIND:
         for index, entry in enumerate(record["records"]):
             _require(entry, EVAL_FIELDS, f"records[{index}]")
             for name in EVAL_NUMBERS:
                 if not isinstance(entry[name], (int, float)) or not math.isfinite(entry[name]):
                     raise RecordError(f"records[{index}].{name} is {entry[name]!r}, not a finite number")
         return
-    fields = BENCH_FIELDS + (STEP_FIELDS if record["kind"] == "bench_step" else ())
+    fields = BENCH_FIELDS + (STEP_FIELDS if record["kind"] == BENCH_STEP_KIND else ())
     for index, entry in enumerate(record["records"]):
         _require(entry, fields, f"records[{index}]")
         for name in ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official") + (
-                STEP_FIELDS if record["kind"] == "bench_step" else ()):
+                STEP_FIELDS if record["kind"] == BENCH_STEP_KIND else ()):
             _number_or_null(entry[name], f"records[{index}].{name}")
         if not isinstance(entry.get("contended", False), bool):
             raise RecordError(f"records[{index}].contended is {entry['contended']!r}, not true or false")
@@ -131,7 +119,7 @@ def check_bench(record: Dict[str, Any]) -> None:
 def _classify(path: Path) -> Optional[Dict[str, Any]]:
     """The parsed record at `path`, or None when the file is not a record at all (another JSON
     file of a run folder). Raises RecordError for a record that cannot be used."""
-    is_run_file = path.name == "run.json"
+    is_run_file = path.name == RUN_RECORD
     if not is_run_file:
         with path.open("rb") as stream:
             if not stream.read(256).lstrip().startswith(b"{"):

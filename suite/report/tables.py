@@ -8,18 +8,15 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from suite.report.paired import arm_name, protocol_keys
-from suite.report.records import ENVIRONMENT_FIELDS, Records
+from suite.report.paired import COLUMNS, HEADERS, arm_name
+from suite.report.protocols import protocol_keys, protocol_names
+from suite.report.records import Records
 from suite.report.run_config import loss_settings
+from suite.schema import BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS, TASKS
 
-TASKS = ("bbox", "segm")
-TABLE_METRICS = ("AP", "APr", "APc", "APf")
-METRIC_COLUMNS = [f"{task}_{name}" for task in TASKS for name in TABLE_METRICS]
-METRIC_HEADERS = [f"{task} {name}" for task in TASKS for name in TABLE_METRICS]
 # An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
-# the paired section's protocol key (suite.report.paired.protocol_key: data set, iterations and
-# config apart from the loss's own settings, leaving out keys added after some runs were
-# recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
+# the protocol's key (suite.report.protocols: data set, iterations and config apart from the
+# loss's own settings, leaving out keys added after some runs were recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
 # (suite.report.run_config.loss_settings).
 GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
 # Loss parameters that choose how a loss is computed, not what (Seesaw's `compiled`: the fused or
@@ -58,13 +55,14 @@ def method_params(loss: Dict[str, Any]) -> Dict[str, Any]:
 def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per run record: its experiment keys, seed, environment id and table metrics."""
     ids = _env_ids(envs)
-    protocols = protocol_keys(records)
+    protocols, names = protocol_keys(records), protocol_names(records)
     rows = []
     for path, record in records.runs:
         row = {
             "path": path,
             "dataset": str(record["dataset"]["name"]),
             "protocol": protocols[path],
+            "protocol_name": names[protocols[path]],
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(method_params(record["loss"]), sort_keys=True),
             "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
@@ -74,10 +72,10 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
             "iters_per_s": _float(record["train"]["iters_per_s"]),
         }
         for task in TASKS:
-            for name in TABLE_METRICS:
+            for name in GROUP_METRICS:
                 row[f"{task}_{name}"] = _float(record["metrics"][task][name])
         rows.append(row)
-    columns = ["path", *GROUP_KEYS, "seed", "env", "iters_per_s", *METRIC_COLUMNS]
+    columns = ["path", *GROUP_KEYS, "protocol_name", "seed", "env", "iters_per_s", *COLUMNS]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "loss", "params", "iterations", "path"],
                                                            kind="stable", ignore_index=True)
 
@@ -86,15 +84,16 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per experiment (GROUP_KEYS): mean and sample std (NaN for one run) of every table metric
     and it/s, `count` runs, their `seeds` and `envs`, and a `label` that tells the experiments of
     one data set apart: the loss name (the arm), its parameters where the arm has several, its
-    iterations and protocol (first 8 hex digits, as in the paired section's titles) where the
-    data set has several protocols, and its other settings where these still leave two alike."""
+    protocol's name (suite.report.protocols) where the data set has several protocols, and its
+    other settings where these still leave two alike."""
     rows = []
     for keys, group in runs.groupby(GROUP_KEYS, sort=True):
         row = dict(zip(GROUP_KEYS, keys))
         row["count"] = len(group)
+        row["protocol_name"] = group["protocol_name"].iloc[0]
         row["seeds"] = ", ".join(str(seed) for seed in sorted(group["seed"], key=str))
         row["envs"] = ", ".join(sorted(set(group["env"])))
-        for column in [*METRIC_COLUMNS, "iters_per_s"]:
+        for column in [*COLUMNS, "iters_per_s"]:
             row[f"{column}_mean"] = group[column].mean()
             row[f"{column}_std"] = group[column].std(ddof=1) if len(group) > 1 else math.nan
         rows.append(row)
@@ -108,7 +107,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         if same_dataset[same_dataset["loss"] == row["loss"]]["params"].nunique() > 1:
             label += f" {row['params']}"
         if same_dataset["protocol"].nunique() > 1:
-            label += f" ({row['iterations']} it, protocol {row['protocol'][:8]})"
+            label += f" ({row['protocol_name']})"
         labels.append(label)
     frame["label"] = labels
     clash = frame.duplicated(["dataset", "label"], keep=False)  # the loss's other settings differ
@@ -148,9 +147,9 @@ def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def metrics_table(experiments: pd.DataFrame) -> str:
     """Mean ± std over seeds of AP, APr, APc, APf for boxes and masks, one row per experiment."""
     rows = [[row["label"], row["count"], row["seeds"], row["iterations"],
-             *[_mean_std(row, column) for column in METRIC_COLUMNS], row["envs"]]
+             *[_mean_std(row, column) for column in COLUMNS], row["envs"]]
             for _, row in experiments.iterrows()]
-    return markdown(["loss", "runs", "seeds", "iterations", *METRIC_HEADERS, "env"], rows)
+    return markdown(["loss", "runs", "seeds", "iterations", *HEADERS, "env"], rows)
 
 
 def delta_table(experiments: pd.DataFrame) -> str:
@@ -159,11 +158,11 @@ def delta_table(experiments: pd.DataFrame) -> str:
     for _, row in experiments.iterrows():
         reference = reference_row(experiments, row)
         if reference is None:
-            cells = ["–"] * len(METRIC_COLUMNS)
+            cells = ["–"] * len(COLUMNS)
         else:
-            cells = [fmt(row[f"{column}_mean"] - reference[f"{column}_mean"], signed=True) for column in METRIC_COLUMNS]
+            cells = [fmt(row[f"{column}_mean"] - reference[f"{column}_mean"], signed=True) for column in COLUMNS]
         rows.append([row["label"], *cells])
-    return markdown(["loss", *[f"Δ {header}" for header in METRIC_HEADERS]], rows)
+    return markdown(["loss", *[f"Δ {header}" for header in HEADERS]], rows)
 
 
 BENCH_VALUES = ("median_ms", "iqr_ms", "ratio_to_ce", "ratio_to_floor", "ratio_to_official", "iters_per_s",
@@ -184,7 +183,7 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     rows = [{"path": path, "kind": record["kind"], "env": ids[_env_key(record["environment"])],
              "machine_code": _env_key(dict(record["environment"], git_dirty=None)),
              **{name: entry.get(name) for name in BENCH_COLUMNS[3:]}, "contended": entry.get("contended", False)}
-            for path, record in records.benches if record["kind"] != "bench_eval" for entry in record["records"]]
+            for path, record in records.benches if record["kind"] != BENCH_EVAL_KIND for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=BENCH_COLUMNS + ["machine_code"])
     for column in BENCH_VALUES:
         frame[column] = frame[column].map(_float).astype(float)
@@ -194,7 +193,7 @@ def bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
 
 def kernel_table(bench: pd.DataFrame) -> str:
     """The quiet kernel measurements (contended ones: contention_table)."""
-    quiet = bench[(bench["kind"] == "bench_kernel") & ~bench["contended"].astype(bool)]
+    quiet = bench[(bench["kind"] == BENCH_KERNEL_KIND) & ~bench["contended"].astype(bool)]
     rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 3),
              fmt(row["iqr_ms"], 3), fmt(row["ratio_to_ce"], 2), fmt(row["ratio_to_floor"], 2),
              fmt(row["ratio_to_official"], 2)]
@@ -207,7 +206,7 @@ def contention_table(bench: pd.DataFrame) -> str:
     """Each contended kernel measurement beside the quiet one of the same environment (git_dirty
     aside), setting, shape and row ("–" where there is none): medians, × CE, and contended × CE
     over quiet × CE. `env` is the contended measurement's."""
-    kernel = bench[bench["kind"] == "bench_kernel"]
+    kernel = bench[bench["kind"] == BENCH_KERNEL_KIND]
     flags = kernel["contended"].astype(bool)
     paired = kernel[flags].merge(kernel[~flags], on=PAIR_KEYS, how="left", suffixes=("", "_quiet"))
     rows = [[row["env"], row["device"], row["dtype"], row["shape"], row["name"], fmt(row["median_ms_quiet"], 3),
@@ -223,7 +222,7 @@ def step_table(bench: pd.DataFrame) -> str:
     rows = [[row["env"], row["device"], row["dtype"], row["scope"], row["shape"], row["name"], fmt(row["median_ms"], 2),
              fmt(row["iters_per_s"], 2), fmt(row["loss_share"], 3), fmt(row["ratio_to_ce"], 2),
              fmt(row["ratio_to_official"], 2)]
-            for _, row in bench[bench["kind"] == "bench_step"].iterrows()]
+            for _, row in bench[bench["kind"] == BENCH_STEP_KIND].iterrows()]
     return markdown(["env", "device", "dtype", "scope", "RoIs x classes", "name", "median ms", "it/s", "loss share",
                      "× CE", "× official"], rows)
 
@@ -239,7 +238,7 @@ def eval_bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     ids = _env_ids(envs)
     rows = [{"env": ids[_env_key(record["environment"])], **{name: entry.get(name) for name in EVAL_COLUMNS[1:]},
              "load": entry["loadavg_before"][0]}
-            for _, record in records.benches if record["kind"] == "bench_eval" for entry in record["records"]]
+            for _, record in records.benches if record["kind"] == BENCH_EVAL_KIND for entry in record["records"]]
     frame = pd.DataFrame(rows, columns=EVAL_COLUMNS)
     return frame.sort_values(["env", "task", "evaluator", "num_images"], kind="stable", ignore_index=True)
 
@@ -312,19 +311,20 @@ def _labels_by_path(runs: pd.DataFrame, experiments: pd.DataFrame) -> Dict[str, 
 
 
 def per_category_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:
-    """Per data set, experiment and category: the mean over seeds of bbox/segm AP, with the
-    category's frequency group and training instance count."""
+    """Per data set, protocol, experiment and category: the mean over seeds of bbox/segm AP, with
+    the category's frequency group and training instance count."""
     labels = _labels_by_path(runs, experiments)
-    columns = ["dataset", "label", "id", "name", "frequency", "instance_count", "bbox_AP", "segm_AP"]
-    rows = [{"dataset": str(record["dataset"]["name"]), "label": labels[path], "id": category["id"],
-             "name": category["name"], "frequency": category["frequency"],
+    protocols = dict(zip(runs["path"], runs["protocol"]))
+    columns = ["dataset", "protocol", "label", "id", "name", "frequency", "instance_count", "bbox_AP", "segm_AP"]
+    rows = [{"dataset": str(record["dataset"]["name"]), "protocol": protocols[path], "label": labels[path],
+             "id": category["id"], "name": category["name"], "frequency": category["frequency"],
              "instance_count": category["instance_count"], "bbox_AP": _float(category["bbox_AP"]),
              "segm_AP": _float(category["segm_AP"])}
             for path, record in records.runs for category in record["per_category"]]
     frame = pd.DataFrame(rows, columns=columns)
     if frame.empty:
         return frame
-    return frame.groupby(columns[:6], sort=True, as_index=False)[["bbox_AP", "segm_AP"]].mean()
+    return frame.groupby(columns[:7], sort=True, as_index=False)[["bbox_AP", "segm_AP"]].mean()
 
 
 def grad_balance_frame(records: Records, runs: pd.DataFrame, experiments: pd.DataFrame) -> pd.DataFrame:

@@ -5,8 +5,10 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from suite.harness.run_record import RUN_RECORD, read_run_record
+from suite.d2.config import loss_param_key
+from suite.harness.run_record import read_run_record
 from suite.harness.train import TrainOptions, train
+from suite.schema import GROUP_METRICS, RUN_RECORD, TASKS
 
 DEMO_LOSSES = ("ce", "focal", "eql", "seesaw")
 # The demo's default losses and iterations are tuned so that the runs and their evaluation fit in
@@ -57,9 +59,9 @@ def run_demo(output: Path, max_iter: int = DEMO_ITERATIONS, losses=DEMO_LOSSES) 
         run_dir = output / "runs" / loss
         overrides = ["SOLVER.STEPS", f"({int(max_iter * 0.8)},)"]
         if loss == "eql":
-            overrides += ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA", str(eql_lambda(spec))]
+            overrides += [loss_param_key("eql", "lambda_"), str(eql_lambda(spec))]
         if loss == "fed":
-            overrides += ["MODEL.ROI_BOX_HEAD.FED.NUM_CLASSES", str(fed_num_classes(spec))]
+            overrides += [loss_param_key("fed", "num_sampled_classes"), str(fed_num_classes(spec))]
         if not (run_dir / RUN_RECORD).exists():
             train(TrainOptions(loss=loss, dataset=str(data_dir), output=run_dir, max_iter=max_iter,
                                resume=(run_dir / "last_checkpoint").exists(), record_grad_balance=True,
@@ -81,6 +83,6 @@ def _write_report(output: Path) -> None:
 def _print_summary(records: List[Dict]) -> None:
     print(f"{'loss':8s} {'bbox AP':>8s} {'APr':>6s} {'APc':>6s} {'APf':>6s} {'segm AP':>8s} {'APr':>6s} {'APc':>6s} {'APf':>6s}")
     for record in records:
-        values = [record["metrics"][task].get(key) for task in ("bbox", "segm") for key in ("AP", "APr", "APc", "APf")]
+        values = [record["metrics"][task].get(key) for task in TASKS for key in GROUP_METRICS]
         cells = ["   n/a" if value is None else f"{value:6.1f}" for value in values]
         print(f"{record['loss']['name']:8s} {cells[0]:>8s} {cells[1]} {cells[2]} {cells[3]} {cells[4]:>8s} {cells[5]} {cells[6]} {cells[7]}")

@@ -100,7 +100,7 @@ def pretrain_backbone(data_dir: Path, run_dir: Path, seed: int, iterations: int 
     """Train CE from scratch on the pretraining set at `data_dir` (an ordinary run directory at
     `run_dir`, resumed if interrupted, kept if finished) and write RUN_DIR/backbone.pth; return
     its path. Step decay at 80 % of the iterations, as the demo's schedule from scratch."""
-    from suite.harness.run_record import RUN_RECORD
+    from suite.schema import RUN_RECORD
     from suite.harness.train import TrainOptions, train
 
     run_dir = Path(run_dir)

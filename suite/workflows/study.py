@@ -26,18 +26,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from suite.d2.config import loss_param_key
 from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
 from suite.evaluation.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
 from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.run_lock import RunLock
-from suite.harness.run_record import RUN_RECORD, read_run_record
-from suite.records import SCHEMA_VERSION, read_record, write_json_atomic
+from suite.harness.run_record import read_run_record
+from suite.records import read_record, write_json_atomic
+from suite.schema import RUN_RECORD, SCHEMA_VERSION, STUDY_FIELDS, STUDY_KIND, STUDY_RECORD
 from suite.workflows import pretrain as pretraining
 
-STUDY_RECORD = "study.json"
-KIND = "study"
 logger = logging.getLogger("suite.study")
 
 
@@ -49,11 +49,11 @@ class Arm:
     name: str
     loss: str
     cosine: bool  # normalized (cosine) linear classifier, temperature 20
-    loss_overrides: Tuple[str, ...] = ()  # KEY VALUE pairs under MODEL.ROI_BOX_HEAD.<the loss's node>
+    loss_overrides: Tuple[str, ...] = ()  # KEY VALUE pairs of the loss's parameters (loss_param_key)
 
 
 # Seesaw's exponents at 0: both factors are 1 for every pair of classes.
-NEITHER_FACTOR = ("MODEL.ROI_BOX_HEAD.SEESAW.P", "0.0", "MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0")
+NEITHER_FACTOR = (loss_param_key("seesaw", "p"), "0.0", loss_param_key("seesaw", "q"), "0.0")
 ARMS = {arm.name: arm for arm in (
     Arm("ce", "ce", False),
     Arm("ce_cosine", "ce", True),  # the control: the official Seesaw classifier with plain CE
@@ -64,8 +64,8 @@ ARMS = {arm.name: arm for arm in (
     Arm("seesaw", "seesaw", True),  # the official configuration: both factors, cosine classifier
     # The paper's ablation: one factor switched off (its exponent 0 makes it 1 for every pair),
     # and both factors on the linear classifier.
-    Arm("seesaw_mitigation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.Q", "0.0")),
-    Arm("seesaw_compensation", "seesaw", True, ("MODEL.ROI_BOX_HEAD.SEESAW.P", "0.0")),
+    Arm("seesaw_mitigation", "seesaw", True, (loss_param_key("seesaw", "q"), "0.0")),
+    Arm("seesaw_compensation", "seesaw", True, (loss_param_key("seesaw", "p"), "0.0")),
     Arm("seesaw_linear", "seesaw", False),
     # The control: neither factor, so what is left of Seesaw is its objectness branch (C + 2
     # logits, the class softmax over foreground RoIs only, a 2-way objectness CE, scores
@@ -255,9 +255,9 @@ class Study:
 
         spec = SynthSpec(num_train_images=self._num_train_images())
         if arm.loss == "eql":
-            overrides += ["MODEL.ROI_BOX_HEAD.EQL.LAMBDA", str(eql_lambda(spec))]
+            overrides += [loss_param_key("eql", "lambda_"), str(eql_lambda(spec))]
         else:
-            overrides += ["MODEL.ROI_BOX_HEAD.FED.NUM_CLASSES", str(fed_num_classes(spec))]
+            overrides += [loss_param_key("fed", "num_sampled_classes"), str(fed_num_classes(spec))]
         return overrides
 
     def _config_file(self, arm: Arm) -> Optional[Path]:
@@ -369,7 +369,7 @@ class Study:
         if self.pretrained and not self.lvis:
             dataset["pretrain_spec"] = asdict(self._pretrain_spec())
         return {
-            "schema_version": SCHEMA_VERSION, "kind": KIND,
+            "schema_version": SCHEMA_VERSION, "kind": STUDY_KIND,
             "grid": {"arms": list(self.options.arms), "seeds": list(self.options.seeds),
                      "official_seeds": self.options.official_seeds},
             "protocol": self.protocol(),
@@ -388,7 +388,7 @@ class Study:
         path = self.out / STUDY_RECORD
         if not path.exists():
             return 0.0
-        previous = read_record(path, KIND, ("protocol", "wall_s"))
+        previous = read_record(path, STUDY_KIND, STUDY_FIELDS)
         if previous["protocol"] != self.protocol():
             raise UserError(f"{self.out} holds a study with another protocol ({STUDY_RECORD}); "
                             "rerun it with the same options or choose another --out")

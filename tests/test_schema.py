@@ -1,0 +1,36 @@
+"""suite.schema is what the writers write and the readers require: a run record built by the
+harness passes the report's checks and carries exactly the schema's fields; the environment
+holds the fields the report reads; every committed record reads."""
+
+from pathlib import Path
+
+from suite import schema
+from suite.environment import collect
+from suite.harness.run_record import RunSetting, build_run_record
+from suite.report.records import check_run, gather
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_a_built_run_record_has_the_schemas_fields_and_passes_the_readers_checks():
+    setting = RunSetting(loss_name="ce", loss_params={}, config={"SEED": 0}, config_text="SEED: 0\n", iterations=2,
+                         seed=0, device="cpu")
+    metrics = {task: dict.fromkeys(schema.AP_METRICS, 1.0) for task in schema.TASKS}
+    category = dict.fromkeys(schema.CATEGORY_FIELDS, 0) | {"frequency": "r", "bbox_AP": None, "segm_AP": None}
+    record = build_run_record(setting, dataset=dict.fromkeys(schema.DATASET_FIELDS, "x"), metrics=metrics,
+                              per_category=[category], wall_s=1.0, start_iter=0, segments=1,
+                              curve=[{"iter": 2, "total_loss": 1.0}], grad_balance=None)
+    assert set(record) == {"schema_version", "kind", *schema.RUN_FIELDS}
+    assert (record["schema_version"], record["kind"]) == (schema.SCHEMA_VERSION, schema.RUN_KIND)
+    assert set(schema.LOSS_FIELDS) == set(record["loss"]) and set(schema.TRAIN_FIELDS) <= set(record["train"])
+    check_run(record)
+
+
+def test_the_environment_holds_every_field_the_report_reads():
+    assert set(schema.ENVIRONMENT_FIELDS) <= set(collect("cpu"))
+
+
+def test_every_committed_record_reads():
+    records = gather([RESULTS])
+    assert records.runs and records.benches and not records.left_out, records.left_out
+    assert {record["kind"] for _, record in records.benches} <= set(schema.BENCH_KINDS)
