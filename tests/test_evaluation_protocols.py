@@ -176,7 +176,7 @@ def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
     default = bootstrap.bootstrap_record(path, results, resamples=3, seed=5)
     assert set(record["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
     assert {key: record["replicates"][key] for key in default["replicates"]} == default["replicates"]
-    assert record["protocols"]["fixed"] == protocols.protocol_record("fixed") and "protocols" not in default
+    assert record["metric_protocols"]["fixed"] == protocols.protocol_record("fixed") and "metric_protocols" not in default
     draw = bootstrap.resample_indices(len(dataset["images"]), 3, 5)[1]
     copied, copied_results = _drawn_set(dataset, results, draw)
     copied_gt, _ = _gt(copied, tmp_path, "drawn.json")

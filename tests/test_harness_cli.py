@@ -145,12 +145,12 @@ def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, caps
     assert train(dataset, run_dir, loss="ce", max_iter=1) == 0
     trained = read_run_record(run_dir)
     limit = trained["config"]["TEST"]["DETECTIONS_PER_IMAGE"]
-    assert trained["protocols"] == {"standard": protocol_record("standard", limit)}
+    assert trained["metric_protocols"] == {"standard": protocol_record("standard", limit)}
     assert main(["eval", "--run", str(run_dir), "--protocol", "fixed", "challenge2021"]) == 0
     evaluated = read_run_record(run_dir)
     assert evaluated["metrics"] == trained["metrics"]
-    assert evaluated["protocols"]["standard"] == trained["protocols"]["standard"]
-    fixed, challenge = evaluated["protocols"]["fixed"], evaluated["protocols"]["challenge2021"]
+    assert evaluated["metric_protocols"]["standard"] == trained["metric_protocols"]["standard"]
+    fixed, challenge = evaluated["metric_protocols"]["fixed"], evaluated["metric_protocols"]["challenge2021"]
     assert fixed["detections_per_image"] is None and fixed["detections_per_category"] == 10000
     assert challenge["iou_type"] == {"segm": "boundary"} and set(challenge["metrics"]) == {"segm"}
     # the model's own limit per image is below both protocols' limits: the same detections, the same AP

@@ -15,7 +15,7 @@ file and loads it with `lvis.LVIS` as a user would, then times
 `total_s` = evaluate_s + accumulate_s + bootstrap_s: one run's evaluation and its bootstrap.
 These fields are the standard protocol's. A fast record then measures, in the same process on the
 same data, each other protocol of `protocols` that defines the task (`suite.evaluation.protocols`:
-"fixed" and, for masks, "challenge2021"), under `protocols`: {name: {evaluate_s (its matching, all
+"fixed" and, for masks, "challenge2021"), under `metric_protocols`: {name: {evaluate_s (its matching, all
 area ranges), accumulate_s (its metrics), bootstrap_s (its `resamples` replicates from that
 matching), total_s, num_evaluated_detections, and its metrics AP, APr, APc, APf (and AP_pool,
 APr_pool, APc_pool, APf_pool)}}; `all_protocols_total_s` is the standard total plus theirs, and
@@ -122,7 +122,7 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         name: _measure_protocol(lvis_gt, detections, task, eval_protocols.get_protocol(name), resamples)
         for name in protocols if name != "standard" and task in eval_protocols.get_protocol(name).tasks}
     extra = {} if not others else {
-        "protocols": others,
+        "metric_protocols": others,
         "all_protocols_total_s": evaluate_s + accumulate_s + bootstrap_s + sum(o["total_s"] for o in others.values()),
         "all_protocols_peak_rss_gib": max(standard_peak_rss, _peak_rss_gib()),
     }
@@ -184,7 +184,7 @@ def run_eval_bench(sizes: Sequence[int], official_sizes: Sequence[int], tasks: S
         progress(f"  evaluate {record['evaluate_s']:.1f} s, accumulate {record['accumulate_s']:.2f} s, "
                  f"bootstrap {record['bootstrap_s']:.1f} s, total {record['total_s']:.1f} s, "
                  f"peak {record['peak_rss_gib']:.2f} GiB, load {record['loadavg_before'][0]:.1f}")
-        for name, other in record.get("protocols", {}).items():
+        for name, other in record.get("metric_protocols", {}).items():
             progress(f"  {name}: evaluate {other['evaluate_s']:.1f} s, bootstrap {other['bootstrap_s']:.1f} s, "
                      f"total {other['total_s']:.1f} s")
         if "all_protocols_total_s" in record:

@@ -20,7 +20,7 @@ The record, `RUN_DIR/bootstrap.json` (kind "ap_bootstrap", docs/records.md):
      "se": {"bbox": {"AP": sd of the replicates, ...}, "segm": {...}}}
 AP in percent; a replicate without ground truth of a group is null. With other protocols,
 "replicates" and "se" also hold their tasks under `protocols.result_key` ("bbox-fixed",
-"segm-challenge2021", ...) and the record a "protocols" field: {name: `protocols.protocol_record`}.
+"segm-challenge2021", ...) and the record a "metric_protocols" field: {name: `protocols.protocol_record`}.
 """
 
 import copy
@@ -153,7 +153,7 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
               "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
               "replicates": reps, "se": se}
     if tuple(protocols) != (eval_protocols.DEFAULT_PROTOCOL,):
-        record["protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
+        record["metric_protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
     return record
 
 

@@ -213,7 +213,7 @@ def per_category_record(evaluation: Dict[str, Dict[str, float]], categories: Seq
 
 
 def protocols_record(evaluation: Dict[str, Dict[str, float]], max_dets_per_image: int) -> Dict[str, Any]:
-    """The run record's `protocols`: for each protocol in `evaluation` (an `evaluate_lvis_results`
+    """The run record's `metric_protocols`: for each protocol in `evaluation` (an `evaluate_lvis_results`
     dict) its `protocols.protocol_record` (`max_dets_per_image`: the standard protocol's limit as
     evaluated) and, for every protocol but the standard one, whose metrics are the record's
     `metrics`, "metrics": {task: {metric: AP in percent, None for NaN}}."""

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                           help="LVIS protocols to evaluate beside the standard one, always evaluated (run.json's "
                           "`metrics`): fixed (AP_fixed and AP_pool: 10,000 detections per class over the set, "
                           "none per image), challenge2021 (the LVIS Challenge 2021's boundary AP_fixed, masks); "
-                          "each under run.json's `protocols` (docs/evaluation.md). The fast evaluator only")
+                          "each under run.json's `metric_protocols` (docs/evaluation.md). The fast evaluator only")
     evaluate.set_defaults(func=run_eval)
 
 

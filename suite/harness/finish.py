@@ -60,7 +60,7 @@ def finish_run(output_dir: Path, setting: RunSetting, dataset: RegisteredDataset
         curve=loss_curve.points,
         grad_balance=balance,
     )
-    record["protocols"] = protocols_record(evaluation, max_dets_per_image)  # what produced `metrics`
+    record["metric_protocols"] = protocols_record(evaluation, max_dets_per_image)  # what produced `metrics`
     write_run_record(Path(output_dir), record)
     log_summary(record)
     return record

@@ -296,7 +296,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
                  protocols: Sequence[str] = (DEFAULT_PROTOCOL,)) -> Dict[str, Any]:
     """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
     `evaluator` ("fast" or "official", whatever its config says) under the standard protocol and
-    `protocols` (`suite.evaluation.protocols`); rewrites its run.json metrics and `protocols`.
+    `protocols` (`suite.evaluation.protocols`); rewrites its run.json `metrics` and `metric_protocols`.
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
     another version evaluates too."""
     run_dir = Path(run_dir)
@@ -330,7 +330,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         from detectron2.data import MetadataCatalog
 
         record["metrics"] = metrics_record(evaluation)
-        record["protocols"] = protocols_record(evaluation, cfg.TEST.DETECTIONS_PER_IMAGE)
+        record["metric_protocols"] = protocols_record(evaluation, cfg.TEST.DETECTIONS_PER_IMAGE)
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
