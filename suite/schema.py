@@ -33,6 +33,8 @@ GROUP_METRICS = ("AP", *FREQUENCY_METRICS)
 # run.json: the top-level fields and those of its parts.
 RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
               "train", "grad_balance", "environment", "finished_at")
+#: Written since a later version of the harness; older records lack them and still read.
+RUN_LATER_FIELDS = ("metric_protocols",)
 LOSS_FIELDS = ("name", "params")
 DATASET_FIELDS = ("name", "path", "num_classes", "num_train_images")
 CATEGORY_FIELDS = ("id", "name", "frequency", "image_count", "instance_count", "bbox_AP", "segm_AP")

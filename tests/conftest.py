@@ -46,15 +46,23 @@ def _deselect(config, items, drop) -> None:
         items[:] = [item for item in items if not drop(item)]
 
 
+#: Markers of the tests that compare with a reference source tree, and the variable that names it
+#: (pyproject.toml's markers; tox.ini's environments set them up).
+SOURCE_MARKERS = {"d2_source": "SUITE_D2_SOURCE", "lvis_source": "SUITE_LVIS_SOURCE",
+                  "lvdevil_source": "SUITE_LVDEVIL_SOURCE"}
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked d2_source need a Detectron2 source tree (SUITE_D2_SOURCE, as `tox -e d2-current`
-    sets up); without one they are deselected, and the summary says how many, rather than skipped.
-    With --timing-phase only the timed tests are kept."""
+    sets up), lvis_source and lvdevil_source the reference trees of the LVIS protocols
+    (`tox -e eval-references`); without one they are deselected, and the summary says how many,
+    rather than skipped. With --timing-phase only the timed tests are kept."""
     misplaced = [item.nodeid for item in items if _is_timed(item) and item.path.name not in TIMING_FILES]
     if misplaced:
         raise pytest.UsageError(f"tests marked {' or '.join(TIMING_MARKERS)} outside conftest.TIMING_FILES "
                                 f"(scripts/test.sh's second phase would not run them): {misplaced}")
-    if not os.environ.get("SUITE_D2_SOURCE"):
-        _deselect(config, items, lambda item: item.get_closest_marker("d2_source") is not None)
+    for marker, variable in SOURCE_MARKERS.items():
+        if not os.environ.get(variable):
+            _deselect(config, items, lambda item, marker=marker: item.get_closest_marker(marker) is not None)
     if config.getoption("--timing-phase"):
         _deselect(config, items, lambda item: not _is_timed(item))

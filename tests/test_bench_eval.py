@@ -79,6 +79,12 @@ def test_suite_bench_eval_writes_records_the_report_shows(tmp_path):
     assert records[("fast", 30)]["AP"] == records[("official", 30)]["AP"]  # same data, same AP
     assert records[("official", 30)]["bootstrap_timed_resamples"] == 2
     assert all(r["peak_rss_gib"] > 0 and r["total_s"] > 0 for r in written["records"])
+    # the other protocols, measured by the fast evaluator on the same data (boxes: fixed only)
+    fixed = records[("fast", 30)]["metric_protocols"]["fixed"]
+    assert set(records[("fast", 30)]["metric_protocols"]) == {"fixed"} and "metric_protocols" not in records[("official", 30)]
+    assert fixed["total_s"] > 0 and 0 <= fixed["AP_pool"] <= 100
+    assert records[("fast", 30)]["all_protocols_total_s"] > records[("fast", 30)]["total_s"]
+    assert records[("fast", 30)]["all_protocols_peak_rss_gib"] >= records[("fast", 30)]["peak_rss_gib"]
     report = build_report([tmp_path / "bench"], tmp_path / "report")
     text = report.readme.read_text()
     assert "### LVIS evaluation at scale" in text and "eval_scaling.png" in report.figures
@@ -89,3 +95,18 @@ def test_suite_bench_eval_bad_arguments_exit_2(tmp_path, capsys):
     assert main(["bench", "eval", "--sizes", "0", "--output", str(tmp_path / "x.json")]) == 2
     assert "--sizes" in capsys.readouterr().err
     assert main(["bench", "eval", "--resamples", "1", "--output", str(tmp_path / "x.json")]) == 2
+    assert "--resamples" in capsys.readouterr().err
+    assert main(["bench", "eval", "--protocols", "lvis2020", "--output", str(tmp_path / "x.json")]) == 2
+    assert "--protocols" in capsys.readouterr().err
+
+
+def test_eval_bench_measures_every_protocol_for_masks():
+    """A fast mask measurement holds fixed and challenge2021 beside the standard protocol."""
+    from suite.bench.eval_scale import measure
+
+    record = measure("segm", 30, "fast", 3, 1, 0, ["standard", "fixed", "challenge2021"])
+    assert set(record["metric_protocols"]) == {"fixed", "challenge2021"}
+    challenge = record["metric_protocols"]["challenge2021"]
+    assert set(challenge) >= {"evaluate_s", "bootstrap_s", "total_s", "AP", "APr", "APc", "APf"}
+    assert "AP_pool" not in challenge and "AP_pool" in record["metric_protocols"]["fixed"]
+    assert challenge["AP"] <= record["metric_protocols"]["fixed"]["AP"]  # boundary IoU <= mask IoU, same detections

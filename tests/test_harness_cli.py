@@ -136,6 +136,35 @@ def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
     assert "evaluated_at" in evaluated
 
 
+def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, capsys):
+    """`suite eval --protocol fixed challenge2021`: the standard metrics stay where they are, each
+    protocol says what produced its metrics (run.json's `protocols`); an unknown protocol is one line."""
+    from suite.evaluation.protocols import protocol_record
+
+    run_dir = tmp_path / "run"
+    assert train(dataset, run_dir, loss="ce", max_iter=1) == 0
+    trained = read_run_record(run_dir)
+    limit = trained["config"]["TEST"]["DETECTIONS_PER_IMAGE"]
+    assert trained["metric_protocols"] == {"standard": protocol_record("standard", limit)}
+    assert main(["eval", "--run", str(run_dir), "--protocol", "fixed", "challenge2021"]) == 0
+    evaluated = read_run_record(run_dir)
+    assert evaluated["metrics"] == trained["metrics"]
+    assert evaluated["metric_protocols"]["standard"] == trained["metric_protocols"]["standard"]
+    fixed, challenge = evaluated["metric_protocols"]["fixed"], evaluated["metric_protocols"]["challenge2021"]
+    assert fixed["detections_per_image"] is None and fixed["detections_per_category"] == 10000
+    assert challenge["iou_type"] == {"segm": "boundary"} and set(challenge["metrics"]) == {"segm"}
+    # the model's own limit per image is below both protocols' limits: the same detections, the same AP
+    assert fixed["metrics"]["bbox"]["AP"] == evaluated["metrics"]["bbox"]["AP"]
+    assert set(fixed["metrics"]["segm"]) >= {"AP_pool", "APr_pool", "APc_pool", "APf_pool"}
+    before = (run_dir / "run.json").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run_dir), "--protocol", "lvis2020"]) == 2
+    one_error_line(capsys, "protocol must be one of", "lvis2020")
+    assert main(["eval", "--run", str(run_dir), "--evaluator", "official", "--protocol", "fixed"]) == 2
+    one_error_line(capsys, "standard protocol only")
+    assert (run_dir / "run.json").read_bytes() == before
+
+
 def test_lvis_v1_path_on_a_generated_layout(dataset, tmp_path, monkeypatch):
     root = tmp_path / "datasets"
     lay_out_like_lvis_v1(small_set(tmp_path / "set", RUN_SET), root)

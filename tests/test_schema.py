@@ -19,8 +19,9 @@ def test_a_built_run_record_has_the_schemas_fields_and_passes_the_readers_checks
     category = dict.fromkeys(schema.CATEGORY_FIELDS, 0) | {"frequency": "r", "bbox_AP": None, "segm_AP": None}
     record = build_run_record(setting, dataset=dict.fromkeys(schema.DATASET_FIELDS, "x"), metrics=metrics,
                               per_category=[category], wall_s=1.0, start_iter=0, segments=1,
-                              curve=[{"iter": 2, "total_loss": 1.0}], grad_balance=None, weights_sha256=["0" * 64])
-    assert set(record) == {"schema_version", "kind", *schema.RUN_FIELDS}
+                              curve=[{"iter": 2, "total_loss": 1.0}], grad_balance=None, weights_sha256=["0" * 64],
+                              metric_protocols={})
+    assert set(record) == {"schema_version", "kind", *schema.RUN_FIELDS, *schema.RUN_LATER_FIELDS}
     assert (record["schema_version"], record["kind"]) == (schema.SCHEMA_VERSION, schema.RUN_KIND)
     assert set(schema.LOSS_FIELDS) == set(record["loss"]) and set(schema.TRAIN_FIELDS) <= set(record["train"])
     check_run(record)

@@ -77,6 +77,10 @@ def register(subparsers) -> None:
     evaluation.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default: 200)")
     evaluation.add_argument("--official-timed-resamples", type=int, default=5, metavar="B",
                             help="official accumulations timed to extrapolate its bootstrap (default: 5)")
+    evaluation.add_argument("--protocols", nargs="+", default=["standard", "fixed", "challenge2021"],
+                            metavar="PROTOCOL", help="LVIS protocols the fast evaluator measures in the same "
+                            "process (docs/evaluation.md; default: standard fixed challenge2021, the last for "
+                            "masks only); the official evaluator measures the standard one")
     evaluation.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     evaluation.add_argument("--output", required=True, type=Path, metavar="FILE.json",
                             help="where to write the records")
@@ -173,9 +177,14 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--resamples must be >= 2, got {args.resamples}")
     if args.official_timed_resamples < 1:
         raise UserError(f"--official-timed-resamples must be >= 1, got {args.official_timed_resamples}")
+    from suite.evaluation.protocols import PROTOCOLS
+
+    bad = [protocol for protocol in args.protocols if protocol not in PROTOCOLS]
+    if bad:
+        raise UserError(f"--protocols: one of {', '.join(PROTOCOLS)}, got {bad[0]!r}")
     _check_output(args.output)
     records = run_eval_bench(args.sizes, args.official_sizes, args.tasks, args.resamples,
-                             args.official_timed_resamples, args.seed, progress=_progress)
+                             args.official_timed_resamples, args.seed, progress=_progress, protocols=args.protocols)
     write_bench_file(args.output, BENCH_EVAL_KIND, "cpu", records)
     print(f"wrote {len(records)} records to {args.output}")
     return 0

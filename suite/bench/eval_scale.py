@@ -13,6 +13,13 @@ file and loads it with `lvis.LVIS` as a user would, then times
   (`bootstrap_timed_resamples` says how many were timed).
 
 `total_s` = evaluate_s + accumulate_s + bootstrap_s: one run's evaluation and its bootstrap.
+These fields are the standard protocol's. A fast record then measures, in the same process on the
+same data, each other protocol of `protocols` that defines the task (`suite.evaluation.protocols`:
+"fixed" and, for masks, "challenge2021"), under `metric_protocols`: {name: {evaluate_s (its matching, all
+area ranges), accumulate_s (its metrics), bootstrap_s (its `resamples` replicates from that
+matching), total_s, num_evaluated_detections, and its metrics AP, APr, APc, APf (and AP_pool,
+APr_pool, APc_pool, APf_pool)}}; `all_protocols_total_s` is the standard total plus theirs, and
+`all_protocols_peak_rss_gib` the peak over all of them (`peak_rss_gib` stays the standard's).
 A record also holds the data's size, AP, APr, APc and APf (so that the two evaluators can be
 compared on the same data), the process's resident memory once the data is loaded
 (`data_rss_gib`: Python, the lvis API, the ground truth, the detections - for "segm" their
@@ -56,12 +63,14 @@ def _peak_rss_gib() -> float:
     return int(line.split()[1]) / 2 ** 20
 
 
-def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_resamples: int, seed: int) -> Dict:
+def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_resamples: int, seed: int,
+            protocols: Sequence[str] = ("standard",)) -> Dict:
     """One measurement in this process (call it in a fresh one: see `run_eval_bench`)."""
     from lvis import LVIS
 
     from suite.bench.lvis_val_shape import as_results, lvis_val_shaped
     from suite.evaluation import bootstrap, lvis_fast
+    from suite.evaluation import protocols as eval_protocols
 
     load_before = os.getloadavg()
     dataset, detections = lvis_val_shaped(num_images, seed=seed, masks=task == "segm")
@@ -108,6 +117,15 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         start = time.perf_counter()
         bootstrap.official_replicates(lvis_eval, draws)
         bootstrap_s = evaluate_s + (time.perf_counter() - start) / timed * resamples
+    standard_peak_rss = _peak_rss_gib()
+    others = {} if evaluator != "fast" else {
+        name: _measure_protocol(lvis_gt, detections, task, eval_protocols.get_protocol(name), resamples)
+        for name in protocols if name != "standard" and task in eval_protocols.get_protocol(name).tasks}
+    extra = {} if not others else {
+        "metric_protocols": others,
+        "all_protocols_total_s": evaluate_s + accumulate_s + bootstrap_s + sum(o["total_s"] for o in others.values()),
+        "all_protocols_peak_rss_gib": max(standard_peak_rss, _peak_rss_gib()),
+    }
     return {
         "name": f"{evaluator}_{task}", "evaluator": evaluator, "task": task, "num_images": num_images,
         "num_annotations": num_annotations, "num_detections": len(detections),
@@ -115,18 +133,40 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         "evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
         "bootstrap_resamples": resamples, "bootstrap_timed_resamples": timed,
         "total_s": evaluate_s + accumulate_s + bootstrap_s,
-        "data_rss_gib": data_rss, "peak_rss_gib": _peak_rss_gib(),
+        "data_rss_gib": data_rss, "peak_rss_gib": standard_peak_rss,
         "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
         "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
         **{metric: (None if summary[metric] == -1 else float(summary[metric]) * 100)
            for metric in GROUP_METRICS},
+        **extra,
     }
 
 
+def _measure_protocol(lvis_gt, detections, task: str, protocol, resamples: int) -> Dict:
+    """A protocol's matching, metrics and bootstrap (from the same matching) on the loaded data."""
+    from suite.evaluation import bootstrap
+    from suite.evaluation import protocols as eval_protocols
+
+    start = time.perf_counter()
+    matches = eval_protocols.match(lvis_gt, detections, task, protocol)
+    evaluate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    summary = eval_protocols.summarize(matches, protocol, metrics=bootstrap.bootstrap_metrics(protocol.name))
+    accumulate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    bootstrap.replicates_of_matches(matches, protocol.name, resamples)
+    bootstrap_s = time.perf_counter() - start
+    return {"evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
+            "total_s": evaluate_s + accumulate_s + bootstrap_s,
+            "num_evaluated_detections": matches.num_evaluated_detections,
+            **{metric: None if value == -1 else float(value) * 100 for metric, value in summary.items()}}
+
+
 def run_eval_bench(sizes: Sequence[int], official_sizes: Sequence[int], tasks: Sequence[str], resamples: int,
-                   timed_resamples: int, seed: int, progress: Callable[[str], None]) -> List[Dict]:
-    """Every measurement, each in a fresh process: the fast evaluator at `sizes`, the official one
-    at `official_sizes`, for each task."""
+                   timed_resamples: int, seed: int, progress: Callable[[str], None],
+                   protocols: Sequence[str] = ("standard",)) -> List[Dict]:
+    """Every measurement, each in a fresh process: the fast evaluator at `sizes` (with the other
+    `protocols`), the official one at `official_sizes`, for each task."""
     plan = [(task, size, "fast") for task in tasks for size in sizes] + \
         [(task, size, "official") for task in tasks for size in official_sizes]
     package_root = str(Path(__file__).resolve().parents[2])
@@ -134,7 +174,7 @@ def run_eval_bench(sizes: Sequence[int], official_sizes: Sequence[int], tasks: S
     records = []
     for task, size, evaluator in plan:
         progress(f"eval bench: {evaluator} {task} at {size} images ...")
-        arguments = json.dumps([task, size, evaluator, resamples, timed_resamples, seed])
+        arguments = json.dumps([task, size, evaluator, resamples, timed_resamples, seed, list(protocols)])
         finished = subprocess.run([sys.executable, "-m", "suite.bench.eval_scale", arguments], env=env,
                                   capture_output=True, text=True)
         if finished.returncode != 0:
@@ -144,6 +184,12 @@ def run_eval_bench(sizes: Sequence[int], official_sizes: Sequence[int], tasks: S
         progress(f"  evaluate {record['evaluate_s']:.1f} s, accumulate {record['accumulate_s']:.2f} s, "
                  f"bootstrap {record['bootstrap_s']:.1f} s, total {record['total_s']:.1f} s, "
                  f"peak {record['peak_rss_gib']:.2f} GiB, load {record['loadavg_before'][0]:.1f}")
+        for name, other in record.get("metric_protocols", {}).items():
+            progress(f"  {name}: evaluate {other['evaluate_s']:.1f} s, bootstrap {other['bootstrap_s']:.1f} s, "
+                     f"total {other['total_s']:.1f} s")
+        if "all_protocols_total_s" in record:
+            progress(f"  all protocols: total {record['all_protocols_total_s']:.1f} s, "
+                     f"peak {record['all_protocols_peak_rss_gib']:.2f} GiB")
         records.append(record)
     return records
 

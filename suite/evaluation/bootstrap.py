@@ -10,13 +10,17 @@ same values (tests/test_evaluation_lvis_fast.py): "fast" (`suite.evaluation.lvis
 "official" (`LVISEval.evaluate` once, then the official `accumulate` per resample).
 
 Every run on one validation set draws the same resamples (same seed, same sorted image ids),
-so the report can pair them: replicate b of two runs is the same image set.
+so the report can pair them: replicate b of two runs is the same image set. The other protocols
+(`suite.evaluation.protocols`, fast evaluator only) are bootstrapped on the same draws: their
+AP, APr, APc, APf and, for "fixed", AP_pool, APr_pool, APc_pool, APf_pool.
 
 The record, `RUN_DIR/bootstrap.json` (kind "ap_bootstrap", docs/records.md):
     {"schema_version", "kind", "resamples", "seed", "num_images", "image_ids_sha256",
      "replicates": {"bbox": {"AP": [B values], "APr": [...], "APc": [...], "APf": [...]}, "segm": {...}},
      "se": {"bbox": {"AP": sd of the replicates, ...}, "segm": {...}}}
-AP in percent; a replicate without ground truth of a group is null.
+AP in percent; a replicate without ground truth of a group is null. With other protocols,
+"replicates" and "se" also hold their tasks under `protocols.result_key` ("bbox-fixed",
+"segm-challenge2021", ...) and the record a "metric_protocols" field: {name: `protocols.protocol_record`}.
 """
 
 import copy
@@ -25,12 +29,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from lvis import LVIS
 
-from suite.evaluation import lvis_fast, lvis_numpy2
+from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
 from suite.records import write_json_atomic
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION
 
@@ -52,14 +56,23 @@ def resample_indices(num_images: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
 
 
+def bootstrap_metrics(protocol: str) -> Tuple[str, ...]:
+    """The metrics bootstrapped under `protocol`: GROUP_METRICS, and the pooled ones of "fixed"."""
+    return GROUP_METRICS + (eval_protocols.POOLED_METRICS if eval_protocols.get_protocol(protocol).pooled else ())
+
+
 def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int = DEFAULT_RESAMPLES,
-               seed: int = DEFAULT_SEED, evaluator: str = "fast") -> Dict[str, List[float]]:
-    """{metric: [value on resample b for b in range(resamples)]} for GROUP_METRICS, with
-    `evaluator` "fast" or "official" (the same values)."""
+               seed: int = DEFAULT_SEED, evaluator: str = "fast",
+               protocol: str = eval_protocols.DEFAULT_PROTOCOL) -> Dict[str, List[float]]:
+    """{metric: [value on resample b for b in range(resamples)]} for `bootstrap_metrics(protocol)`,
+    with `evaluator` "fast" or "official" (the same values; the official one: standard protocol only)."""
     if evaluator == "fast":
-        return fast_replicates(lvis_gt, lvis_fast.detections_from_results(results, task), task, resamples, seed)
+        return fast_replicates(lvis_gt, lvis_fast.detections_from_results(results, task), task, resamples, seed,
+                               protocol)
     if evaluator != "official":
         raise ValueError(f"evaluator must be 'fast' or 'official', got {evaluator!r}")
+    if protocol != eval_protocols.DEFAULT_PROTOCOL:
+        raise ValueError(f"the official evaluator bootstraps the standard protocol only, not {protocol!r}")
     from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
 
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
@@ -97,34 +110,51 @@ def official_replicates(lvis_eval, draws: np.ndarray) -> Dict[str, List[float]]:
 
 
 def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, resamples: int = DEFAULT_RESAMPLES,
-                    seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
+                    seed: int = DEFAULT_SEED, protocol: str = eval_protocols.DEFAULT_PROTOCOL) -> Dict[str, List[float]]:
     """`replicates` with the fast evaluator, from detections as columns (`lvis_fast.Detections`)."""
-    matches = lvis_fast.match(lvis_gt, detections, task, area_labels=("all",))
-    values: Dict[str, List[float]] = {metric: [] for metric in GROUP_METRICS}
+    matches = eval_protocols.match(lvis_gt, detections, task, eval_protocols.get_protocol(protocol), ("all",))
+    return replicates_of_matches(matches, protocol, resamples, seed)
+
+
+def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: int = DEFAULT_RESAMPLES,
+                          seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
+    """`fast_replicates` from the matches of `protocol` (`protocols.match`; their areas must include "all")."""
+    chosen, metrics = eval_protocols.get_protocol(protocol), bootstrap_metrics(protocol)
+    values: Dict[str, List[float]] = {metric: [] for metric in metrics}
     for draw in resample_indices(matches.num_images, resamples, seed):
-        summary = lvis_fast.summarize_precision(matches.precision(draw), matches.freq_groups, matches.params,
-                                                matches.area_labels, GROUP_METRICS)
-        for metric in GROUP_METRICS:
+        summary = eval_protocols.summarize(matches, chosen, draw, metrics)
+        for metric in metrics:
             values[metric].append(_percent(summary[metric]))
     return values
 
 
 def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-                     evaluator: str = "fast") -> Dict[str, Any]:
+                     evaluator: str = "fast",
+                     protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Any]:
     """The ap_bootstrap record of detections `results` (LVIS results format) on `lvis_gt`, with
-    `evaluator` "fast" or "official" (the same record)."""
+    `evaluator` "fast" or "official" (the same record), under `protocols` (each on the same draws)."""
     if resamples < 2:
         raise ValueError(f"resamples must be >= 2, got {resamples}")
+    for protocol in protocols:
+        eval_protocols.get_protocol(protocol)
+        if evaluator == "official" and protocol != eval_protocols.DEFAULT_PROTOCOL:
+            raise ValueError(f"the official evaluator bootstraps the standard protocol only, not {protocol!r}")
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
     tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
-    reps = {task: replicates(lvis_gt, results, task, resamples, seed, evaluator) for task in tasks} if results else {}
+    reps = {eval_protocols.result_key(task, protocol): replicates(lvis_gt, results, task, resamples, seed, evaluator,
+                                                                  protocol)
+            for protocol in protocols for task in tasks if task in eval_protocols.get_protocol(protocol).tasks} \
+        if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()
-    return {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,
-            "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
-            "replicates": reps, "se": se}
+    record = {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,
+              "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
+              "replicates": reps, "se": se}
+    if tuple(protocols) != (eval_protocols.DEFAULT_PROTOCOL,):
+        record["metric_protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
+    return record
 
 
 def _sd(values: Sequence[float]) -> float:

@@ -5,9 +5,11 @@ EVALUATORS: "fast" (`suite.evaluation.lvis_fast`, vectorized, equal to the offic
 docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, with `suite.evaluation.lvis_numpy2`'s
 NumPy view for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
 each category's AP under the key "AP-<name>", as Detectron2's COCOEvaluator reports
-per-category AP. `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
+per-category AP. Other protocols (`suite.evaluation.protocols`: "fixed", "challenge2021"; the fast
+evaluator only) add their tasks under `protocols.result_key(task, protocol)`, e.g. "segm-fixed". `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
 evaluation, so `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`)
-give the same dict. `metrics_record` and `per_category_record` turn it into the run record's fields.
+give the same dict. `metrics_record`, `per_category_record` and `protocols_record` turn it into the
+run record's fields.
 
 Units and conventions: AP in percent (0-100). Where the `lvis` API has no value (-1: no ground
 truth in that group, area range or category) the result is NaN, which the run record writes as
@@ -16,18 +18,19 @@ points, all areas - the quantity LVIS averages into AP, APr, APc and APf. Detect
 category id - 1, as `suite.data.register` registers every set.
 """
 
+import dataclasses
 import itertools
 import logging
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
-from suite.evaluation import lvis_fast, lvis_numpy2
+from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
 from suite.records import write_json_atomic
 from suite.schema import AP_METRICS, TASKS
 
@@ -77,14 +80,18 @@ def _per_category(precision: np.ndarray, all_areas: int, names: Sequence[str]) -
 
 
 def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
-                   max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
-    """`summarize(run_lvis_eval(...))` computed by `suite.evaluation.lvis_fast` (the same numbers)."""
+                   max_dets: int = LVIS_MAX_DETS, protocol: str = eval_protocols.DEFAULT_PROTOCOL) -> Dict[str, float]:
+    """`summarize(run_lvis_eval(...))` computed by `suite.evaluation.lvis_fast` (the same numbers);
+    with another `protocol`, its metrics (`max_dets` is the standard protocol's limit per image)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    matches = lvis_fast.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, max_dets)
+    chosen = eval_protocols.get_protocol(protocol)
+    if chosen.name == "standard":
+        chosen = dataclasses.replace(chosen, max_dets_per_image=max_dets)
+    matches = eval_protocols.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, chosen)
     precision = matches.precision()
-    metrics = lvis_fast.summarize_precision(precision, matches.freq_groups, matches.params)
-    summary = {metric: _percent(metrics[metric]) for metric in AP_METRICS}
+    metrics = eval_protocols.summarize(matches, chosen, precision=precision)
+    summary = {metric: _percent(value) for metric, value in metrics.items()}
     names = [lvis_gt.cats[category_id]["name"] for category_id in matches.params.cat_ids]
     summary.update(_per_category(precision, matches.params.area_rng_lbl.index("all"), names))
     return summary
@@ -93,31 +100,44 @@ def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
 def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                           tasks: Optional[Iterable[str]] = None,
                           max_dets: int = LVIS_MAX_DETS,
-                          evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Dict[str, float]]:
-    """{task: summary} for `tasks` (default: "bbox", and "segm" if any result has a mask).
-    `lvis_gt`: the ground truth as an `LVIS` or the path of its JSON; `evaluator`: one of
-    EVALUATORS. With no results every value is NaN (Detectron2's LVISEvaluator does the same)."""
-    check_evaluator(evaluator)
+                          evaluator: str = DEFAULT_EVALUATOR,
+                          protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
+    """{task: summary} for `tasks` (default: "bbox", and "segm" if any result has a mask) under
+    each of `protocols` (key `protocols.result_key(task, protocol)`: the task itself for the
+    standard protocol; a protocol evaluates the tasks it defines). `lvis_gt`: the ground truth as
+    an `LVIS` or the path of its JSON; `evaluator`: one of EVALUATORS; `max_dets`: the standard
+    protocol's limit per image. With no results every value is NaN (Detectron2's LVISEvaluator
+    does the same)."""
+    check_evaluator(evaluator, protocols)
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
     if tasks is None:
         tasks = TASKS if any("segmentation" in result for result in results) else ("bbox",)
     names = [lvis_gt.cats[category_id]["name"] for category_id in sorted(lvis_gt.cats)]
     evaluation = {}
-    for task in sorted(tasks):
-        if not results:
-            logger.warning("No predictions to evaluate: every %s metric is NaN", task)
-            evaluation[task] = {key: float("nan") for key in [*AP_METRICS, *(f"AP-{name}" for name in names)]}
-            continue
-        evaluation[task] = summarize_fast(lvis_gt, results, task, max_dets) if evaluator == "fast" else \
-            summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
-        logger.info("%s: %s", task, "  ".join(f"{metric} {evaluation[task][metric]:.1f}" for metric in AP_METRICS))
+    for protocol in protocols:
+        for task in sorted(set(tasks) & set(eval_protocols.get_protocol(protocol).tasks)):
+            key = eval_protocols.result_key(task, protocol)
+            metrics = eval_protocols.get_protocol(protocol).metrics
+            if not results:
+                logger.warning("No predictions to evaluate: every %s metric is NaN", key)
+                evaluation[key] = {metric: float("nan") for metric in [*metrics, *(f"AP-{name}" for name in names)]}
+                continue
+            evaluation[key] = summarize_fast(lvis_gt, results, task, max_dets, protocol) if evaluator == "fast" else \
+                summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
+            logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in metrics))
     return evaluation
 
 
-def check_evaluator(evaluator: str) -> None:
+def check_evaluator(evaluator: str, protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> None:
+    """A ValueError unless `evaluator` is one of EVALUATORS and computes each of `protocols`."""
     if evaluator not in EVALUATORS:
         raise ValueError(f"evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+    for protocol in protocols:
+        eval_protocols.get_protocol(protocol)
+        if evaluator == "official" and protocol != "standard":
+            raise ValueError(f"the official evaluator (lvis 0.5.3) computes the standard protocol only, not {protocol!r}: "
+                             f"use the fast evaluator")
 
 
 class LVISPerCategoryEvaluator(LVISEvaluator):
@@ -128,10 +148,12 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
     labels) to `output_dir`."""
 
     def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *,
-                 max_dets_per_image=None, evaluator: str = DEFAULT_EVALUATOR):
-        check_evaluator(evaluator)
+                 max_dets_per_image=None, evaluator: str = DEFAULT_EVALUATOR,
+                 protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)):
+        check_evaluator(evaluator, protocols)
         super().__init__(dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image)
         self.evaluator = evaluator
+        self.protocols = tuple(protocols)
 
     def _eval_predictions(self, predictions):
         lvis_results = list(itertools.chain(*[prediction["instances"] for prediction in predictions]))
@@ -143,24 +165,27 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
             logger.info("%s has no annotations: nothing to evaluate", self._metadata.json_file)
             return
         self._results.update(evaluate_lvis_results(
-            self._lvis_api, lvis_results, self._tasks, self._max_dets_per_image or LVIS_MAX_DETS, self.evaluator))
+            self._lvis_api, lvis_results, self._tasks, self._max_dets_per_image or LVIS_MAX_DETS, self.evaluator,
+            self.protocols))
 
 
 def build_lvis_evaluator(dataset_name: str, output_dir: Optional[str] = None,
                          max_dets: int = LVIS_MAX_DETS, distributed: bool = True,
-                         evaluator: str = DEFAULT_EVALUATOR):
+                         evaluator: str = DEFAULT_EVALUATOR,
+                         protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)):
     """A `LVISPerCategoryEvaluator` for a registered data set (its metadata needs `json_file`)."""
     return LVISPerCategoryEvaluator(dataset_name, distributed=distributed, output_dir=output_dir,
-                                    max_dets_per_image=max_dets, evaluator=evaluator)
+                                    max_dets_per_image=max_dets, evaluator=evaluator, protocols=protocols)
 
 
-def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Dict[str, float]]:
+def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = None,
+                   protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
     loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
-    config without it); returns {task: summary} (empty on
+    config without it) under `protocols`; returns {result key: summary} (empty on
     ranks other than 0)."""
     evaluator = build_lvis_evaluator(dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE,
-                                     evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
+                                     evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR), protocols=protocols)
     return inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator) or {}
 
 
@@ -185,3 +210,21 @@ def per_category_record(evaluation: Dict[str, Dict[str, float]], categories: Seq
         "bbox_AP": _none_if_nan(evaluation.get("bbox", {}).get(f"AP-{category['name']}")),
         "segm_AP": _none_if_nan(evaluation.get("segm", {}).get(f"AP-{category['name']}")),
     } for category in sorted(categories, key=lambda category: category["id"])]
+
+
+def protocols_record(evaluation: Dict[str, Dict[str, float]], max_dets_per_image: int) -> Dict[str, Any]:
+    """The run record's `metric_protocols`: for each protocol in `evaluation` (an `evaluate_lvis_results`
+    dict) its `protocols.protocol_record` (`max_dets_per_image`: the standard protocol's limit as
+    evaluated) and, for every protocol but the standard one, whose metrics are the record's
+    `metrics`, "metrics": {task: {metric: AP in percent, None for NaN}}."""
+    record: Dict[str, Any] = {}
+    for name, protocol in eval_protocols.PROTOCOLS.items():
+        present = [task for task in protocol.tasks if eval_protocols.result_key(task, name) in evaluation]
+        if not present:
+            continue
+        record[name] = eval_protocols.protocol_record(name, max_dets_per_image)
+        if name != "standard":
+            record[name]["metrics"] = {
+                task: {metric: _none_if_nan(evaluation[eval_protocols.result_key(task, name)].get(metric))
+                       for metric in protocol.metrics} for task in present}
+    return record

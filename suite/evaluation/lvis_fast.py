@@ -14,6 +14,11 @@ allowed, in draw order, as the bootstrap resamples them) without Python loops ov
 ties in score are ordered by draw position, as the official stable sort of the concatenation
 does. `summarize` gives the official AP, AP50, AP75, APs, APm, APl, APr, APc, APf from it.
 
+Beyond the standard protocol (`suite.evaluation.protocols`): a limit per category over the set
+(`max_dets_per_category`, AP_fixed), boundary IoU for masks (`boundary_dilation_ratio`, the LVIS
+Challenge 2021), and `Matches.pooled_precision(pools, draw)`, the categories of each pool
+accumulated as one (AP_pool).
+
 Conventions: category index k is the k-th of the sorted category ids; precision has the official
 shape (iou thresholds 10, recall points 101, categories K, area ranges A) with -1 where a
 category has no ground truth. AR (recall) is not computed. Differences from the official API:
@@ -30,11 +35,13 @@ from lvis import LVIS
 from lvis.eval import Params
 from pycocotools import mask as mask_utils
 
+from suite.evaluation import boundary_iou
 from suite.schema import AP_METRICS
 
 LVIS_MAX_DETS = 300
 CANDIDATE_IOU = 0.5  # the lowest IoU threshold: a pair below it never matches
 _PAIR_CHUNK = 1 << 22  # box pairs per IoU chunk (bounded memory)
+_BOUNDARY_PAIRS = 4096  # mask pairs whose boundary IoU is computed together
 
 
 @dataclass
@@ -72,9 +79,20 @@ def detections_from_results(results: Sequence[dict], task: str) -> Detections:
 def limit_per_image(image_ids: np.ndarray, scores: np.ndarray, max_dets: int) -> np.ndarray:
     """Row indices kept by `LVISResults.limit_dets_per_image`: per image the `max_dets` highest
     scores, ties in row order; returned in row order."""
-    order = np.lexsort((np.arange(len(scores)), -scores, image_ids))
-    sorted_images = image_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_images[1:] != sorted_images[:-1]])
+    return _top_per_group(image_ids, scores, max_dets)
+
+
+def limit_per_category(category_ids: np.ndarray, scores: np.ndarray, max_dets: int) -> np.ndarray:
+    """Row indices kept by the fixed-AP limit (the reference scripts' per-class
+    `sorted(..., key=score, reverse=True)[:max_dets]`, a stable sort): per category, over the whole
+    set, the `max_dets` highest scores, ties in row order; returned in row order."""
+    return _top_per_group(category_ids, scores, max_dets)
+
+
+def _top_per_group(keys: np.ndarray, scores: np.ndarray, max_dets: int) -> np.ndarray:
+    order = np.lexsort((np.arange(len(scores)), -scores, keys))
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     return np.sort(order[rank < max_dets])
 
@@ -128,6 +146,7 @@ class _Accumulator:
     descending, image, row), those ignored at every threshold dropped. tp, fp (T, n) bool."""
     category: np.ndarray
     image: np.ndarray
+    score: np.ndarray
     tp: np.ndarray
     fp: np.ndarray
     tie_block: np.ndarray  # (n,) id of the run of equal (category, score) a detection is in, -1 if alone
@@ -147,6 +166,7 @@ class Matches:
         self.area_labels = list(area_labels)  # the areas of `accumulators`, in order
         self.num_greedy_groups = num_greedy_groups  # (image, category) groups the greedy loop matched
         self.num_evaluated_detections = num_evaluated_detections  # after the limit and the federated filter
+        self._pooled_accumulators: Dict[tuple, _Accumulator] = {}
 
     @property
     def num_tied_detections(self) -> int:
@@ -158,11 +178,29 @@ class Matches:
         sorted image ids; default: each image once), -1 where a category has no ground truth."""
         draw = np.arange(self.num_images) if draw is None else np.asarray(draw, np.int64)
         areas = range(len(self.accumulators)) if areas is None else areas
-        return np.stack([self._precision(self.accumulators[a], draw) for a in areas], axis=-1)
+        return np.stack([self._precision(self.accumulators[a], draw, self.num_categories) for a in areas], axis=-1)
 
-    def _precision(self, acc: _Accumulator, draw: np.ndarray) -> np.ndarray:
+    def pooled_precision(self, pools: Sequence[Sequence[int]], draw: Optional[np.ndarray] = None) -> np.ndarray:
+        """(T, R, len(pools)) interpolated precision of each pool of category indices taken as one
+        category, on the area range "all" (the first of `area_labels`), -1 where a pool has no
+        ground truth: large-vocab-devil's `LVISPooledEval.accumulate`. A pool's detections are
+        ranked by score across its categories; ties in score by draw position, then category,
+        then score order within the (image, category), as its image-major concatenation is."""
+        if self.area_labels[0] != "all":
+            raise ValueError(f"pooled precision is on the area range 'all', these matches hold {self.area_labels}")
+        draw = np.arange(self.num_images) if draw is None else np.asarray(draw, np.int64)
+        return np.stack([self._precision(self._pooled_accumulator(pool), draw, 1)[:, :, 0] for pool in pools], axis=-1)
+
+    def _pooled_accumulator(self, pool: Sequence[int]) -> _Accumulator:
+        """`_pooled` of the area range "all", built once per pool (a bootstrap asks for it per resample)."""
+        key = tuple(int(category) for category in pool)
+        if key not in self._pooled_accumulators:
+            self._pooled_accumulators[key] = _pooled(self.accumulators[0], key, self.num_categories)
+        return self._pooled_accumulators[key]
+
+    def _precision(self, acc: _Accumulator, draw: np.ndarray, num_cats: int) -> np.ndarray:
         rec_thrs = self.params.rec_thrs
-        num_thrs, num_cats = len(self.params.iou_thrs), self.num_categories
+        num_thrs = len(self.params.iou_thrs)
         precision = -np.ones((num_thrs, len(rec_thrs), num_cats))
         copies = np.bincount(draw, minlength=self.num_images)
         num_gt = np.bincount(acc.gt_category, weights=copies[acc.gt_image] * acc.gt_count,
@@ -251,10 +289,17 @@ def _lookup(keys: np.ndarray, table_keys: np.ndarray) -> np.ndarray:
 
 
 def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS_MAX_DETS,
-          area_labels: Sequence[str] = ("all", "small", "medium", "large")) -> Matches:
-    """Evaluate `detections` against `lvis_gt` for `task` once; see the module docstring."""
+          area_labels: Sequence[str] = ("all", "small", "medium", "large"), *,
+          max_dets_per_category: int = -1, boundary_dilation_ratio: Optional[float] = None) -> Matches:
+    """Evaluate `detections` against `lvis_gt` for `task` once; see the module docstring.
+    `max_dets` (per image) and `max_dets_per_category` (over the set, after the per-image limit,
+    as the lvis-api challenge branch's `LVISResults` applies them): -1 for no limit.
+    `boundary_dilation_ratio` (masks only): match on boundary IoU (`suite.evaluation.boundary_iou`)
+    with bands of this fraction of the image diagonal instead of mask IoU."""
     if task not in ("bbox", "segm"):
         raise ValueError(f"task must be 'bbox' or 'segm', got {task!r}")
+    if boundary_dilation_ratio is not None and task != "segm":
+        raise ValueError(f"boundary IoU is defined for masks (task 'segm'), not {task!r}")
     params = Params(iou_type=task)
     params.img_ids = sorted(lvis_gt.get_img_ids())
     params.cat_ids = sorted(lvis_gt.get_cat_ids())
@@ -265,7 +310,7 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
 
     anns, gt_key, gt_area, gt_flag = _ground_truth(lvis_gt, image_index, cat_index)
     keep, dt_key, dt_score, dt_not_exhaustive = _evaluated_detections(
-        lvis_gt, detections, params, image_index, cat_index, gt_key, max_dets)
+        lvis_gt, detections, params, image_index, cat_index, gt_key, max_dets, max_dets_per_category)
     if task == "bbox":
         dt_boxes = detections.boxes[keep]
         dt_area = dt_boxes[:, 2] * dt_boxes[:, 3]
@@ -280,7 +325,8 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
         gt_boxes = np.array([ann["bbox"] for ann in anns], np.float64).reshape(-1, 4)
         pair_dt, pair_gt, pair_iou = _box_candidates(dt_boxes, gt_boxes, gt_start, gt_count)
     else:
-        pair_dt, pair_gt, pair_iou = _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count)
+        pair_dt, pair_gt, pair_iou = _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count,
+                                                      boundary_dilation_ratio)
 
     # per-detection matches: NumPy where each detection has <= 1 candidate, the greedy loop elsewhere
     candidates_per_dt = np.bincount(pair_dt, minlength=len(keep))
@@ -324,15 +370,18 @@ def _ground_truth(lvis_gt: LVIS, image_index: Dict[int, int], cat_index: Dict[in
 
 
 def _evaluated_detections(lvis_gt: LVIS, detections: Detections, params: Params, image_index: Dict[int, int],
-                          cat_index: Dict[int, int], gt_key: np.ndarray, max_dets: int):
-    """Rows of `detections` that the official evaluation keeps (the per-image limit, known
-    categories, the federated filter), grouped by (image, category) key and by score descending
-    then row within a group; with their keys, scores and not-exhaustive flags."""
+                          cat_index: Dict[int, int], gt_key: np.ndarray, max_dets: int, max_dets_per_category: int):
+    """Rows of `detections` that the official evaluation keeps (the per-image, then the
+    per-category limit, known categories, the federated filter), grouped by (image, category)
+    key and by score descending then row within a group; with their keys, scores and
+    not-exhaustive flags."""
     num_cats = len(params.cat_ids)
     if any(int(image_id) not in image_index for image_id in np.unique(detections.image_ids)):
         raise ValueError("results hold detections of images that are not in the ground truth")
     keep = limit_per_image(detections.image_ids, detections.scores, max_dets) if max_dets >= 0 \
         else np.arange(len(detections))
+    if max_dets_per_category >= 0:
+        keep = keep[limit_per_category(detections.category_ids[keep], detections.scores[keep], max_dets_per_category)]
     ids_sorted = np.array(params.img_ids, np.int64)
     cats_sorted = np.array(params.cat_ids, np.int64)
     dt_img = np.searchsorted(ids_sorted, detections.image_ids[keep])
@@ -389,10 +438,29 @@ def _box_candidates(dt_boxes, gt_boxes, gt_start, gt_count):
     return _concatenate(found)
 
 
-def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count):
-    """As `_box_candidates` for masks, with pycocotools' `iou` on each (image, category)."""
+def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count, boundary_dilation_ratio=None):
+    """As `_box_candidates` for masks, with pycocotools' `iou` on each (image, category); with a
+    `boundary_dilation_ratio`, the boundary IoU of the pairs whose mask IoU is >= 0.5 (below,
+    their boundary IoU, never more than the mask IoU, cannot reach it), computed for up to
+    _BOUNDARY_PAIRS pairs at once (their masks are decoded together; bounded memory)."""
     found = ([], [], [])
+    boundary = None if boundary_dilation_ratio is None else boundary_iou.BoundaryIoU(boundary_dilation_ratio)
+    pending: List[tuple] = []  # hits awaiting their boundary IoU: (dt rows, gt rows, mask IoUs, dt RLEs, gt RLEs)
+
+    def keep(dt_rows, gt_rows, ious):
+        for store, values in zip(found, (dt_rows, gt_rows, ious)):
+            store.append(values)
+
+    def flush():
+        dt_rows, gt_rows, ious = (np.concatenate([hit[k] for hit in pending]) for k in range(3))
+        ious = boundary.iou(ious, [rle for hit in pending for rle in hit[3]], [rle for hit in pending for rle in hit[4]],
+                            dt_rows, gt_rows)
+        hit = ious >= CANDIDATE_IOU
+        keep(dt_rows[hit], gt_rows[hit], ious[hit])
+        pending.clear()
+
     starts = _group_starts(dt_key)
+    pending_pairs = 0
     for begin, end in zip(starts, np.r_[starts[1:], len(dt_key)].astype(np.int64)):
         count = int(gt_count[begin])
         if count == 0:
@@ -401,8 +469,17 @@ def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count):
         gt_rles = [lvis_gt.ann_to_rle(anns[row]) for row in gt_rows]
         ious = np.asarray(mask_utils.iou(dt_rles[begin:end], gt_rles, np.zeros(count, np.uint8)))
         dt_hit, gt_hit = np.nonzero(ious >= CANDIDATE_IOU)
-        for store, values in zip(found, (begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])):
-            store.append(values)
+        if boundary is None:
+            keep(begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])
+            continue
+        pending.append((begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit], [dt_rles[begin + d] for d in dt_hit],
+                        [gt_rles[g] for g in gt_hit]))
+        pending_pairs += len(dt_hit)
+        if pending_pairs >= _BOUNDARY_PAIRS:
+            flush()
+            pending_pairs = 0
+    if pending:
+        flush()
     return _concatenate(found)
 
 
@@ -452,15 +529,36 @@ def _accumulator(matched, gt_ignore, dt_key, dt_score, dt_row, dt_area, dt_not_e
     order = np.flatnonzero(counted)
     order = order[np.lexsort((dt_row[order], image[order], -dt_score[order], category[order]))]
     category, score = category[order], dt_score[order]
-    new_block = np.r_[True, (category[1:] != category[:-1]) | (score[1:] != score[:-1])] if len(order) else \
-        np.zeros(0, bool)
-    block = np.cumsum(new_block) - 1
-    block_size = np.bincount(block) if len(block) else np.zeros(0, np.int64)
-    tie_block = np.where(block_size[block] > 1, block, -1) if len(block) else np.zeros(0, np.int64)
     gt_counted, gt_count = np.unique(gt_key[~gt_ignore], return_counts=True)
-    return _Accumulator(category=category, image=image[order], tp=tp[:, order], fp=fp[:, order],
-                        tie_block=tie_block, gt_image=gt_counted // num_cats, gt_category=gt_counted % num_cats,
-                        gt_count=gt_count)
+    return _Accumulator(category=category, image=image[order], score=score, tp=tp[:, order], fp=fp[:, order],
+                        tie_block=_tie_blocks(category, score), gt_image=gt_counted // num_cats,
+                        gt_category=gt_counted % num_cats, gt_count=gt_count)
+
+
+def _tie_blocks(category: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """(n,) for rows ordered by (category, score): the id of each row's run of equal (category,
+    score), -1 for a run of one."""
+    if not len(category):
+        return np.zeros(0, np.int64)
+    new_block = np.r_[True, (category[1:] != category[:-1]) | (score[1:] != score[:-1])]
+    block = np.cumsum(new_block) - 1
+    return np.where(np.bincount(block)[block] > 1, block, -1)
+
+
+def _pooled(acc: _Accumulator, pool: Sequence[int], num_cats: int) -> _Accumulator:
+    """`acc` restricted to the categories of `pool`, all of them as category 0, in the pooled
+    accumulate order (score descending, image, category, then the order within the category)."""
+    in_pool = np.zeros(num_cats, bool)
+    in_pool[np.asarray(pool, np.int64)] = True
+    rows = np.flatnonzero(in_pool[acc.category])
+    rows = rows[np.lexsort((rows, acc.category[rows], acc.image[rows], -acc.score[rows]))]
+    score = acc.score[rows]
+    category = np.zeros(len(rows), np.int64)
+    gt_in_pool = in_pool[acc.gt_category]
+    return _Accumulator(category=category, image=acc.image[rows], score=score, tp=acc.tp[:, rows],
+                        fp=acc.fp[:, rows], tie_block=_tie_blocks(category, score),
+                        gt_image=acc.gt_image[gt_in_pool], gt_category=np.zeros(int(gt_in_pool.sum()), np.int64),
+                        gt_count=acc.gt_count[gt_in_pool])
 
 
 def _freq_groups(lvis_gt: LVIS, params: Params) -> List[List[int]]:

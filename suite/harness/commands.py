@@ -50,6 +50,11 @@ def register(subparsers) -> None:
     evaluate.add_argument("--evaluator", choices=("fast", "official"), default="fast",
                           help="fast: the suite's vectorized LVIS evaluation, equal to the official one "
                           "(docs/evaluation.md; default); official: the lvis API's LVISEval")
+    evaluate.add_argument("--protocol", nargs="+", default=["standard"], metavar="PROTOCOL",
+                          help="LVIS protocols to evaluate beside the standard one, always evaluated (run.json's "
+                          "`metrics`): fixed (AP_fixed and AP_pool: 10,000 detections per class over the set, "
+                          "none per image), challenge2021 (the LVIS Challenge 2021's boundary AP_fixed, masks); "
+                          "each under run.json's `metric_protocols` (docs/evaluation.md). The fast evaluator only")
     evaluate.set_defaults(func=run_eval)
 
 
@@ -69,5 +74,5 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from suite.harness.train import evaluate_run
 
-    evaluate_run(args.run, args.evaluator)
+    evaluate_run(args.run, args.evaluator, args.protocol)
     return 0

@@ -13,7 +13,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
 from suite.data.register import RegisteredDataset
-from suite.evaluation.evaluate import metrics_record, per_category_record
+from suite.evaluation.evaluate import metrics_record, per_category_record, protocols_record
 from suite.harness.distributed import rank_weights_sha256
 from suite.harness.run_record import RunSetting, build_run_record, write_run_record
 from suite.harness.run_state import LossCurve, TrainingTime
@@ -43,10 +43,11 @@ def grad_balance_record(model: torch.nn.Module) -> Optional[Dict[str, Any]]:
 
 def finish_run(output_dir: Path, setting: RunSetting, dataset: RegisteredDataset, model: torch.nn.Module,
                evaluation: Dict[str, Dict[str, float]], training_time: TrainingTime, loss_curve: LossCurve,
-               start_iter: int) -> Optional[Dict[str, Any]]:
+               start_iter: int, max_dets_per_image: int) -> Optional[Dict[str, Any]]:
     """Called by every rank after training and evaluation (`evaluation`: the suite evaluator's
-    {task: summary}, empty on ranks other than 0): gather the gradient balance, then on the main
-    process write OUTPUT_DIR/run.json and return the record (None on the other ranks)."""
+    {task: summary}, empty on ranks other than 0; `max_dets_per_image`: its limit per image): gather
+    the gradient balance, then on the main process write OUTPUT_DIR/run.json and return the record
+    (None on the other ranks)."""
     balance = grad_balance_record(model)
     digests = rank_weights_sha256(model)
     if not comm.is_main_process():
@@ -62,6 +63,7 @@ def finish_run(output_dir: Path, setting: RunSetting, dataset: RegisteredDataset
         curve=loss_curve.points,
         grad_balance=balance,
         weights_sha256=digests,
+        metric_protocols=protocols_record(evaluation, max_dets_per_image),
     )
     write_run_record(Path(output_dir), record)
     log_summary(record)

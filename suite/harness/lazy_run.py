@@ -57,13 +57,18 @@ def evaluation_set(cfg: DictConfig) -> str:
     return names[0]
 
 
+def max_dets_per_image(cfg: DictConfig) -> int:
+    """The evaluation's limit per image: the config evaluator's `max_dets_per_image`, else LVIS's 300."""
+    return cfg.dataloader.get("evaluator", {}).get("max_dets_per_image") or LVIS_MAX_DETS
+
+
 def evaluate_lazy(cfg: DictConfig, model: torch.nn.Module) -> Dict[str, Dict[str, float]]:
     """`model` run over `dataloader.test` and evaluated by the suite's LVIS evaluator (with its
     per-category AP; `max_dets_per_image` of the config's evaluator, else LVIS's 300), which
     writes the detections to `train.output_dir`/inference/lvis_instances_results.json as a yaml
     run's; {task: summary}, empty on ranks other than 0."""
-    max_dets = cfg.dataloader.get("evaluator", {}).get("max_dets_per_image") or LVIS_MAX_DETS
-    evaluator = build_lvis_evaluator(evaluation_set(cfg), str(Path(cfg.train.output_dir) / "inference"), max_dets)
+    evaluator = build_lvis_evaluator(evaluation_set(cfg), str(Path(cfg.train.output_dir) / "inference"),
+                                     max_dets_per_image(cfg))
     return inference_on_dataset(model, instantiate(cfg.dataloader.test), evaluator) or {}
 
 
@@ -98,7 +103,7 @@ class LazyRunRecorder:
         record; None on the other ranks)."""
         evaluation = evaluate_lazy(self.cfg, model)
         return finish_run(Path(self.cfg.train.output_dir), self.setting, self.dataset, model, evaluation,
-                          self.training_time, self.loss_curve, start_iter)
+                          self.training_time, self.loss_curve, start_iter, max_dets_per_image(self.cfg))
 
 
 def lazy_run_recorder(cfg: DictConfig, dataset: Optional[RegisteredDataset]) -> Optional[LazyRunRecorder]:

@@ -40,10 +40,12 @@ class RunSetting:
 def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: Dict[str, Any],
                      per_category: List[Dict[str, Any]], wall_s: float, start_iter: int, segments: int,
                      curve: List[Dict[str, float]], grad_balance: Optional[Dict[str, Any]],
-                     weights_sha256: List[str]) -> Dict[str, Any]:
+                     weights_sha256: List[str], metric_protocols: Dict[str, Any]) -> Dict[str, Any]:
     """Everything docs/records.md lists for a finished run. `wall_s`: training time over all
     `segments` (1 + resumes); `start_iter`: where the last segment started; `weights_sha256`: the
-    final model state's digest on each rank, in rank order (suite.harness.distributed)."""
+    final model state's digest on each rank, in rank order (suite.harness.distributed);
+    `metric_protocols`: which evaluation protocol produced the metrics
+    (suite.evaluation.evaluate.protocols_record)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": RUN_KIND,
@@ -54,6 +56,7 @@ def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: D
         "iterations": setting.iterations,
         "seed": setting.seed,
         "metrics": metrics,
+        "metric_protocols": metric_protocols,
         "per_category": per_category,
         "train": {
             "start_iter": start_iter,

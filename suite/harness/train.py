@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -21,7 +21,9 @@ from detectron2.utils.logger import setup_logger
 from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
-from suite.evaluation.evaluate import DEFAULT_EVALUATOR, evaluate_model, metrics_record, per_category_record
+from suite.evaluation.evaluate import (DEFAULT_EVALUATOR, check_evaluator, evaluate_model, metrics_record,
+                                       per_category_record, protocols_record)
+from suite.evaluation.protocols import DEFAULT_PROTOCOL
 from suite.harness.distributed import check_dist_url, launch
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
@@ -255,7 +257,7 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer.train()
     evaluation = _evaluate(cfg, trainer.model, dataset)
     finish_run(Path(cfg.OUTPUT_DIR), run_setting(cfg, config_yaml), dataset, trainer.model, evaluation,
-               trainer.training_time, trainer.loss_curve, trainer.start_iter)
+               trainer.training_time, trainer.loss_curve, trainer.start_iter, cfg.TEST.DETECTIONS_PER_IMAGE)
 
 
 def configure_logging(output: Optional[Path] = None) -> None:
@@ -273,10 +275,11 @@ def configure_logging(output: Optional[Path] = None) -> None:
         setup_logger(output=str(output) if output else None, distributed_rank=comm.get_rank(), name=name)
 
 
-def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset) -> Dict[str, Dict[str, float]]:
+def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset,
+              protocols: Sequence[str] = (DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
     model.eval()
     try:
-        return evaluate_model(cfg, model, dataset.val, str(Path(cfg.OUTPUT_DIR) / "inference"))
+        return evaluate_model(cfg, model, dataset.val, str(Path(cfg.OUTPUT_DIR) / "inference"), protocols)
     finally:
         model.train()
 
@@ -297,12 +300,19 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Any]:
+def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
+                 protocols: Sequence[str] = (DEFAULT_PROTOCOL,)) -> Dict[str, Any]:
     """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
-    `evaluator` ("fast" or "official", whatever its config says); rewrites its run.json metrics.
+    `evaluator` ("fast" or "official", whatever its config says) under the standard protocol and
+    `protocols` (`suite.evaluation.protocols`); rewrites its run.json `metrics` and `metric_protocols`.
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
     another version evaluates too."""
     run_dir = Path(run_dir)
+    protocols = (DEFAULT_PROTOCOL, *(protocol for protocol in protocols if protocol != DEFAULT_PROTOCOL))
+    try:
+        check_evaluator(evaluator, protocols)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
@@ -324,10 +334,11 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR) -> Dict[str,
         if not checkpointer.has_checkpoint():
             raise UserError(f"{run_dir}: no checkpoint to evaluate")
         checkpointer.resume_or_load("", resume=True)
-        evaluation = _evaluate(cfg, model, dataset)
+        evaluation = _evaluate(cfg, model, dataset, protocols)
         from detectron2.data import MetadataCatalog
 
         record["metrics"] = metrics_record(evaluation)
+        record["metric_protocols"] = protocols_record(evaluation, cfg.TEST.DETECTIONS_PER_IMAGE)
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
