@@ -17,7 +17,6 @@ import hashlib
 import json
 from typing import Any, Dict, List, Set, Tuple
 
-from suite.environment import repo_relative
 from suite.harness.run_record import is_lazy_config
 from suite.report.records import Records
 from suite.report.run_config import protocol_config, without_keys
@@ -92,7 +91,7 @@ def _differences(record: Dict[str, Any], twins: List[Dict[str, Any]], left_out: 
     differ from a twin's."""
     folder = record["dataset"]["path"]
     if all(twin["dataset"]["path"] != folder for twin in twins):
-        return f", data {repo_relative(folder)}"
+        return f", data {folder}"  # as recorded: the same name whichever checkout reports it
     ours, missing = _config_paths(record, left_out), object()
     differing: Set[Tuple[str, ...]] = set()
     for twin in twins:
