@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
-from suite.schema import GROUP_METRICS, TASKS
+from suite.schema import GROUP_METRICS
 
 EVALUATORS = ("fast", "official")
 

@@ -21,7 +21,6 @@ and machine 0's address from the Slurm environment.
 """
 
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import submitit
