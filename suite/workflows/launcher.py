@@ -84,13 +84,13 @@ def finish(study: Study, wall_s: float) -> List[str]:
     latest = latest_jobs(read_jobs(study.out))
     failures = []
     for cell in grid:
-        if study.cell_done(cell):
+        if cell.done(study.out):
             continue
         job = latest.get(("cell", cell.seed, cell.arm.name)) or latest.get(("seed", cell.seed, None))
         where = (f"{'pretraining of the seed' if job.what == 'seed' else 'job'} {job.job_id} failed: "
                  f"{failure_line(study.out, job)}; log: {log_path(study.out, job)}" if job else "never submitted")
         failures.append(f"cell {cell.arm.name} seed {cell.seed} not done: {where}")
-    done = sum(study.cell_done(cell) for cell in grid)
+    done = sum(cell.done(study.out) for cell in grid)
     for line in failures:
         print(line, flush=True)
     print(f"study {study.out}: {done} of {len(grid)} cells done, {wall_s / 60:.1f} min in all"
@@ -144,7 +144,7 @@ def submit_study(options: StudyOptions, settings: ExecutorSettings) -> int:
         earlier = study.previous_wall_s()
         study.prepare_data()
         grid = cells(options)
-        todo = [cell for cell in grid if not study.cell_done(cell)]
+        todo = [cell for cell in grid if not cell.done(study.out)]
         write_json_atomic(study.out / STUDY_RECORD, study.record(grid, earlier))
         if cluster == "local":
             print("no Slurm here (no srun on PATH): the jobs run on this machine through submitit's LocalExecutor",

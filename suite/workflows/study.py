@@ -174,6 +174,11 @@ class Cell:
     def run_dir(self, out: Path) -> Path:
         return Path(out) / "runs" / self.arm.name / f"seed{self.seed}"
 
+    def done(self, out: Path) -> bool:
+        """Whether the cell of the study in `out` is finished: its bootstrap record, written last
+        (after its checkpoints were pruned), marks it."""
+        return (self.run_dir(out) / BOOTSTRAP_RECORD).exists()
+
 
 def cells(options: StudyOptions) -> List[Cell]:
     """Seed-major order, so that a study cut short holds complete paired seeds; seesaw_official
@@ -355,9 +360,6 @@ class Study:
 
         return SyntheticLayout(self.data_dir).split("val").json_file
 
-    def cell_done(self, cell: Cell) -> bool:
-        return (cell.run_dir(self.out) / BOOTSTRAP_RECORD).exists()
-
     def run_cell(self, cell: Cell, machine_rank: int = 0, dist_url: str = "auto") -> Optional[Dict[str, Any]]:
         """Train (or resume, or keep) one cell; once its run record is written, delete its
         checkpoints but the last (unless keep_checkpoints), then bootstrap its detections (the
@@ -396,7 +398,7 @@ class Study:
             "cells": [{"arm": cell.arm.name, "loss": cell.arm.loss, "cosine": cell.arm.cosine,
                        "loss_overrides": list(cell.arm.loss_overrides), "seed": cell.seed,
                        "run_dir": str(cell.run_dir(Path("."))),
-                       "done": self.cell_done(cell)} for cell in grid],
+                       "done": cell.done(self.out)} for cell in grid],
             "wall_s": wall_s,
             "environment": collect(self.options.device),
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -428,7 +430,7 @@ class Study:
         earlier = self.previous_wall_s()
         self.prepare_data()
         grid = cells(self.options)
-        todo = [cell for cell in grid if not self.cell_done(cell)]
+        todo = [cell for cell in grid if not cell.done(self.out)]
         print(f"study {self.out}: {len(grid)} cells ({len(grid) - len(todo)} done), "
               f"arms {', '.join(self.options.arms)}, seeds {', '.join(map(str, self.options.seeds))}", flush=True)
         write_json_atomic(self.out / STUDY_RECORD, self.record(grid, earlier))

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from suite.errors import UserError
 from suite.records import read_record
-from suite.schema import RUN_RECORD, STUDY_KIND, STUDY_RECORD
+from suite.schema import RUN_RECORD, STUDY_JOBS_RECORD, STUDY_KIND, STUDY_RECORD
 from suite.workflows.study import ARMS, Cell, Study, StudyOptions, cells
 from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, failure_line, job_states, latest_jobs,
                                         log_path, read_jobs)
@@ -21,8 +21,6 @@ def cell_states(out: Path, grid: List[Cell]) -> Dict[Cell, str]:
     """Each cell's state: done (its bootstrap record is written), else its latest job's (a cell
     waiting for its seed's job is queued; a job that ended without finishing the cell failed),
     or not submitted."""
-    from suite.evaluation.bootstrap import BOOTSTRAP_RECORD
-
     record = read_jobs(out)
     latest = latest_jobs(record)
     states = job_states(out, record, list(latest.values()))
@@ -30,7 +28,7 @@ def cell_states(out: Path, grid: List[Cell]) -> Dict[Cell, str]:
     for cell in grid:
         job = latest.get(("cell", cell.seed, cell.arm.name))
         seed_job = latest.get(("seed", cell.seed, None))
-        if (cell.run_dir(out) / BOOTSTRAP_RECORD).exists():
+        if cell.done(out):
             result[cell] = DONE
         elif job is not None:
             result[cell] = FAILED if states[job.job_id] == FINISHED else states[job.job_id]
@@ -70,7 +68,7 @@ def print_status(out: Path) -> int:
     counts = ", ".join(f"{sum(state == name for state in states.values())} {name}" for name in STATES
                        if any(state == name for state in states.values()))
     print(f"study {out}: {len(grid)} cells: {counts}"
-          + (f" (jobs: {record['executor']}, {out / 'jobs.json'})" if record else " (no jobs submitted)"))
+          + (f" (jobs: {record['executor']}, {out / STUDY_JOBS_RECORD})" if record else " (no jobs submitted)"))
     for line in _table(grid, states):
         print("  " + line)
     latest = latest_jobs(record)
@@ -95,7 +93,7 @@ def print_dry_run(options: StudyOptions, launcher: str) -> int:
     study = Study(options)
     study.previous_wall_s()  # refuses a folder of another protocol
     grid = cells(options)
-    todo = [cell for cell in grid if not study.cell_done(cell)]
+    todo = [cell for cell in grid if not cell.done(study.out)]
     print(f"study {study.out}: {len(grid)} cells ({len(grid) - len(todo)} done), arms {', '.join(options.arms)}, "
           f"seeds {', '.join(map(str, options.seeds))}; each cell {options.num_machines} machine(s) x "
           f"{options.num_gpus} process(es), device {options.device}")
