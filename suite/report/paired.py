@@ -82,6 +82,7 @@ class Protocol:
     iterations: int
     runs: Dict[str, Dict[Any, Run]]  # arm -> seed -> run (the first by path where a seed repeats)
     duplicates: List[str]  # paths left out because their arm and seed repeat
+    num_classes: Optional[int] = None  # its data set's (every run of a protocol has the same data set)
 
     @functools.cached_property
     def comparisons(self) -> pd.DataFrame:
@@ -117,12 +118,19 @@ class Protocol:
 
 def protocols(records: Records) -> List[Protocol]:
     """Protocols with at least 2 seeds of a reference arm, sorted by data set and iterations."""
+    return [protocol for protocol in all_protocols(records)
+            if any(len(protocol.runs.get(reference, {})) >= 2 for reference in REFERENCES)]
+
+
+def all_protocols(records: Records) -> List[Protocol]:
+    """Every protocol of the records' runs, sorted by data set and iterations."""
     grouped: Dict[str, Protocol] = {}
     keys, names = protocol_keys(records), protocol_names(records)
     for path, record in records.runs:
         key = keys[path]
         protocol = grouped.setdefault(key, Protocol(key, names[key], str(record["dataset"]["name"]),
-                                                    int(record["iterations"]), {}, []))
+                                                    int(record["iterations"]), {}, [],
+                                                    record["dataset"].get("num_classes")))
         run = Run(path=path, arm=arm_name(record), seed=record["seed"],
                   metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in GROUP_METRICS},
                   bootstrap=_replicates(path), commit=record["environment"].get("git_commit"),
@@ -132,9 +140,7 @@ def protocols(records: Records) -> List[Protocol]:
             protocol.duplicates.append(path)
         else:
             by_seed[run.seed] = run
-    kept = [protocol for protocol in grouped.values()
-            if any(len(protocol.runs.get(reference, {})) >= 2 for reference in REFERENCES)]
-    return sorted(kept, key=lambda protocol: (protocol.dataset, protocol.iterations, protocol.key))
+    return sorted(grouped.values(), key=lambda protocol: (protocol.dataset, protocol.iterations, protocol.key))
 
 
 def _boot_values(run: Run, column: str, pairing: Optional[Tuple]) -> Optional[List[float]]:
@@ -191,7 +197,7 @@ def _plain(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
-def _markdown(headers, rows) -> str:
+def markdown_table(headers, rows) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
@@ -213,7 +219,7 @@ def summary_table(protocol: Protocol) -> str:
                     text += f" (SE {sum(errors) / len(errors):.1f})"
             cells.append(text)
         rows.append([arm, len(runs), ", ".join(str(run.seed) for run in runs), *cells])
-    return _markdown(["arm", "runs", "seeds", *HEADERS], rows)
+    return markdown_table(["arm", "runs", "seeds", *HEADERS], rows)
 
 
 def _own_pairing(run: Run) -> Optional[Tuple]:
@@ -239,4 +245,4 @@ def difference_table(frame: pd.DataFrame, reference: str, bootstrap: bool) -> st
                 text += "" if bootstrap else f" {VERDICT_MARKS[row['verdict']]}"
             cells.append(text)
         rows.append([f"{arm} − {reference}", int(by_column[COLUMNS[0]]["n"]), *cells])
-    return _markdown(["difference", "paired seeds", *HEADERS], rows)
+    return markdown_table(["difference", "paired seeds", *HEADERS], rows)

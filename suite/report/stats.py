@@ -18,13 +18,17 @@ pretraining. How a difference changes from one to the other, mean d_B - mean d_A
 interval: -+ t_{0.975, nu} * sqrt(s_A^2 / n_A + s_B^2 / n_B), nu the Welch-Satterthwaite degrees
 of freedom (a real number).
 
+A family of such tests (docs/ablation-plan.md) gets Holm's step-down adjusted p-values
+(`holm`), each test's two-sided p from its t statistic (`PairedDifference.p`, `Change.p`). A
+difference per seed and per category gets an interval over both (`seed_category_interval`).
+
 No SciPy: Student's t quantile is found by bisection on its CDF, integrated numerically
 (Simpson's rule on the closed-form density; accurate to about 1e-9, checked against tables).
 """
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -98,6 +102,20 @@ class PairedDifference:
         """better / worse when the t-interval excludes 0, else no detectable difference."""
         return verdict(self.low, self.high)
 
+    @property
+    def p(self) -> float:
+        """Two-sided p of the paired t-test of a mean of 0: 2 (1 - F_{n-1}(|mean| sqrt(n) / sd));
+        NaN below 2 pairs."""
+        return _two_sided_p(self.mean, self.sd / math.sqrt(self.n) if self.n > 1 else math.nan, self.n - 1)
+
+
+def _two_sided_p(estimate: float, se: float, df: float) -> float:
+    if math.isnan(se) or math.isnan(estimate):
+        return math.nan
+    if se == 0:
+        return 1.0 if estimate == 0 else 0.0
+    return 2 * (1 - t_cdf(abs(estimate) / se, df))
+
 
 def verdict(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
@@ -146,11 +164,17 @@ class Change:
     low: float
     high: float
     df: float
+    se: float = math.nan
 
     @property
     def verdict(self) -> str:
         """better (larger in B) / worse (smaller in B) when the interval excludes 0."""
         return verdict(self.low, self.high)
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of Welch's test of no change: 2 (1 - F_df(|change| / se))."""
+        return _two_sided_p(self.change, self.se, self.df)
 
 
 def welch_change(first: PairedDifference, second: PairedDifference) -> Change:
@@ -164,7 +188,58 @@ def welch_change(first: PairedDifference, second: PairedDifference) -> Change:
         return Change(change, math.nan, math.nan, math.nan)
     df = se2 ** 2 / (variances[0] ** 2 / (first.n - 1) + variances[1] ** 2 / (second.n - 1))
     half = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(se2)
-    return Change(change, change - half, change + half, df)
+    return Change(change, change - half, change + half, df, math.sqrt(se2))
+
+
+def holm(p_values: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values of a family, in its order: with the p-values ascending,
+    p_(1) <= ... <= p_(m), adjusted p_(k) = max over j <= k of min(1, (m + 1 - j) p_(j)). A
+    member without a p (NaN: not run) counts in m, is placed last and stays NaN: the others are
+    adjusted for the whole declared family."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda index: (math.isnan(p_values[index]), p_values[index]))
+    adjusted = [math.nan] * m
+    running = 0.0
+    for rank, index in enumerate(order, start=1):
+        if math.isnan(p_values[index]):
+            break
+        running = max(running, min(1.0, (m + 1 - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class TwoWayInterval:
+    """The mean of an (S seeds, C categories) table of differences with its 95 % interval over seeds
+    and categories, `df` its Satterthwaite degrees of freedom (NaN below 2 seeds or 2 categories)."""
+
+    seeds: int
+    categories: int
+    mean: float
+    low: float
+    high: float
+    df: float
+
+
+def seed_category_interval(differences: np.ndarray) -> TwoWayInterval:
+    """d̄ -+ t_{0.975, nu} sqrt((MS_seed + MS_category) / (S C)) for differences d_sc of S seeds
+    (rows) and C categories (columns), MS_seed = C var_s(d̄_s.), MS_category = S var_c(d̄_.c),
+    nu = (MS_seed + MS_category)^2 / (MS_seed^2 / (S - 1) + MS_category^2 / (C - 1)): the
+    seed x category model d_sc = mu + a_s + b_c + e_sc with the residual's share counted in full
+    (docs/ablation-plan.md, "The interval over categories"): its variance is never below either
+    one-way interval's, its nu never below min(S - 1, C - 1)."""
+    d = np.asarray(differences, float)
+    seeds, categories = d.shape
+    mean = float(d.mean()) if d.size else math.nan
+    if seeds < 2 or categories < 2:
+        return TwoWayInterval(seeds, categories, mean, math.nan, math.nan, math.nan)
+    ms_seed, ms_category = categories * d.mean(1).var(ddof=1), seeds * d.mean(0).var(ddof=1)
+    total = ms_seed + ms_category
+    if total == 0:
+        return TwoWayInterval(seeds, categories, mean, mean, mean, math.nan)
+    df = total ** 2 / (ms_seed ** 2 / (seeds - 1) + ms_category ** 2 / (categories - 1))
+    half = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(total / (seeds * categories))
+    return TwoWayInterval(seeds, categories, mean, mean - half, mean + half, float(df))
 
 
 def bootstrap_interval(loss_replicates: Sequence[Sequence[float]],
