@@ -36,6 +36,10 @@ RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", 
 #: Written since a later version of the harness; older records lack them and still read.
 RUN_LATER_FIELDS = ("metric_protocols",)
 LOSS_FIELDS = ("name", "params")
+# A loss's parameters that choose how it is computed, not what (Seesaw's `compiled`: the fused or
+# the eager kernels, equal up to rounding): the loss class declares them from here
+# (`implementation_params`), and the report takes runs that differ only in them for seeds of one arm.
+IMPLEMENTATION_PARAMS = {"seesaw": ("compiled",)}
 DATASET_FIELDS = ("name", "path", "num_classes", "num_train_images")
 CATEGORY_FIELDS = ("id", "name", "frequency", "image_count", "instance_count", "bbox_AP", "segm_AP")
 TRAIN_FIELDS = ("start_iter", "wall_s", "iters_per_s", "loss_curve")

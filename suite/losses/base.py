@@ -40,7 +40,8 @@ class ClassificationLoss(nn.Module):
     #: node's keys, KEY -> constructor parameter; the node's defaults are the constructor's;
     config_node: Optional[str] = None
     config_keys: Mapping[str, str] = {}
-    #: the parameters that choose how it is computed, not what (the same values either way).
+    #: the parameters that choose how it is computed, not what (the same values either way): its
+    #: entry of suite.schema.IMPLEMENTATION_PARAMS, which the report reads without importing torch.
     implementation_params: Tuple[str, ...] = ()
 
     def __init__(self, num_classes: int):

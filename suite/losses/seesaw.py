@@ -8,6 +8,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from suite.schema import IMPLEMENTATION_PARAMS
+
 from .base import ClassificationLoss
 from .checks import check_finite_params
 from .kernels.seesaw_terms import seesaw_terms
@@ -51,7 +53,7 @@ class SeesawLoss(ClassificationLoss):
     name = "seesaw"
     config_node = "SEESAW"
     config_keys = {"P": "p", "Q": "q", "EPS": "eps", "COMPILED": "compiled"}
-    implementation_params = ("compiled",)
+    implementation_params = IMPLEMENTATION_PARAMS[name]
 
     def __init__(self, num_classes: int, p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
                  compiled: Optional[bool] = None):

@@ -12,17 +12,14 @@ from suite.report.paired import COLUMNS, HEADERS, arm_name
 from suite.report.protocols import protocol_keys, protocol_names
 from suite.report.records import Records
 from suite.report.run_config import loss_settings
-from suite.schema import BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS, TASKS
+from suite.schema import (BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS,
+                          IMPLEMENTATION_PARAMS, TASKS)
 
 # An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
 # the protocol's key (suite.report.protocols: data set, iterations and config apart from the
 # loss's own settings, leaving out keys added after some runs were recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
 # (suite.report.run_config.loss_settings).
 GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
-# Loss parameters that choose how a loss is computed, not what (Seesaw's `compiled`: the fused or
-# the eager kernels, equal up to rounding): runs that differ only in them are seeds of one
-# experiment, as they are of one arm in the paired comparisons.
-IMPLEMENTATION_PARAMS = {"seesaw": ("compiled",)}
 REFERENCE_LOSS = "ce"
 
 
@@ -47,7 +44,8 @@ def _env_ids(envs: pd.DataFrame) -> Dict[str, str]:
 
 
 def method_params(loss: Dict[str, Any]) -> Dict[str, Any]:
-    """A run record's `loss` parameters without its IMPLEMENTATION_PARAMS."""
+    """A run record's `loss` parameters without its IMPLEMENTATION_PARAMS (suite.schema): runs that
+    differ only in them are seeds of one experiment, as they are of one arm in the paired comparisons."""
     implementation = IMPLEMENTATION_PARAMS.get(loss["name"], ())
     return {name: value for name, value in loss["params"].items() if name not in implementation}
 
