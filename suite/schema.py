@@ -29,6 +29,17 @@ AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 FREQUENCY_METRICS = ("APr", "APc", "APf")
 #: AP overall and per frequency group: what the tables, the paired comparisons and the bootstrap carry.
 GROUP_METRICS = ("AP", *FREQUENCY_METRICS)
+# Evaluation protocols (suite.evaluation.protocols): the standard one's metrics are run.json's
+# `metrics`; another's are under `metric_protocols`, and a results dict or bootstrap record holds
+# its tasks under result_key.
+STANDARD_PROTOCOL = "standard"
+
+
+def result_key(task: str, protocol: str) -> str:
+    """Where an evaluation's results dict holds `task` under `protocol`: the task itself for the
+    standard protocol (Detectron2's keys), else "<task>-<protocol>", e.g. "segm-fixed"."""
+    return task if protocol == STANDARD_PROTOCOL else f"{task}-{protocol}"
+
 
 # run.json: the top-level fields and those of its parts.
 RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",

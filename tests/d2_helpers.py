@@ -1,16 +1,21 @@
 """A tiny generated LVIS-format set and a tiny Mask R-CNN config for the Detectron2 plugin tests."""
 
+import itertools
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.evaluation import inference_on_dataset
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
 from suite.d2 import add_longtail_config
 from suite.data.register import RegisteredDataset, register_synthetic_lvis
 from suite.data.synth import SynthSpec, generate
+from suite.evaluation.class_topk import ClassTopKEvaluator, uncapped
+from suite.evaluation.evaluate import LVISPerCategoryEvaluator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = SynthSpec(num_train_images=24, num_val_images=4, num_classes=6, image_size=64, seed=5, min_val_images=1)
@@ -64,3 +69,39 @@ def train_batches(cfg: CfgNode, count: int) -> List[list]:
     np.random.seed(cfg.SEED)
     loader = iter(build_detection_train_loader(cfg))
     return [next(loader) for _ in range(count)]
+
+
+def every_detection(cfg, model, dataset_name: str) -> List[dict]:
+    """The model's detections of every image of the set in order (all of them, whatever this
+    process's rank): no limit per image, no floor."""
+    mapper = DatasetMapper(cfg, False)
+    results = []
+    with uncapped(model), torch.no_grad():
+        for image in DatasetCatalog.get(dataset_name):
+            inputs = [mapper(image)]
+            results += instances_to_coco_json(model(inputs)[0]["instances"].to("cpu"), inputs[0]["image_id"])
+    return results
+
+
+def k_best_per_category(results: List[dict], k: int) -> List[dict]:
+    """The definition: per category the first k of a stable sort by score, highest first; all in
+    the given order."""
+    kept = set()
+    for _, group in itertools.groupby(sorted(range(len(results)), key=lambda i: results[i]["category_id"]),
+                                      key=lambda i: results[i]["category_id"]):
+        kept.update(sorted(group, key=lambda i: -results[i]["score"])[:k])
+    return [result for index, result in enumerate(results) if index in kept]
+
+
+def collect_k_best(cfg, model, dataset_name: str, k: int) -> Dict[str, Any]:
+    """`model` over the set through `inference_on_dataset` with `ClassTopKEvaluator` (the fixed
+    protocol, the k best per category) and `uncapped`: its evaluation (rank 0), the kept
+    detections (category ids; rank 0), how many detections the model gave and most held at once."""
+    collector = ClassTopKEvaluator(LVISPerCategoryEvaluator(dataset_name, distributed=False, protocols=("fixed",)),
+                                   cfg.MODEL.ROI_HEADS.NUM_CLASSES, k)
+    with uncapped(model, collector.floor):
+        evaluation = inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), collector)
+    kept = [result for prediction in collector.evaluator._predictions for result in prediction["instances"]]
+    return {"evaluation": evaluation, "kept": kept, "added": collector.collected.added,
+            "most_held": collector.most_held}
+

@@ -5,6 +5,8 @@
 - Detectron2: each rank builds the Mask R-CNN with Seesaw, wraps it in DistributedDataParallel,
   trains one step on its own shard of the train loader, and afterwards holds the counts of both
   ranks' sampled RoIs; the gradient balance recorded for the run is the sum of both ranks'.
+- The fixed protocol's pass (`suite.evaluation.class_topk`): each rank keeps the k best of each
+  category of its shard, rank 0's merge is the k best of the model's every detection on the set.
 
 The two ranks are spawned once for the module: each runs every scenario in one process group, and
 each test checks its scenario's results (a rank's start-up, importing torch and Detectron2 and
@@ -18,12 +20,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from d2_helpers import PREFIX, TINY, tiny_cfg, train_batches
+from d2_helpers import PREFIX, TINY, collect_k_best, every_detection, k_best_per_category, tiny_cfg, train_batches
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
-from suite.data.register import register_synthetic_lvis
+from suite.data.register import RegisteredDataset, register_synthetic_lvis
 from suite.data.synth import generate
 from suite.losses import build_loss
 
@@ -92,9 +94,8 @@ def test_fed_ranks_draw_their_own_classes(rank_results):
     assert len(results[0]) == len(results[1]) == 9 and results[0] != results[1]
 
 
-def detectron2_step(rank: int, root: str):
-    """One DistributedDataParallel training step of the tiny Mask R-CNN with Seesaw on the set at `root`."""
-    dataset = register_synthetic_lvis(Path(root), prefix=PREFIX)  # each process has its own catalog
+def detectron2_step(rank: int, dataset: RegisteredDataset):
+    """One DistributedDataParallel training step of the tiny Mask R-CNN with Seesaw on `dataset`."""
     cfg = tiny_cfg(dataset, "seesaw", RECORD_GRAD_BALANCE=True)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -127,6 +128,27 @@ def test_every_detectron2_rank_holds_the_global_counts(rank_results):
     assert first["balance"]["neg_grad"] == expected
 
 
+def class_topk_pass(rank: int, dataset: RegisteredDataset):
+    """The fixed protocol's pass with k = 2 over the validation set, sharded by Detectron2's test
+    loader; rank 0 also runs the model over the whole set, no limit per image and no floor."""
+    cfg = tiny_cfg(dataset, "ce")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    collected = collect_k_best(cfg, model, dataset.val, k=2)
+    if rank != 0:
+        return {"evaluation": collected["evaluation"]}
+    expected = [dict(result, category_id=result["category_id"] + 1)  # the evaluator writes category ids
+                for result in k_best_per_category(every_detection(cfg, model, dataset.val), 2)]
+    return {"evaluation": collected["evaluation"], "kept": len(collected["kept"]),
+            "kept_is_the_k_best": collected["kept"] == expected}
+
+
+def test_the_ranks_keep_the_k_best_of_the_whole_set(rank_results):
+    first, second = rank_results["class_topk"][0], rank_results["class_topk"][1]
+    assert first["kept_is_the_k_best"] and first["kept"] > 0
+    assert set(first["evaluation"]) == {"bbox-fixed", "segm-fixed"} and second["evaluation"] == {}
+
+
 LOSS_SCENARIOS = {"seesaw": seesaw_counts, "eqlv2": eqlv2_state, "fed": fed_sampled_classes}
 
 
@@ -138,7 +160,9 @@ def worker(rank: int, port: int, root: str, results) -> None:
     try:
         for name, scenario in LOSS_SCENARIOS.items():
             results[(name, rank)] = scenario(rank)
-        results[("detectron2", rank)] = detectron2_step(rank, root)
+        dataset = register_synthetic_lvis(Path(root), prefix=PREFIX)  # each process has its own catalog
+        results[("detectron2", rank)] = detectron2_step(rank, dataset)
+        results[("class_topk", rank)] = class_topk_pass(rank, dataset)
     finally:
         dist.destroy_process_group()
 
@@ -152,4 +176,4 @@ def rank_results(tmp_path_factory):
         results = manager.dict()
         mp.spawn(worker, args=(free_port(), str(root), results), nprocs=WORLD_SIZE, join=True)
         return {name: {rank: results[(name, rank)] for rank in range(WORLD_SIZE)}
-                for name in (*LOSS_SCENARIOS, "detectron2")}
+                for name in (*LOSS_SCENARIOS, "detectron2", "class_topk")}

@@ -9,6 +9,7 @@ import pytest
 from lvis import LVIS
 
 from suite.evaluation import bootstrap
+from suite.evaluation.detection_files import RUN_DETECTIONS
 from suite.evaluation.evaluate import evaluate_lvis_results
 from suite.schema import GROUP_METRICS
 
@@ -77,7 +78,7 @@ def test_record_is_written_and_paired_across_runs(val, tmp_path):
     json_file, dataset = val
     run_dir = tmp_path / "run"
     (run_dir / "inference").mkdir(parents=True)
-    (run_dir / bootstrap.RESULTS_FILE).write_text(json.dumps(noisy_results(dataset, seed=1)))
+    (run_dir / RUN_DETECTIONS).write_text(json.dumps(noisy_results(dataset, seed=1)))
     record = bootstrap.write_run_bootstrap(run_dir, json_file, resamples=20, seed=0)
     assert json.loads((run_dir / "bootstrap.json").read_text())["kind"] == "ap_bootstrap"
     assert set(record["replicates"]) == {"bbox", "segm"}

@@ -139,6 +139,8 @@ def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
 def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, capsys):
     """`suite eval --protocol fixed challenge2021`: the standard metrics stay where they are, each
     protocol says what produced its metrics (run.json's `protocols`); an unknown protocol is one line."""
+    from suite.evaluation.bootstrap import write_run_bootstrap
+    from suite.evaluation.detection_files import RUN_CLASS_TOPK_DETECTIONS
     from suite.evaluation.protocols import protocol_record
 
     run_dir = tmp_path / "run"
@@ -146,15 +148,22 @@ def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, caps
     trained = read_run_record(run_dir)
     limit = trained["config"]["TEST"]["DETECTIONS_PER_IMAGE"]
     assert trained["metric_protocols"] == {"standard": protocol_record("standard", limit)}
+    val_json = dataset / "annotations" / "lvis_v1_val.json"
+    write_run_bootstrap(run_dir, val_json, resamples=6, seed=3)  # as a study's cell has
+    first = json.loads((run_dir / "bootstrap.json").read_text())
     assert main(["eval", "--run", str(run_dir), "--protocol", "fixed", "challenge2021"]) == 0
     evaluated = read_run_record(run_dir)
+    # the cell's bootstrap follows: the same draws, now also for the other protocols
+    again = json.loads((run_dir / "bootstrap.json").read_text())
+    assert (again["resamples"], again["seed"]) == (6, 3) and again["replicates"]["bbox"] == first["replicates"]["bbox"]
+    assert set(again["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
     assert evaluated["metrics"] == trained["metrics"]
     assert evaluated["metric_protocols"]["standard"] == trained["metric_protocols"]["standard"]
     fixed, challenge = evaluated["metric_protocols"]["fixed"], evaluated["metric_protocols"]["challenge2021"]
     assert fixed["detections_per_image"] is None and fixed["detections_per_category"] == 10000
     assert challenge["iou_type"] == {"segm": "boundary"} and set(challenge["metrics"]) == {"segm"}
-    # the model's own limit per image is below both protocols' limits: the same detections, the same AP
-    assert fixed["metrics"]["bbox"]["AP"] == evaluated["metrics"]["bbox"]["AP"]
+    # their detections: a pass of their own, with no limit per image (tests/test_evaluation_class_topk.py)
+    assert (run_dir / RUN_CLASS_TOPK_DETECTIONS).is_file()
     assert set(fixed["metrics"]["segm"]) >= {"AP_pool", "APr_pool", "APc_pool", "APf_pool"}
     before = (run_dir / "run.json").read_bytes()
     capsys.readouterr()

@@ -5,7 +5,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
@@ -41,6 +41,10 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
     Box regression and its loss stay Detectron2's. `cls_score` outputs `cls_loss.num_logits`
     logits per RoI (C + 1 for ce/eqlv2, C for focal/eql/fed, C + 2 for seesaw); `predict_probs` returns
     `cls_loss.scores`: (R, C + 1) probabilities, background last, for every loss.
+
+    `class_score_floor`: None, or a (C,) tensor that `inference` applies beside the score threshold:
+    a class's score below its floor yields no detection (`suite.evaluation.class_topk` sets it
+    while it collects the K best detections of each class). Not a parameter or a buffer.
     """
 
     @configurable
@@ -110,6 +114,7 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.constant_(self.cls_score.bias, self.cls_loss.initial_logit_bias)
         self.grad_balance = GradientBalance(self.num_classes) if record_grad_balance else None
+        self.class_score_floor: Optional[torch.Tensor] = None
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -154,6 +159,18 @@ class LongTailOutputLayers(FastRCNNOutputLayers):
         losses["loss_box_reg"] = self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes) * \
             self.loss_weight.get("loss_box_reg", 1.0)
         return losses
+
+    def inference(self, predictions, proposals):
+        """FastRCNNOutputLayers.inference; with `class_score_floor` set, a class's score below its
+        floor is 0 before the score threshold and NMS (so it yields no detection). Only detections
+        below a floor go: NMS lets a detection suppress lower-scoring ones only."""
+        if self.class_score_floor is None:
+            return super().inference(predictions, proposals)
+        floor = torch.cat([self.class_score_floor, self.class_score_floor.new_full((1,), -1.0)])
+        scores = [probs * (probs >= floor.to(probs.device)) for probs in self.predict_probs(predictions, proposals)]
+        return fast_rcnn_inference(self.predict_boxes(predictions, proposals), scores,
+                                   [proposal.image_size for proposal in proposals], self.test_score_thresh,
+                                   self.test_nms_thresh, self.test_topk_per_image)
 
     def predict_probs(self, predictions, proposals) -> List[torch.Tensor]:
         """Per image, (R_i, C + 1) probabilities from the loss's `scores`, background last."""

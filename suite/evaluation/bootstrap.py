@@ -19,7 +19,7 @@ The record, `RUN_DIR/bootstrap.json` (kind "ap_bootstrap", docs/records.md):
      "replicates": {"bbox": {"AP": [B values], "APr": [...], "APc": [...], "APf": [...]}, "segm": {...}},
      "se": {"bbox": {"AP": sd of the replicates, ...}, "segm": {...}}}
 AP in percent; a replicate without ground truth of a group is null. With other protocols,
-"replicates" and "se" also hold their tasks under `protocols.result_key` ("bbox-fixed",
+"replicates" and "se" also hold their tasks under `suite.schema.result_key` ("bbox-fixed",
 "segm-challenge2021", ...) and the record a "metric_protocols" field: {name: `protocols.protocol_record`}.
 """
 
@@ -29,18 +29,18 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
+from suite.evaluation.detection_files import RUN_CLASS_TOPK_DETECTIONS, RUN_DETECTIONS, check_limits, read_detections
 from suite.records import write_json_atomic
-from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION, result_key
 
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
-RESULTS_FILE = Path("inference") / "lvis_instances_results.json"  # written by the run's evaluator
 
 
 def _percent(value: float) -> float:
@@ -131,9 +131,12 @@ def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: 
 def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
                      evaluator: str = "fast",
-                     protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Any]:
+                     protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,),
+                     class_topk_results: Optional[Sequence[dict]] = None) -> Dict[str, Any]:
     """The ap_bootstrap record of detections `results` (LVIS results format) on `lvis_gt`, with
-    `evaluator` "fast" or "official" (the same record), under `protocols` (each on the same draws)."""
+    `evaluator` "fast" or "official" (the same record), under `protocols` (each on the same draws);
+    `class_topk_results`, where given, are the detections of the protocols limited per category
+    (the pass with no limit per image, `suite.evaluation.class_topk`)."""
     if resamples < 2:
         raise ValueError(f"resamples must be >= 2, got {resamples}")
     for protocol in protocols:
@@ -143,8 +146,13 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
     tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
-    reps = {eval_protocols.result_key(task, protocol): replicates(lvis_gt, results, task, resamples, seed, evaluator,
-                                                                  protocol)
+
+    def results_of(protocol: str) -> Sequence[dict]:
+        per_category = eval_protocols.get_protocol(protocol).max_dets_per_category >= 0
+        return class_topk_results if per_category and class_topk_results is not None else results
+
+    reps = {result_key(task, protocol): replicates(lvis_gt, results_of(protocol), task, resamples,
+                                                                  seed, evaluator, protocol)
             for protocol in protocols for task in tasks if task in eval_protocols.get_protocol(protocol).tasks} \
         if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
@@ -163,12 +171,33 @@ def _sd(values: Sequence[float]) -> float:
 
 
 def write_run_bootstrap(run_dir: Path, val_json: Path, resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = DEFAULT_SEED) -> Dict[str, Any]:
-    """Bootstrap the detections a finished run kept (RUN_DIR/inference/lvis_instances_results.json)
-    against `val_json`; write RUN_DIR/bootstrap.json atomically and return the record."""
-    results_path = Path(run_dir) / RESULTS_FILE
-    if not results_path.is_file():
-        raise ValueError(f"{results_path}: no detections kept, nothing to bootstrap")
-    record = bootstrap_record(val_json, json.loads(results_path.read_text()), resamples, seed)
-    write_json_atomic(Path(run_dir) / BOOTSTRAP_RECORD, record)
+                        seed: int = DEFAULT_SEED, metric_protocols: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Bootstrap the detections a finished run kept against `val_json` under the protocols of its
+    run.json's `metric_protocols` (None: the standard one, at most 300 detections per image): the
+    standard protocol on the model's own detections (RUN_DIR/`RUN_DETECTIONS`, at most its recorded
+    detections_per_image per image), the protocols limited per category on the best of each
+    category (RUN_DIR/`RUN_CLASS_TOPK_DETECTIONS`, which `suite eval --protocol` writes). Write
+    RUN_DIR/bootstrap.json atomically and return the record. A ValueError names a missing file,
+    or one beyond its protocol's limits."""
+    run_dir = Path(run_dir)
+    metric_protocols = metric_protocols or {eval_protocols.DEFAULT_PROTOCOL: {}}
+    max_dets_per_image = metric_protocols.get(eval_protocols.DEFAULT_PROTOCOL, {}).get("detections_per_image")
+    results = _run_detections(run_dir / RUN_DETECTIONS, [eval_protocols.get_protocol(eval_protocols.DEFAULT_PROTOCOL)],
+                              max_dets_per_image)
+    per_category = [eval_protocols.get_protocol(name) for name in metric_protocols
+                    if eval_protocols.get_protocol(name).max_dets_per_category >= 0]
+    class_topk_results = _run_detections(run_dir / RUN_CLASS_TOPK_DETECTIONS, per_category) if per_category else None
+    record = bootstrap_record(val_json, results, resamples, seed, protocols=tuple(metric_protocols),
+                              class_topk_results=class_topk_results)
+    write_json_atomic(run_dir / BOOTSTRAP_RECORD, record)
     return record
+
+
+def _run_detections(path: Path, protocols: Sequence[eval_protocols.Protocol], max_dets_per_image: Optional[int] = None
+                    ) -> List[dict]:
+    if not path.is_file():
+        raise ValueError(f"{path}: no detections kept, nothing to bootstrap")
+    results = read_detections(path)
+    for protocol in protocols:
+        check_limits(results, protocol, str(path), max_dets_per_image)
+    return results

@@ -6,10 +6,13 @@ docs/evaluation.md) or "official" (`LVISEval` of the `lvis` API, with `suite.eva
 NumPy view for NumPy 2). It returns, per task ("bbox", "segm"), the nine metrics of docs/records.md and
 each category's AP under the key "AP-<name>", as Detectron2's COCOEvaluator reports
 per-category AP. Other protocols (`suite.evaluation.protocols`: "fixed", "challenge2021"; the fast
-evaluator only) add their tasks under `protocols.result_key(task, protocol)`, e.g. "segm-fixed". `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that
-evaluation, so `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`)
-give the same dict. `metrics_record`, `per_category_record` and `protocols_record` turn it into the
-run record's fields.
+evaluator only) add their tasks under `suite.schema.result_key(task, protocol)`, e.g. "segm-fixed".
+`LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that evaluation, so
+`inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`) give the same dict;
+it evaluates the detections it is given (a model's, limited per image). `evaluate_model` gives
+the protocols limited per category a pass of their own (`suite.evaluation.class_topk`).
+`metrics_record`, `per_category_record` and `protocols_record` turn its dict into the run record's
+fields.
 
 Units and conventions: AP in percent (0-100). Where the `lvis` API has no value (-1: no ground
 truth in that group, area range or category) the result is NaN, which the run record writes as
@@ -30,9 +33,10 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
-from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
+from suite.evaluation import class_topk, lvis_fast, lvis_numpy2, protocols as eval_protocols
+from suite.evaluation.detection_files import CLASS_TOPK_FOLDER, RESULTS_FILE_NAME, check_limits, read_detections
 from suite.records import write_json_atomic
-from suite.schema import AP_METRICS, TASKS
+from suite.schema import AP_METRICS, TASKS, result_key
 
 LVIS_MAX_DETS = lvis_fast.LVIS_MAX_DETS  # LVIS's official limit of detections per image
 EVALUATORS = ("fast", "official")
@@ -103,7 +107,7 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
                           evaluator: str = DEFAULT_EVALUATOR,
                           protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
     """{task: summary} for `tasks` (default: "bbox", and "segm" if any result has a mask) under
-    each of `protocols` (key `protocols.result_key(task, protocol)`: the task itself for the
+    each of `protocols` (key `suite.schema.result_key(task, protocol)`: the task itself for the
     standard protocol; a protocol evaluates the tasks it defines). `lvis_gt`: the ground truth as
     an `LVIS` or the path of its JSON; `evaluator`: one of EVALUATORS; `max_dets`: the standard
     protocol's limit per image. With no results every value is NaN (Detectron2's LVISEvaluator
@@ -117,7 +121,7 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
     evaluation = {}
     for protocol in protocols:
         for task in sorted(set(tasks) & set(eval_protocols.get_protocol(protocol).tasks)):
-            key = eval_protocols.result_key(task, protocol)
+            key = result_key(task, protocol)
             metrics = eval_protocols.get_protocol(protocol).metrics
             if not results:
                 logger.warning("No predictions to evaluate: every %s metric is NaN", key)
@@ -127,6 +131,19 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
                 summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
             logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in metrics))
     return evaluation
+
+
+def evaluate_detection_file(path: Path, val_json: Path, protocols: Sequence[str],
+                            evaluator: str = DEFAULT_EVALUATOR) -> Dict[str, Dict[str, float]]:
+    """`suite eval --detections`: the detections of the file at `path` on the validation set
+    `val_json` under each of `protocols` (`evaluate_lvis_results`' dict), once the file is read and
+    found within every protocol's limits (`suite.evaluation.detection_files`; a ValueError
+    otherwise, before any evaluation)."""
+    check_evaluator(evaluator, protocols)
+    results = read_detections(path)
+    for name in protocols:
+        check_limits(results, eval_protocols.get_protocol(name), str(path))
+    return evaluate_lvis_results(val_json, results, evaluator=evaluator, protocols=protocols)
 
 
 def check_evaluator(evaluator: str, protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> None:
@@ -160,7 +177,7 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
         for result in lvis_results:
             result["category_id"] += 1  # label -> LVIS category id
         if self._output_dir:
-            write_json_atomic(Path(self._output_dir) / "lvis_instances_results.json", lvis_results)
+            write_json_atomic(Path(self._output_dir) / RESULTS_FILE_NAME, lvis_results)
         if not self._do_evaluation:
             logger.info("%s has no annotations: nothing to evaluate", self._metadata.json_file)
             return
@@ -182,11 +199,29 @@ def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = No
                    protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
     loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
-    config without it) under `protocols`; returns {result key: summary} (empty on
-    ranks other than 0)."""
-    evaluator = build_lvis_evaluator(dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE,
-                                     evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR), protocols=protocols)
-    return inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator) or {}
+    config without it) under `protocols`; returns {result key: summary} (empty on ranks other
+    than 0). The standard protocol evaluates the model's own detections (at most
+    TEST.DETECTIONS_PER_IMAGE per image), written to `output_dir`/lvis_instances_results.json; the
+    protocols that limit detections per category ("fixed", "challenge2021") evaluate a second pass
+    with no limit per image, the best of each category kept (`suite.evaluation.class_topk`),
+    written to `output_dir`/CLASS_TOPK_FOLDER."""
+    evaluator = cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR)
+    per_category = [name for name in protocols if eval_protocols.get_protocol(name).max_dets_per_category >= 0]
+    per_image = [name for name in protocols if name not in per_category]
+    loader = build_detection_test_loader(cfg, dataset_name)
+    evaluation: Dict[str, Dict[str, float]] = {}
+    if per_image:
+        evaluation.update(inference_on_dataset(model, loader, build_lvis_evaluator(
+            dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE, evaluator=evaluator, protocols=per_image)) or {})
+    if per_category:
+        collector = class_topk.ClassTopKEvaluator(
+            LVISPerCategoryEvaluator(dataset_name, distributed=False, evaluator=evaluator, protocols=per_category,
+                                     output_dir=None if output_dir is None else str(Path(output_dir) / CLASS_TOPK_FOLDER)),
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            max(eval_protocols.get_protocol(name).max_dets_per_category for name in per_category))
+        with class_topk.uncapped(model, collector.floor):
+            evaluation.update(inference_on_dataset(model, loader, collector) or {})
+    return evaluation
 
 
 def _none_if_nan(value: Optional[float]) -> Optional[float]:
@@ -219,12 +254,12 @@ def protocols_record(evaluation: Dict[str, Dict[str, float]], max_dets_per_image
     `metrics`, "metrics": {task: {metric: AP in percent, None for NaN}}."""
     record: Dict[str, Any] = {}
     for name, protocol in eval_protocols.PROTOCOLS.items():
-        present = [task for task in protocol.tasks if eval_protocols.result_key(task, name) in evaluation]
+        present = [task for task in protocol.tasks if result_key(task, name) in evaluation]
         if not present:
             continue
         record[name] = eval_protocols.protocol_record(name, max_dets_per_image)
         if name != "standard":
             record[name]["metrics"] = {
-                task: {metric: _none_if_nan(evaluation[eval_protocols.result_key(task, name)].get(metric))
+                task: {metric: _none_if_nan(evaluation[result_key(task, name)].get(metric))
                        for metric in protocol.metrics} for task in present}
     return record

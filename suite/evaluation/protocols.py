@@ -28,7 +28,7 @@ import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import boundary_iou, lvis_fast
-from suite.schema import AP_METRICS
+from suite.schema import AP_METRICS, STANDARD_PROTOCOL
 
 FIXED_MAX_DETS_PER_CATEGORY = 10_000
 _AREA_OF = {"APs": "small", "APm": "medium", "APl": "large"}  # every other metric is on the area range "all"
@@ -63,7 +63,7 @@ PROTOCOLS: Dict[str, Protocol] = {
     "challenge2021": Protocol("challenge2021", -1, FIXED_MAX_DETS_PER_CATEGORY, "boundary", ("segm",), pooled=False,
                               boundary_dilation_ratio=boundary_iou.CHALLENGE_DILATION_RATIO),
 }
-DEFAULT_PROTOCOL = "standard"
+DEFAULT_PROTOCOL = STANDARD_PROTOCOL
 
 
 def get_protocol(name: str) -> Protocol:
@@ -117,12 +117,6 @@ def summarize(matches: lvis_fast.Matches, protocol: Protocol, draw: Optional[np.
             s = pooled_precision[:, :, index]
             summary[metric] = -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
     return {metric: summary[metric] for metric in metrics}
-
-
-def result_key(task: str, protocol: str) -> str:
-    """Where an evaluation's results dict holds `task` under `protocol`: the task itself for the
-    standard protocol (Detectron2's keys), else "<task>-<protocol>", e.g. "segm-fixed"."""
-    return task if protocol == "standard" else f"{task}-{protocol}"
 
 
 def protocol_record(name: str, max_dets_per_image: Optional[int] = None) -> Dict[str, Any]:

@@ -3,7 +3,9 @@
 import argparse
 from pathlib import Path
 
+from suite.errors import UserError
 from suite.losses import LOSSES, REFERENCE_LOSSES
+from suite.records import write_json_atomic
 
 
 def register(subparsers) -> None:
@@ -44,17 +46,29 @@ def register(subparsers) -> None:
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(
-        "eval", help="re-evaluate a run's final checkpoint",
-        description="Evaluate the last checkpoint of RUN_DIR on its validation set and update its run.json.")
-    evaluate.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
+        "eval", help="re-evaluate a run's final checkpoint, or evaluate a detection file",
+        description="Evaluate the last checkpoint of RUN_DIR on its validation set and update its run.json (and "
+        "its bootstrap.json, for a study's cell), or evaluate a detection file in the LVIS results format on "
+        "a data set's validation set.",
+        epilog="example: suite eval --detections lvis_instances_results.json --dataset lvis_v1 --protocol standard")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, metavar="RUN_DIR")
+    source.add_argument("--detections", type=Path, metavar="FILE",
+                        help="LVIS results (a JSON list of detections); it must hold what each protocol evaluates: "
+                        "at most 300 per image (standard), at most 10,000 per category (fixed, challenge2021)")
+    evaluate.add_argument("--dataset", help="with --detections: lvis_v1 (under $DETECTRON2_DATASETS) or the folder "
+                          "of a set written by 'suite data synth'")
+    evaluate.add_argument("--output", type=Path, metavar="FILE",
+                          help="with --detections: write the metrics as JSON ({task or task-protocol: {metric: AP}})")
     evaluate.add_argument("--evaluator", choices=("fast", "official"), default="fast",
                           help="fast: the suite's vectorized LVIS evaluation, equal to the official one "
                           "(docs/evaluation.md; default); official: the lvis API's LVISEval")
     evaluate.add_argument("--protocol", nargs="+", default=["standard"], metavar="PROTOCOL",
-                          help="LVIS protocols to evaluate beside the standard one, always evaluated (run.json's "
-                          "`metrics`): fixed (AP_fixed and AP_pool: 10,000 detections per class over the set, "
-                          "none per image), challenge2021 (the LVIS Challenge 2021's boundary AP_fixed, masks); "
-                          "each under run.json's `metric_protocols` (docs/evaluation.md). The fast evaluator only")
+                          help="LVIS protocols to evaluate: standard (300 detections per image), fixed (AP_fixed and "
+                          "AP_pool: 10,000 detections per class over the set, none per image), challenge2021 (the "
+                          "LVIS Challenge 2021's boundary AP_fixed, masks); other than standard, the fast evaluator "
+                          "only (docs/evaluation.md). A run: the standard protocol is always evaluated (run.json's "
+                          "`metrics`), the others on a pass of their own, each under run.json's `metric_protocols`")
     evaluate.set_defaults(func=run_eval)
 
 
@@ -72,7 +86,30 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from suite.harness.train import evaluate_run
+    if args.run is not None:
+        if args.dataset or args.output:
+            raise UserError("--dataset and --output go with --detections; a run evaluates on its own data set")
+        from suite.harness.train import evaluate_run
 
-    evaluate_run(args.run, args.evaluator, args.protocol)
+        evaluate_run(args.run, args.evaluator, args.protocol)
+        return 0
+    if not args.dataset:
+        raise UserError("--detections needs --dataset: the set whose validation split the detections are of")
+    from suite.evaluation.evaluate import evaluate_detection_file
+
+    evaluation = evaluate_detection_file(args.detections, validation_json(args.dataset), args.protocol, args.evaluator)
+    if args.output:
+        write_json_atomic(args.output, evaluation)
     return 0
+
+
+def validation_json(dataset: str) -> Path:
+    """The validation annotations of `dataset` (lvis_v1 or a generated set's folder); a UserError
+    where the file is missing."""
+    from suite.data.layout import SyntheticLayout, detectron2_datasets_root, lvis_v1_split
+
+    path = lvis_v1_split(detectron2_datasets_root(), "val").json_file if dataset == "lvis_v1" else \
+        SyntheticLayout(Path(dataset)).split("val").json_file
+    if not path.is_file():
+        raise UserError(f"{dataset}: no validation annotations at {path}")
+    return path

@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
+from suite.evaluation.bootstrap import write_run_bootstrap
 from suite.evaluation.evaluate import (DEFAULT_EVALUATOR, check_evaluator, evaluate_model, metrics_record,
                                        per_category_record, protocols_record)
 from suite.evaluation.protocols import DEFAULT_PROTOCOL
@@ -31,8 +32,8 @@ from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.package_data import CONFIGS_DIR
-from suite.records import write_text_atomic
-from suite.schema import RUN_RECORD
+from suite.records import read_record, write_text_atomic
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, RUN_RECORD
 
 CONFIG_FILE = "config.yaml"
 # What `--resume` may change: the iteration budget.
@@ -342,5 +343,9 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
+        if (run_dir / BOOTSTRAP_RECORD).is_file():  # a study's cell: its bootstrap follows the protocols
+            bootstrap = read_record(run_dir / BOOTSTRAP_RECORD, BOOTSTRAP_KIND, ("resamples", "seed"))
+            write_run_bootstrap(run_dir, MetadataCatalog.get(dataset.val).json_file, bootstrap["resamples"],
+                                bootstrap["seed"], record["metric_protocols"])
     log_summary(record)
     return record

@@ -380,7 +380,8 @@ class Study:
             with RunLock(run_dir):  # `suite train` held it while training; these write there too
                 if not self.options.keep_checkpoints:
                     prune_checkpoints(run_dir)
-                write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples)
+                write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples,
+                                    metric_protocols=read_run_record(run_dir).get("metric_protocols"))
         return read_run_record(run_dir)
 
     def record(self, grid: List[Cell], wall_s: float) -> Dict[str, Any]:
