@@ -101,3 +101,30 @@ def test_lazy_config_runs_are_a_protocol_of_their_own():
     changed = copy.deepcopy(lazy[1])
     changed["config"]["model"]["roi_heads"]["box_predictors"][0]["num_classes"] = 7
     assert protocols.protocol_key(changed) != protocols.protocol_key(lazy[1])
+
+
+def with_fixed(record, offset):
+    """`record` evaluated also under the fixed protocol (`suite eval --protocol fixed`): its
+    metrics shifted by `offset`."""
+    fixed = {task: {metric: None if value is None else value + offset for metric, value in block.items()}
+             for task, block in record["metrics"].items()}
+    record["metric_protocols"] = {"standard": {"detections_per_image": 100}, "fixed": {"metrics": fixed}}
+    return record
+
+
+def test_other_evaluation_protocols_get_their_own_comparisons(tmp_path):
+    from suite.report.readme import paired_section
+
+    runs = [with_fixed(study_run("ce", 0, 2.0), 1.0), with_fixed(study_run("ce", 1, 4.0), 1.0),
+            with_fixed(study_run("seesaw", 0, 5.0), 3.0), with_fixed(study_run("seesaw", 1, 9.0), 5.0)]
+    (protocol,) = paired.protocols(records(*runs))
+    assert paired.evaluations(protocol) == ["fixed"]
+    standard = paired.compare(protocol, "seesaw", "ce")["bbox_APr"]
+    fixed = paired.compare(protocol, "seesaw", "ce", "fixed")["bbox_APr"]
+    assert standard.mean == 4.0 and fixed.mean == 7.0  # (5 + 3 - 3 + 9 + 5 - 5) / 2
+    text = "\n".join(paired_section([protocol], tmp_path, []))
+    assert "Paired difference to ce under `fixed` (t-interval over seeds):" in text
+    assert "Under the `fixed` protocol, AP_fixed" in text
+    del runs[0]["metric_protocols"]  # one run without it: the protocol's runs share no other evaluation
+    (protocol,) = paired.protocols(records(*runs))
+    assert paired.evaluations(protocol) == []

@@ -13,7 +13,7 @@ classifier).
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,12 +24,15 @@ from suite.report import stats
 from suite.report.records import Records
 from suite.report.protocols import protocol_keys, protocol_names
 from suite.report.run_config import cosine_classifier
-from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, TASKS
+from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, STANDARD_PROTOCOL, TASKS, result_key
 
 COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in GROUP_METRICS]
 HEADERS = [f"{task} {metric}" for task in TASKS for metric in GROUP_METRICS]
 REFERENCES = ("ce", "ce+cos")
 VERDICT_MARKS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "n.d.", stats.UNDECIDED: ""}
+# The evaluation protocols beside the standard one (suite.evaluation.protocols) as the report names them.
+EVALUATION_NAMES = {"fixed": "AP_fixed (the 10,000 best detections of each class over the set, none per image)",
+                    "challenge2021": "boundary AP_fixed (the LVIS Challenge 2021's: masks, boundary IoU)"}
 
 
 # Loss parameters that switch a factor of the loss off at 0 (Seesaw's exponents p and q make its
@@ -70,6 +73,12 @@ class Run:
     bootstrap: Optional[Dict[str, Any]]
     commit: Optional[str]
     dirty: Optional[bool]
+    # the other evaluation protocols' (run.json's metric_protocols): name -> COLUMNS -> value
+    protocol_metrics: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
+
+    def values(self, evaluation: str = STANDARD_PROTOCOL) -> Dict[str, Optional[float]]:
+        """COLUMNS -> value under the evaluation protocol `evaluation` (empty where not evaluated)."""
+        return self.metrics if evaluation == STANDARD_PROTOCOL else self.protocol_metrics.get(evaluation, {})
 
 
 @dataclass
@@ -131,10 +140,12 @@ def all_protocols(records: Records) -> List[Protocol]:
         protocol = grouped.setdefault(key, Protocol(key, names[key], str(record["dataset"]["name"]),
                                                     int(record["iterations"]), {}, [],
                                                     record["dataset"].get("num_classes")))
-        run = Run(path=path, arm=arm_name(record), seed=record["seed"],
-                  metrics={f"{task}_{metric}": record["metrics"][task][metric] for task in TASKS for metric in GROUP_METRICS},
+        run = Run(path=path, arm=arm_name(record), seed=record["seed"], metrics=_columns(record["metrics"]),
                   bootstrap=_replicates(path), commit=record["environment"].get("git_commit"),
-                  dirty=record["environment"].get("git_dirty"))
+                  dirty=record["environment"].get("git_dirty"),
+                  protocol_metrics={name: _columns(entry["metrics"])
+                                    for name, entry in (record.get("metric_protocols") or {}).items()
+                                    if name != STANDARD_PROTOCOL and "metrics" in entry})
         by_seed = protocol.runs.setdefault(run.arm, {})
         if run.seed in by_seed:
             protocol.duplicates.append(path)
@@ -143,36 +154,51 @@ def all_protocols(records: Records) -> List[Protocol]:
     return sorted(grouped.values(), key=lambda protocol: (protocol.dataset, protocol.iterations, protocol.key))
 
 
-def _boot_values(run: Run, column: str, pairing: Optional[Tuple]) -> Optional[List[float]]:
+def _columns(metrics: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
+    """COLUMNS -> value of a run record's {task: {metric: AP}} (None where a task was not evaluated)."""
+    return {f"{task}_{metric}": metrics.get(task, {}).get(metric) for task in TASKS for metric in GROUP_METRICS}
+
+
+def evaluations(protocol: Protocol) -> List[str]:
+    """The evaluation protocols other than the standard one that every run of `protocol` has."""
+    every = [run for by_seed in protocol.runs.values() for run in by_seed.values()]
+    return sorted(set.intersection(*(set(run.protocol_metrics) for run in every))) if every else []
+
+
+def _boot_values(run: Run, column: str, pairing: Optional[Tuple],
+                 evaluation: str = STANDARD_PROTOCOL) -> Optional[List[float]]:
     task, metric = column.split("_", 1)
     if run.bootstrap is None or pairing is None:
         return None
     if (run.bootstrap.get("image_ids_sha256"), run.bootstrap.get("seed"), run.bootstrap.get("resamples")) != pairing:
         return None  # other resamples: not paired
-    values = run.bootstrap.get("replicates", {}).get(task, {}).get(metric)
+    values = run.bootstrap.get("replicates", {}).get(result_key(task, evaluation), {}).get(metric)
     return [math.nan if value is None else value for value in values] if values else None
 
 
-def compare(protocol: Protocol, arm: str, reference: str) -> Dict[str, stats.PairedDifference]:
-    """column -> the paired difference arm - reference over their common seeds."""
+def compare(protocol: Protocol, arm: str, reference: str,
+            evaluation: str = STANDARD_PROTOCOL) -> Dict[str, stats.PairedDifference]:
+    """column -> the paired difference arm - reference over their common seeds, under the
+    evaluation protocol `evaluation`."""
     seeds = sorted(set(protocol.runs[arm]) & set(protocol.runs[reference]), key=str)
     pairs = [(protocol.runs[arm][seed], protocol.runs[reference][seed]) for seed in seeds]
     first = pairs[0][1].bootstrap if pairs and pairs[0][1].bootstrap else None
     pairing = (first["image_ids_sha256"], first["seed"], first["resamples"]) if first else None
     result = {}
     for column in COLUMNS:
-        mine = [run.metrics[column] for run, _ in pairs]
-        theirs = [ref.metrics[column] for _, ref in pairs]
-        mine_boot = [_boot_values(run, column, pairing) for run, _ in pairs]
-        their_boot = [_boot_values(ref, column, pairing) for _, ref in pairs]
+        mine = [run.values(evaluation).get(column) for run, _ in pairs]
+        theirs = [ref.values(evaluation).get(column) for _, ref in pairs]
+        mine_boot = [_boot_values(run, column, pairing, evaluation) for run, _ in pairs]
+        their_boot = [_boot_values(ref, column, pairing, evaluation) for _, ref in pairs]
         with_boot = all(values is not None for values in mine_boot + their_boot) and pairs
         result[column] = stats.paired_difference(mine, theirs, mine_boot if with_boot else None,
                                                  their_boot if with_boot else None)
     return result
 
 
-def comparisons_frame(protocol: Protocol) -> pd.DataFrame:
-    """One row per (arm, reference, column): n, mean, sd, t-interval, bootstrap interval, verdict."""
+def comparisons_frame(protocol: Protocol, evaluation: str = STANDARD_PROTOCOL) -> pd.DataFrame:
+    """One row per (arm, reference, column): n, mean, sd, t-interval, bootstrap interval, verdict,
+    under the evaluation protocol `evaluation`."""
     rows = []
     for reference in REFERENCES:
         if len(protocol.runs.get(reference, {})) < 2:
@@ -180,7 +206,7 @@ def comparisons_frame(protocol: Protocol) -> pd.DataFrame:
         for arm in sorted(protocol.runs):
             if arm == reference or (reference == "ce+cos" and not arm.endswith("+cos")):
                 continue
-            for column, difference in compare(protocol, arm, reference).items():
+            for column, difference in compare(protocol, arm, reference, evaluation).items():
                 rows.append({"arm": arm, "reference": reference, "column": column, "n": difference.n,
                              "mean": difference.mean, "sd": difference.sd, "low": difference.low,
                              "high": difference.high, "boot_low": difference.boot_low,
@@ -202,18 +228,19 @@ def markdown_table(headers, rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
-def summary_table(protocol: Protocol) -> str:
-    """Per arm: seeds, and mean ± sd over seeds of each metric; AP_r with the mean bootstrap
-    standard error over validation images of its runs in brackets."""
+def summary_table(protocol: Protocol, evaluation: str = STANDARD_PROTOCOL) -> str:
+    """Per arm: seeds, and mean ± sd over seeds of each metric under the evaluation protocol
+    `evaluation`; AP_r with the mean bootstrap standard error over validation images of its runs
+    in brackets."""
     rows = []
     for arm in sorted(protocol.runs):
         runs = [protocol.runs[arm][seed] for seed in sorted(protocol.runs[arm], key=str)]
         cells = []
         for column in COLUMNS:
-            summary = stats.mean_sd([run.metrics[column] for run in runs])
+            summary = stats.mean_sd([run.values(evaluation).get(column) for run in runs])
             text = _plain(summary.mean) + ("" if math.isnan(summary.sd) else f" ± {summary.sd:.1f}")
             if column.endswith("_APr"):
-                errors = [stats.bootstrap_se(_boot_values(run, column, _own_pairing(run))) for run in runs]
+                errors = [stats.bootstrap_se(_boot_values(run, column, _own_pairing(run), evaluation)) for run in runs]
                 errors = [error for error in errors if not math.isnan(error)]
                 if errors:
                     text += f" (SE {sum(errors) / len(errors):.1f})"
@@ -244,5 +271,5 @@ def difference_table(frame: pd.DataFrame, reference: str, bootstrap: bool) -> st
                 text += f" [{_signed(low)}, {_signed(high)}]"
                 text += "" if bootstrap else f" {VERDICT_MARKS[row['verdict']]}"
             cells.append(text)
-        rows.append([f"{arm} − {reference}", int(by_column[COLUMNS[0]]["n"]), *cells])
+        rows.append([f"{arm} − {reference}", max(int(row["n"]) for row in by_column.values()), *cells])
     return markdown_table(["difference", "paired seeds", *HEADERS], rows)

@@ -85,9 +85,24 @@ def _dataset_section(dataset: str, experiments: pd.DataFrame, categories: pd.Dat
     return lines
 
 
+def _difference_tables(frame: pd.DataFrame, under: str) -> List[str]:
+    """The paired differences to each reference of `frame` (a comparisons_frame): over seeds, and
+    over validation images where the runs kept bootstrap replicates; `under` names the protocol."""
+    lines = []
+    for reference in sorted(frame["reference"].unique()):
+        lines += [f"Paired difference to {reference}{under} (t-interval over seeds):", "",
+                  paired.difference_table(frame, reference, bootstrap=False), ""]
+        if frame[frame["reference"] == reference]["boot_low"].notna().any():
+            lines += [f"Paired difference to {reference}{under} (bootstrap interval over validation images):", "",
+                      paired.difference_table(frame, reference, bootstrap=True), ""]
+    return lines
+
+
 def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) -> List[str]:
     """## Paired comparisons: per protocol `found` (suite.report.paired.protocols: >= 2 seeds of CE),
-    mean ± sd per arm and the paired differences to CE with their intervals and verdicts."""
+    mean ± sd per arm and the paired differences to CE with their intervals and verdicts; the same
+    under each other evaluation protocol that all of its runs were evaluated with (`suite eval
+    --protocol`)."""
     if not found:
         return []
     lines = ["## Paired comparisons", "",
@@ -106,12 +121,12 @@ def paired_section(found: List[paired.Protocol], out: Path, written: List[str]) 
         if protocol.flags:
             lines += [""]
         lines += ["Mean ± sd over seeds:", "", paired.summary_table(protocol), ""]
-        for reference in sorted(frame["reference"].unique()):
-            lines += [f"Paired difference to {reference} (t-interval over seeds):", "",
-                      paired.difference_table(frame, reference, bootstrap=False), ""]
-            if frame[frame["reference"] == reference]["boot_low"].notna().any():
-                lines += [f"Paired difference to {reference} (bootstrap interval over validation images):", "",
-                          paired.difference_table(frame, reference, bootstrap=True), ""]
+        lines += _difference_tables(frame, "")
+        for evaluation in paired.evaluations(protocol):
+            name = paired.EVALUATION_NAMES.get(evaluation, evaluation)
+            lines += [f"Under the `{evaluation}` protocol, {name}: mean ± sd over seeds:", "",
+                      paired.summary_table(protocol, evaluation), ""]
+            lines += _difference_tables(paired.comparisons_frame(protocol, evaluation), f" under `{evaluation}`")
         name = figures.paired_differences(frame, title, out / f"paired_{figures.slug(protocol.dataset)}_{protocol.key[:8]}.png")
         if name:
             written.append(name)
