@@ -151,8 +151,8 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
         per_category = eval_protocols.get_protocol(protocol).max_dets_per_category >= 0
         return class_topk_results if per_category and class_topk_results is not None else results
 
-    reps = {result_key(task, protocol): replicates(lvis_gt, results_of(protocol), task, resamples,
-                                                                  seed, evaluator, protocol)
+    reps = {result_key(task, protocol): replicates(lvis_gt, results_of(protocol), task, resamples, seed, evaluator,
+                                                   protocol)
             for protocol in protocols for task in tasks if task in eval_protocols.get_protocol(protocol).tasks} \
         if results else {}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}

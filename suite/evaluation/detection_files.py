@@ -12,7 +12,7 @@ together, and its AP would silently depend on which detections the limit drops.
 import json
 from collections import Counter
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from suite.evaluation.protocols import Protocol
 
@@ -43,7 +43,8 @@ def read_detections(path: Path) -> List[dict]:
     return results
 
 
-def check_limits(results: Sequence[dict], protocol: Protocol, source: str, max_dets_per_image: int = None) -> None:
+def check_limits(results: Sequence[dict], protocol: Protocol, source: str,
+                 max_dets_per_image: Optional[int] = None) -> None:
     """A ValueError, naming `source`, the protocol and its limit, where `results` hold more
     detections of one image or one category than `protocol` allows. `max_dets_per_image`: the
     standard protocol's limit as evaluated (a config's TEST.DETECTIONS_PER_IMAGE), else the protocol's."""
