@@ -1,12 +1,13 @@
-"""`suite study --launcher submitit` on real parts: submitit's LocalExecutor (this machine has no
-Slurm) runs every seed's pretraining and every cell as real processes with real pickling and job
-folders. The tiny study of tests/test_workflows_study.py (2 arms x 2 seeds) through the launcher,
-with one cell's job SIGKILLed mid-training and another's preempted (Slurm's signal, which submitit
-answers by requeuing the job): the other cells go on, the preempted cell resumes in its requeued
-job, the killed cell is reported by name with its log, `--status` shows the grid, and the same
-command again resubmits that cell alone, which resumes from its checkpoint. Then every cell's records and final weights equal the
-local route's bit for bit, and the study records are equal but for times; a folder that another
-submission holds is refused in one line."""
+"""`suite study --launcher submitit` on real parts: submitit's LocalExecutor (`--executor local`,
+whether or not this machine has Slurm) runs every seed's pretraining and every cell as real
+processes with real pickling and job folders. The tiny study of tests/test_workflows_study.py (2
+arms x 2 seeds) through the launcher, with one cell's job SIGKILLed mid-training and another's
+preempted (Slurm's signal, which submitit answers by requeuing the job): the other cells go on,
+the preempted cell resumes in its requeued job, the killed cell is reported by name with its log,
+`--status` shows the grid, and the same command again resubmits that cell alone, which resumes
+from its checkpoint. Then every cell's records and final weights equal the local route's bit for
+bit, and the study records are equal but for times; a folder that another submission holds is
+refused in one line."""
 
 import contextlib
 import io
@@ -34,6 +35,7 @@ KILLED = ("seesaw", 1)  # the cell whose job is SIGKILLed
 PREEMPTED = ("ce", 1)  # the cell whose job gets Slurm's preemption signal (submitit's USR2)
 RECORD_FIELDS = ("loss", "dataset", "iterations", "seed", "metrics", "per_category", "grad_balance")
 TIMES = ("wall_s", "environment", "updated_at")  # what two routes' study records may differ in
+LOCAL_EXECUTOR = ("--launcher", "submitit", "--executor", "local")
 
 
 def args_for(root: Path, out: Path, *extra):
@@ -92,13 +94,13 @@ def routes(tmp_path_factory):
                    for (arm, seed), signum in ((KILLED, signal.SIGKILL), (PREEMPTED, signal.SIGUSR2))]
         for sender in senders:
             sender.start()
-        first = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+        first = run_cli(args_for(root, jobs, *LOCAL_EXECUTOR))
         for sender in senders:
             sender.join()
         first_record = json.loads((jobs / "study.json").read_text())
         status = run_cli(["study", "--status", str(jobs)])
         submitted_first = read_jobs(jobs)["jobs"]
-        second = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+        second = run_cli(args_for(root, jobs, *LOCAL_EXECUTOR))
     return root, (*first, first_record), status, submitted_first, second, signals
 
 
@@ -106,8 +108,7 @@ def test_a_killed_job_is_reported_and_the_other_cells_go_on(routes):
     root, (code, output, record), _, submitted, _, signals = routes
     assert sorted(signals) == sorted([signal.SIGKILL, signal.SIGUSR2]), "a cell was never checkpointed"
     assert code == 1
-    assert output.splitlines()[0] == ("no Slurm here (no srun on PATH): the jobs run on this machine through "
-                                      "submitit's LocalExecutor")
+    assert output.splitlines()[0] == "--executor local: the jobs run on this machine through submitit's LocalExecutor"
     assert [entry["what"] for entry in submitted] == ["seed", "seed", "cell", "cell", "cell", "cell"]
     killed_job = next(entry for entry in submitted if (entry["arm"], entry["seed"]) == KILLED)
     line = next(line for line in output.splitlines() if line.startswith("cell seesaw seed 1 not done"))
@@ -185,7 +186,7 @@ def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes,
     local route are refused in one line; --status shows that cell running and the cells of that
     seed queued behind it."""
     root = routes[0]
-    args = args_for(root, root / "jobs", "--launcher", "submitit")
+    args = args_for(root, root / "jobs", *LOCAL_EXECUTOR)
     with RunLock(root / "jobs"):  # a submitting process at work there
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -197,7 +198,7 @@ def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes,
     try:
         append_jobs(held, "local", [JobEntry(job.job_id, "cell", 0, "ce", stderr=str(job.paths.stderr)),
                                     JobEntry(job.job_id, "seed", 1, None, stderr=str(job.paths.stderr))])
-        for command in (args_for(root, held, "--launcher", "submitit"), args_for(root, held)):
+        for command in (args_for(root, held, *LOCAL_EXECUTOR), args_for(root, held)):
             assert main(command) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and re.search(rf"{held} is held by a submission whose 1 job\(s\) are queued or "
@@ -235,7 +236,7 @@ def test_the_reports_are_equal(routes, tmp_path):
 def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, tmp_path):
     root = routes[0]
     jobs = root / "jobs"
-    args = args_for(root, jobs, "--launcher", "submitit", "--dry-run")
+    args = args_for(root, jobs, *LOCAL_EXECUTOR, "--dry-run")
     args[args.index("--seeds") + 1] = "0,1,2"
     submitted = (jobs / "jobs.json").read_text()
     code, output = run_cli(args)
@@ -244,6 +245,7 @@ def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, 
     assert [line.split() for line in lines[1:4]] == [["arm", "seed", "0", "seed", "1", "seed", "2"],
                                                       ["ce", "done", "done", "to", "run"],
                                                       ["seesaw", "done", "done", "to", "run"]]
+    assert "jobs (--launcher submitit) to its LocalExecutor (--executor local):" in lines
     assert "  array 'seed': 1 job(s), the pretraining and initial weights of seed(s) 2 (1 node)" in lines
     assert "  array 'cell' of seed 2: 2 job(s) (ce, seesaw), 1 node(s) each, after seed 2's job (afterok)" in lines
     cell_h = sum(json.loads((jobs / "runs" / arm / f"seed{seed}" / "run.json").read_text())["train"]["wall_s"]
@@ -260,22 +262,30 @@ def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, 
 
 
 def test_executor_settings_from_a_file_and_the_command_line(tmp_path):
+    from suite.errors import UserError
     from suite.workflows.executor_settings import ExecutorSettings, executor_settings
 
     path = tmp_path / "slurm.yaml"
-    path.write_text("partition: learnfair\ntime_min: 2880\nsbatch: {constraint: volta32gb}\n")
+    path.write_text("executor: slurm\npartition: learnfair\ntime_min: 2880\nsbatch: {constraint: volta32gb}\n")
     assert executor_settings(path, partition="dev", account=None, sbatch={"qos": "high"}) == ExecutorSettings(
-        partition="dev", time_min=2880, sbatch={"constraint": "volta32gb", "qos": "high"})
+        executor="slurm", partition="dev", time_min=2880, sbatch={"constraint": "volta32gb", "qos": "high"})
+    assert executor_settings(path, executor="local").executor == "local"
+    path.write_text("executor: pbs\n")
+    with pytest.raises(UserError, match=f"--executor-config {path}: executor 'pbs' is none of auto, slurm, local"):
+        executor_settings(path)
 
 
-def test_errors_are_one_line_before_anything_is_written(routes, tmp_path, capsys):
+def test_errors_are_one_line_before_anything_is_written(routes, tmp_path, capsys, monkeypatch):
     root = routes[0]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, whether or not this machine has Slurm
     bad = tmp_path / "bad.yaml"
     bad.write_text("nodes: 2\n")
     new = tmp_path / "new"
     cases = [(args_for(root, new, "--num-machines", "2"), "a cell on several machines runs as a job; add --launcher submitit"),
-             (args_for(root, new, "--num-machines", "2", "--launcher", "submitit"), "--num-machines 2: no Slurm here"),
-             (args_for(root, new, "--launcher", "submitit", "--executor-config", str(bad)),
+             (args_for(root, new, "--num-machines", "2", *LOCAL_EXECUTOR),
+              "--num-machines 2: --executor local, and submitit's LocalExecutor runs jobs on this machine only"),
+             (args_for(root, new, "--launcher", "submitit", "--executor", "slurm"), "--executor slurm: no Slurm here"),
+             (args_for(root, new, *LOCAL_EXECUTOR, "--executor-config", str(bad)),
               f"--executor-config {bad}: unknown key(s) nodes"),
              (["study", "--status", str(new)], f"{new}: no study here"),
              (["study", "--losses", "ce"], "--out OUT is required")]
