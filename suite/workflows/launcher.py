@@ -33,8 +33,8 @@ from suite.records import write_json_atomic
 from suite.schema import STUDY_RECORD
 from suite.workflows.executor_settings import ExecutorSettings, choose_executor
 from suite.workflows.study import ARMS, Cell, Study, StudyOptions, cells
-from suite.workflows.study_jobs import (FINISHED, JOBS_FOLDER, LIVE, JobEntry, append_jobs, check_not_held,
-                                        failure_line, job_states, latest_jobs, log_path, read_jobs)
+from suite.workflows.study_jobs import (FINISHED, JOBS_FOLDER, LIVE, JobEntry, append_jobs, check_not_held, job_states,
+                                        latest_jobs, not_done_line, read_jobs)
 
 POLL_S = 2.0
 
@@ -78,19 +78,12 @@ class RecordJob(Checkpointable):
 
 
 def finish(study: Study, wall_s: float) -> List[str]:
-    """Write OUT/study.json and print a line per cell that is not done (its job's last error line
-    and log); the lines."""
+    """Write OUT/study.json and print a line per cell that is not done (study_jobs.not_done_line:
+    its job, the job's last error line and its log); the lines."""
     grid = cells(study.options)
     write_json_atomic(study.out / STUDY_RECORD, study.record(grid, wall_s))
     latest = latest_jobs(read_jobs(study.out))
-    failures = []
-    for cell in grid:
-        if cell.done(study.out):
-            continue
-        job = latest.get(("cell", cell.seed, cell.arm.name)) or latest.get(("seed", cell.seed, None))
-        where = (f"{'pretraining of the seed' if job.what == 'seed' else 'job'} {job.job_id} failed: "
-                 f"{failure_line(study.out, job)}; log: {log_path(study.out, job)}" if job else "never submitted")
-        failures.append(f"cell {cell.arm.name} seed {cell.seed} not done: {where}")
+    failures = [not_done_line(study.out, latest, cell.arm.name, cell.seed) for cell in grid if not cell.done(study.out)]
     done = sum(cell.done(study.out) for cell in grid)
     for line in failures:
         print(line, flush=True)

@@ -11,8 +11,8 @@ from suite.records import read_record
 from suite.schema import RUN_RECORD, STUDY_JOBS_RECORD, STUDY_KIND, STUDY_RECORD
 from suite.workflows.executor_settings import ExecutorSettings, choose_executor
 from suite.workflows.study import ARMS, Cell, Study, StudyOptions, cells
-from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, failure_line, job_states, latest_jobs,
-                                        log_path, read_jobs)
+from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, job_states, latest_jobs, not_done_line,
+                                        read_jobs)
 
 DONE, NOT_SUBMITTED = "done", "not submitted"
 STATES = (DONE, RUNNING, QUEUED, FAILED, NOT_SUBMITTED)
@@ -61,7 +61,7 @@ def _table(grid: List[Cell], text: Dict[Cell, str]) -> List[str]:
 
 
 def print_status(out: Path) -> int:
-    """Print the grid with each cell's state, then each failed cell's job, error line and log."""
+    """Print the grid with each cell's state, then a line per failed cell (study_jobs.not_done_line)."""
     out = Path(out)
     grid = _grid_of(out)
     states = cell_states(out, grid)
@@ -75,10 +75,7 @@ def print_status(out: Path) -> int:
     latest = latest_jobs(record)
     for cell, state in states.items():
         if state == FAILED:
-            job = latest.get(("cell", cell.seed, cell.arm.name)) or latest[("seed", cell.seed, None)]
-            what = "job" if job.what == "cell" else "its seed's pretraining job"
-            print(f"failed: {cell.arm.name} seed {cell.seed}: {what} {job.job_id}: {failure_line(out, job)}; "
-                  f"log: {log_path(out, job)}")
+            print(not_done_line(out, latest, cell.arm.name, cell.seed))
     return 0
 
 
