@@ -7,7 +7,8 @@ the preempted cell resumes in its requeued job, the killed cell is reported by n
 `--status` shows the grid, and the same command again resubmits that cell alone, which resumes
 from its checkpoint. Then every cell's records and final weights equal the local route's bit for
 bit, and the study records are equal but for times; a folder that another submission holds is
-refused in one line."""
+refused in one line. tests/test_workflows_study_slurm.py runs the study on a real Slurm and
+checks it with this module's helpers."""
 
 import contextlib
 import io
@@ -18,6 +19,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import submitit
@@ -51,17 +53,25 @@ def run_cli(args):
     return code, output.getvalue()
 
 
-def signal_when_checkpointed(run_dir: Path, signum: int, sent: list, deadline_s: float = 600) -> None:
-    """Send `signum` to the process that trains `run_dir` once it has saved its first checkpoint."""
+def wait_for_checkpoint(run_dir: Path, deadline_s: float = 600) -> Optional[int]:
+    """The process that trains `run_dir`, once it has saved its first checkpoint (None if it has not
+    within `deadline_s`)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if (run_dir / "last_checkpoint").exists():
             pid = holder_pid(run_dir)
             if pid:
-                os.kill(pid, signum)
-                sent.append(signum)
-                return
+                return pid
         time.sleep(0.005)
+    return None
+
+
+def signal_when_checkpointed(run_dir: Path, signum: int, sent: list) -> None:
+    """Send `signum` to the process that trains `run_dir` once it has saved its first checkpoint."""
+    pid = wait_for_checkpoint(run_dir)
+    if pid:
+        os.kill(pid, signum)
+        sent.append(signum)
 
 
 @contextlib.contextmanager
@@ -153,31 +163,42 @@ def test_the_same_command_resubmits_only_the_killed_cell_which_resumes(routes):
     assert run["train"]["segments"] == 2 and run["train"]["start_iter"] > 0
 
 
-def test_every_cell_equals_the_local_route_bit_for_bit(routes):
-    root = routes[0]
+def check_cells_equal(local: Path, launched: Path) -> None:
+    """Every cell of the study folders `local` and `launched`: the same records, loss curve, final
+    weights (bit for bit) and bootstrap."""
     for arm in ARMS:
         for seed in SEEDS:
-            cells = [root / route / "runs" / arm / f"seed{seed}" for route in ("local", "jobs")]
-            local, launched = (json.loads((cell / "run.json").read_text()) for cell in cells)
+            cells = [study / "runs" / arm / f"seed{seed}" for study in (local, launched)]
+            first, second = (json.loads((cell / "run.json").read_text()) for cell in cells)
             for name in RECORD_FIELDS:
-                assert local[name] == launched[name], (arm, seed, name)
-            for config in (local["config"], launched["config"]):  # the only keys that name the study folder
+                assert first[name] == second[name], (arm, seed, name)
+            for config in (first["config"], second["config"]):  # the only keys that name the study folder
                 del config["OUTPUT_DIR"], config["MODEL"]["WEIGHTS"]
-            assert local["config"] == launched["config"]
-            assert local["train"]["loss_curve"] == launched["train"]["loss_curve"]
-            assert local["train"]["weights_sha256"] == launched["train"]["weights_sha256"]
+            assert first["config"] == second["config"]
+            assert first["train"]["loss_curve"] == second["train"]["loss_curve"]
+            assert first["train"]["weights_sha256"] == second["train"]["weights_sha256"]
             weights = [torch.load(cell / "model_final.pth", weights_only=True)["model"] for cell in cells]
             assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
             boots = [json.loads((cell / "bootstrap.json").read_text()) for cell in cells]
             assert boots[0] == boots[1]
 
 
+def check_study_records_equal(local: Path, launched: Path) -> None:
+    """The study records of `local` and `launched` are equal but for times, every cell done."""
+    first, second = (json.loads((study / "study.json").read_text()) for study in (local, launched))
+    assert {key: value for key, value in first.items() if key not in TIMES} == {
+        key: value for key, value in second.items() if key not in TIMES}
+    assert all(cell["done"] for cell in second["cells"]) and second["wall_s"] > 0
+
+
+def test_every_cell_equals_the_local_route_bit_for_bit(routes):
+    root = routes[0]
+    check_cells_equal(root / "local", root / "jobs")
+
+
 def test_the_study_records_are_equal_but_for_times(routes):
     root = routes[0]
-    local, launched = (json.loads((root / route / "study.json").read_text()) for route in ("local", "jobs"))
-    assert {key: value for key, value in local.items() if key not in TIMES} == {
-        key: value for key, value in launched.items() if key not in TIMES}
-    assert all(cell["done"] for cell in launched["cells"]) and launched["wall_s"] > 0
+    check_study_records_equal(root / "local", root / "jobs")
 
 
 def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes, capsys):
