@@ -1,12 +1,14 @@
-"""`suite study --launcher submitit` on real parts: submitit's LocalExecutor (this machine has no
-Slurm) runs every seed's pretraining and every cell as real processes with real pickling and job
-folders. The tiny study of tests/test_workflows_study.py (2 arms x 2 seeds) through the launcher,
-with one cell's job SIGKILLed mid-training and another's preempted (Slurm's signal, which submitit
-answers by requeuing the job): the other cells go on, the preempted cell resumes in its requeued
-job, the killed cell is reported by name with its log, `--status` shows the grid, and the same
-command again resubmits that cell alone, which resumes from its checkpoint. Then every cell's records and final weights equal the
-local route's bit for bit, and the study records are equal but for times; a folder that another
-submission holds is refused in one line."""
+"""`suite study --launcher submitit` on real parts: submitit's LocalExecutor (`--executor local`,
+whether or not this machine has Slurm) runs every seed's pretraining and every cell as real
+processes with real pickling and job folders. The tiny study of tests/test_workflows_study.py (2
+arms x 2 seeds) through the launcher, with one cell's job SIGKILLed mid-training and another's
+preempted (Slurm's signal, which submitit answers by requeuing the job): the other cells go on,
+the preempted cell resumes in its requeued job, the killed cell is reported by name with its log,
+`--status` shows the grid, and the same command again resubmits that cell alone, which resumes
+from its checkpoint. Then every cell's records and final weights equal the local route's bit for
+bit, and the study records are equal but for times; a folder that another submission holds is
+refused in one line. tests/test_workflows_study_slurm.py runs the study on a real Slurm and
+checks it with this module's helpers."""
 
 import contextlib
 import io
@@ -17,6 +19,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import submitit
@@ -34,6 +37,7 @@ KILLED = ("seesaw", 1)  # the cell whose job is SIGKILLed
 PREEMPTED = ("ce", 1)  # the cell whose job gets Slurm's preemption signal (submitit's USR2)
 RECORD_FIELDS = ("loss", "dataset", "iterations", "seed", "metrics", "per_category", "grad_balance")
 TIMES = ("wall_s", "environment", "updated_at")  # what two routes' study records may differ in
+LOCAL_EXECUTOR = ("--launcher", "submitit", "--executor", "local")
 
 
 def args_for(root: Path, out: Path, *extra):
@@ -49,17 +53,25 @@ def run_cli(args):
     return code, output.getvalue()
 
 
-def signal_when_checkpointed(run_dir: Path, signum: int, sent: list, deadline_s: float = 600) -> None:
-    """Send `signum` to the process that trains `run_dir` once it has saved its first checkpoint."""
+def wait_for_checkpoint(run_dir: Path, deadline_s: float = 600) -> Optional[int]:
+    """The process that trains `run_dir`, once it has saved its first checkpoint (None if it has not
+    within `deadline_s`)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if (run_dir / "last_checkpoint").exists():
             pid = holder_pid(run_dir)
             if pid:
-                os.kill(pid, signum)
-                sent.append(signum)
-                return
+                return pid
         time.sleep(0.005)
+    return None
+
+
+def signal_when_checkpointed(run_dir: Path, signum: int, sent: list) -> None:
+    """Send `signum` to the process that trains `run_dir` once it has saved its first checkpoint."""
+    pid = wait_for_checkpoint(run_dir)
+    if pid:
+        os.kill(pid, signum)
+        sent.append(signum)
 
 
 @contextlib.contextmanager
@@ -92,13 +104,13 @@ def routes(tmp_path_factory):
                    for (arm, seed), signum in ((KILLED, signal.SIGKILL), (PREEMPTED, signal.SIGUSR2))]
         for sender in senders:
             sender.start()
-        first = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+        first = run_cli(args_for(root, jobs, *LOCAL_EXECUTOR))
         for sender in senders:
             sender.join()
         first_record = json.loads((jobs / "study.json").read_text())
         status = run_cli(["study", "--status", str(jobs)])
         submitted_first = read_jobs(jobs)["jobs"]
-        second = run_cli(args_for(root, jobs, "--launcher", "submitit"))
+        second = run_cli(args_for(root, jobs, *LOCAL_EXECUTOR))
     return root, (*first, first_record), status, submitted_first, second, signals
 
 
@@ -106,8 +118,7 @@ def test_a_killed_job_is_reported_and_the_other_cells_go_on(routes):
     root, (code, output, record), _, submitted, _, signals = routes
     assert sorted(signals) == sorted([signal.SIGKILL, signal.SIGUSR2]), "a cell was never checkpointed"
     assert code == 1
-    assert output.splitlines()[0] == ("no Slurm here (no srun on PATH): the jobs run on this machine through "
-                                      "submitit's LocalExecutor")
+    assert output.splitlines()[0] == "--executor local: the jobs run on this machine through submitit's LocalExecutor"
     assert [entry["what"] for entry in submitted] == ["seed", "seed", "cell", "cell", "cell", "cell"]
     killed_job = next(entry for entry in submitted if (entry["arm"], entry["seed"]) == KILLED)
     line = next(line for line in output.splitlines() if line.startswith("cell seesaw seed 1 not done"))
@@ -138,8 +149,8 @@ def test_status_shows_the_grid_and_the_failed_cell_with_its_log(routes):
     assert lines[0].startswith(f"study {root / 'jobs'}: 4 cells: 3 done, 1 failed (jobs: local")
     assert [line.split() for line in lines[1:4]] == [["arm", "seed", "0", "seed", "1"], ["ce", "done", "done"],
                                                       ["seesaw", "done", "failed"]]
-    assert lines[4] == (f"failed: seesaw seed 1: job {killed_job['job_id']}: "
-                        f"{lines[4].split(': ', 3)[3].rsplit('; log: ', 1)[0]}; log: {root / 'jobs' / killed_job['stderr']}")
+    assert lines[4].startswith(f"cell seesaw seed 1 not done: job {killed_job['job_id']} failed: ")
+    assert lines[4].endswith(f"; log: {root / 'jobs' / killed_job['stderr']}") and len(lines) == 5
 
 
 def test_the_same_command_resubmits_only_the_killed_cell_which_resumes(routes):
@@ -152,31 +163,42 @@ def test_the_same_command_resubmits_only_the_killed_cell_which_resumes(routes):
     assert run["train"]["segments"] == 2 and run["train"]["start_iter"] > 0
 
 
-def test_every_cell_equals_the_local_route_bit_for_bit(routes):
-    root = routes[0]
+def check_cells_equal(local: Path, launched: Path) -> None:
+    """Every cell of the study folders `local` and `launched`: the same records, loss curve, final
+    weights (bit for bit) and bootstrap."""
     for arm in ARMS:
         for seed in SEEDS:
-            cells = [root / route / "runs" / arm / f"seed{seed}" for route in ("local", "jobs")]
-            local, launched = (json.loads((cell / "run.json").read_text()) for cell in cells)
+            cells = [study / "runs" / arm / f"seed{seed}" for study in (local, launched)]
+            first, second = (json.loads((cell / "run.json").read_text()) for cell in cells)
             for name in RECORD_FIELDS:
-                assert local[name] == launched[name], (arm, seed, name)
-            for config in (local["config"], launched["config"]):  # the only keys that name the study folder
+                assert first[name] == second[name], (arm, seed, name)
+            for config in (first["config"], second["config"]):  # the only keys that name the study folder
                 del config["OUTPUT_DIR"], config["MODEL"]["WEIGHTS"]
-            assert local["config"] == launched["config"]
-            assert local["train"]["loss_curve"] == launched["train"]["loss_curve"]
-            assert local["train"]["weights_sha256"] == launched["train"]["weights_sha256"]
+            assert first["config"] == second["config"]
+            assert first["train"]["loss_curve"] == second["train"]["loss_curve"]
+            assert first["train"]["weights_sha256"] == second["train"]["weights_sha256"]
             weights = [torch.load(cell / "model_final.pth", weights_only=True)["model"] for cell in cells]
             assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
             boots = [json.loads((cell / "bootstrap.json").read_text()) for cell in cells]
             assert boots[0] == boots[1]
 
 
+def check_study_records_equal(local: Path, launched: Path) -> None:
+    """The study records of `local` and `launched` are equal but for times, every cell done."""
+    first, second = (json.loads((study / "study.json").read_text()) for study in (local, launched))
+    assert {key: value for key, value in first.items() if key not in TIMES} == {
+        key: value for key, value in second.items() if key not in TIMES}
+    assert all(cell["done"] for cell in second["cells"]) and second["wall_s"] > 0
+
+
+def test_every_cell_equals_the_local_route_bit_for_bit(routes):
+    root = routes[0]
+    check_cells_equal(root / "local", root / "jobs")
+
+
 def test_the_study_records_are_equal_but_for_times(routes):
     root = routes[0]
-    local, launched = (json.loads((root / route / "study.json").read_text()) for route in ("local", "jobs"))
-    assert {key: value for key, value in local.items() if key not in TIMES} == {
-        key: value for key, value in launched.items() if key not in TIMES}
-    assert all(cell["done"] for cell in launched["cells"]) and launched["wall_s"] > 0
+    check_study_records_equal(root / "local", root / "jobs")
 
 
 def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes, capsys):
@@ -185,7 +207,7 @@ def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes,
     local route are refused in one line; --status shows that cell running and the cells of that
     seed queued behind it."""
     root = routes[0]
-    args = args_for(root, root / "jobs", "--launcher", "submitit")
+    args = args_for(root, root / "jobs", *LOCAL_EXECUTOR)
     with RunLock(root / "jobs"):  # a submitting process at work there
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -197,7 +219,7 @@ def test_a_held_folder_is_refused_in_one_line_and_status_shows_live_jobs(routes,
     try:
         append_jobs(held, "local", [JobEntry(job.job_id, "cell", 0, "ce", stderr=str(job.paths.stderr)),
                                     JobEntry(job.job_id, "seed", 1, None, stderr=str(job.paths.stderr))])
-        for command in (args_for(root, held, "--launcher", "submitit"), args_for(root, held)):
+        for command in (args_for(root, held, *LOCAL_EXECUTOR), args_for(root, held)):
             assert main(command) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and re.search(rf"{held} is held by a submission whose 1 job\(s\) are queued or "
@@ -235,7 +257,7 @@ def test_the_reports_are_equal(routes, tmp_path):
 def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, tmp_path):
     root = routes[0]
     jobs = root / "jobs"
-    args = args_for(root, jobs, "--launcher", "submitit", "--dry-run")
+    args = args_for(root, jobs, *LOCAL_EXECUTOR, "--dry-run")
     args[args.index("--seeds") + 1] = "0,1,2"
     submitted = (jobs / "jobs.json").read_text()
     code, output = run_cli(args)
@@ -244,6 +266,7 @@ def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, 
     assert [line.split() for line in lines[1:4]] == [["arm", "seed", "0", "seed", "1", "seed", "2"],
                                                       ["ce", "done", "done", "to", "run"],
                                                       ["seesaw", "done", "done", "to", "run"]]
+    assert "jobs (--launcher submitit) to its LocalExecutor (--executor local):" in lines
     assert "  array 'seed': 1 job(s), the pretraining and initial weights of seed(s) 2 (1 node)" in lines
     assert "  array 'cell' of seed 2: 2 job(s) (ce, seesaw), 1 node(s) each, after seed 2's job (afterok)" in lines
     cell_h = sum(json.loads((jobs / "runs" / arm / f"seed{seed}" / "run.json").read_text())["train"]["wall_s"]
@@ -260,22 +283,30 @@ def test_dry_run_shows_the_jobs_and_an_estimate_from_the_finished_cells(routes, 
 
 
 def test_executor_settings_from_a_file_and_the_command_line(tmp_path):
+    from suite.errors import UserError
     from suite.workflows.executor_settings import ExecutorSettings, executor_settings
 
     path = tmp_path / "slurm.yaml"
-    path.write_text("partition: learnfair\ntime_min: 2880\nsbatch: {constraint: volta32gb}\n")
+    path.write_text("executor: slurm\npartition: learnfair\ntime_min: 2880\nsbatch: {constraint: volta32gb}\n")
     assert executor_settings(path, partition="dev", account=None, sbatch={"qos": "high"}) == ExecutorSettings(
-        partition="dev", time_min=2880, sbatch={"constraint": "volta32gb", "qos": "high"})
+        executor="slurm", partition="dev", time_min=2880, sbatch={"constraint": "volta32gb", "qos": "high"})
+    assert executor_settings(path, executor="local").executor == "local"
+    path.write_text("executor: pbs\n")
+    with pytest.raises(UserError, match=f"--executor-config {path}: executor 'pbs' is none of auto, slurm, local"):
+        executor_settings(path)
 
 
-def test_errors_are_one_line_before_anything_is_written(routes, tmp_path, capsys):
+def test_errors_are_one_line_before_anything_is_written(routes, tmp_path, capsys, monkeypatch):
     root = routes[0]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, whether or not this machine has Slurm
     bad = tmp_path / "bad.yaml"
     bad.write_text("nodes: 2\n")
     new = tmp_path / "new"
     cases = [(args_for(root, new, "--num-machines", "2"), "a cell on several machines runs as a job; add --launcher submitit"),
-             (args_for(root, new, "--num-machines", "2", "--launcher", "submitit"), "--num-machines 2: no Slurm here"),
-             (args_for(root, new, "--launcher", "submitit", "--executor-config", str(bad)),
+             (args_for(root, new, "--num-machines", "2", *LOCAL_EXECUTOR),
+              "--num-machines 2: --executor local, and submitit's LocalExecutor runs jobs on this machine only"),
+             (args_for(root, new, "--launcher", "submitit", "--executor", "slurm"), "--executor slurm: no Slurm here"),
+             (args_for(root, new, *LOCAL_EXECUTOR, "--executor-config", str(bad)),
               f"--executor-config {bad}: unknown key(s) nodes"),
              (["study", "--status", str(new)], f"{new}: no study here"),
              (["study", "--losses", "ce"], "--out OUT is required")]

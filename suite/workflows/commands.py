@@ -7,7 +7,7 @@ from suite.data.synth import LVIS_PROFILE_CLASSES
 from suite.losses import LOSSES
 from suite.workflows import pretrain as pretraining
 from suite.workflows import study
-from suite.workflows.executor_settings import DEFAULT_TIME_MIN
+from suite.workflows.executor_settings import DEFAULT_TIME_MIN, EXECUTORS
 
 STUDY_EPILOG = f"""\
 grid
@@ -64,8 +64,9 @@ outputs
 Running the same command again keeps finished cells and resumes an interrupted one.
 
 jobs (--launcher submitit; docs/harness.md "A study on a Slurm cluster")
-  every cell a job: Slurm through submitit where srun is on PATH, else submitit's LocalExecutor
-  (processes on this machine); each seed's pretraining first (Slurm: afterok), then its cells,
+  every cell a job: Slurm through submitit, or submitit's LocalExecutor (processes on this
+  machine), as --executor says (default auto: Slurm where srun is on PATH, else the
+  LocalExecutor); each seed's pretraining first (Slurm: afterok), then its cells,
   then the study record (Slurm: a last job, afterany; locally this command waits and writes it).
   A preempted or timed-out job is requeued and resumes from its checkpoint; a failed one is
   named with its log, the others go on, and the same command resubmits what is not done.
@@ -145,12 +146,17 @@ def register(subparsers) -> None:
                         "an unfinished cell keeps all, for its resume)")
     jobs = parser.add_argument_group(
         "jobs", "--launcher submitit: every cell a job on Slurm (submitit; its LocalExecutor where there is no "
-        "Slurm), each seed's pretraining before its cells (docs/harness.md, \"A study on a Slurm cluster\")")
+        "Slurm, or with --executor local), each seed's pretraining before its cells (docs/harness.md, \"A study on "
+        "a Slurm cluster\")")
     jobs.add_argument("--launcher", choices=("local", "submitit"), default="local",
                       help="local: every cell in turn in this process (default); submitit: every cell a job")
+    jobs.add_argument("--executor", choices=EXECUTORS,
+                      help="where the jobs run: auto (default): Slurm where srun is on PATH, else submitit's "
+                      "LocalExecutor; slurm: Slurm (an error without it); local: the LocalExecutor, processes on "
+                      "this machine")
     jobs.add_argument("--executor-config", type=Path, metavar="FILE",
-                      help="yaml file of the job settings below (partition, time_min, account, cpus_per_task, mem_gb, "
-                      "sbatch: {KEY: VALUE}); the command line wins")
+                      help="yaml file of the job settings above and below (executor, partition, time_min, account, "
+                      "cpus_per_task, mem_gb, sbatch: {KEY: VALUE}); the command line wins")
     jobs.add_argument("--partition", help="Slurm partition")
     jobs.add_argument("--time", type=int, dest="time_min", metavar="MIN",
                       help=f"time limit of a job in minutes (default {DEFAULT_TIME_MIN}: 3 days)")
@@ -209,19 +215,23 @@ def run_study(args: argparse.Namespace) -> int:
         config_file=args.config, device=args.device, num_gpus=args.num_gpus, num_machines=args.num_machines,
         bootstrap_resamples=args.bootstrap_resamples, keep_checkpoints=args.keep_checkpoints,
         overrides=args.overrides)
+    settings = None
+    if args.launcher == "submitit":
+        from suite.workflows.executor_settings import executor_settings
+
+        settings = executor_settings(
+            args.executor_config, executor=args.executor, partition=args.partition, time_min=args.time_min,
+            account=args.account, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, sbatch=dict(args.sbatch))
     if args.dry_run:
         from suite.workflows.study_status import print_dry_run
 
-        return print_dry_run(options, args.launcher)
-    if args.launcher == "local":
+        return print_dry_run(options, settings)
+    if settings is None:
         study.run_study(options)
         return 0
-    from suite.workflows.executor_settings import executor_settings
     from suite.workflows.launcher import submit_study
 
-    return submit_study(options, executor_settings(
-        args.executor_config, partition=args.partition, time_min=args.time_min, account=args.account,
-        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, sbatch=dict(args.sbatch)))
+    return submit_study(options, settings)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """The scheduler settings of a study's jobs (`suite study --launcher submitit`): from a yaml
-file in the suite's style (its keys are ExecutorSettings' fields) and the command line.
+file in the suite's style (its keys are ExecutorSettings' fields) and the command line; and the
+executor they name.
 
     # slurm.yaml
+    executor: slurm
     partition: learnfair
     time_min: 2880
     account: my_account
@@ -12,19 +14,23 @@ file in the suite's style (its keys are ExecutorSettings' fields) and the comman
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from suite.errors import UserError
 
 DEFAULT_TIME_MIN = 3 * 24 * 60  # a cell's time limit: the paper's LVIS cell takes about a day on 8 GPUs
+# Where the jobs go: auto is submitit's AutoExecutor rule (Slurm where `srun` is on PATH, else its
+# LocalExecutor); slurm and local name one.
+EXECUTORS = ("auto", "slurm", "local")
 
 
 @dataclass
 class ExecutorSettings:
     """The scheduler settings of every job; a cell's nodes and GPUs per node are the study's
-    --num-machines and --num-gpus. `sbatch`: further sbatch options, {"constraint": "volta32gb"}
-    for --constraint=volta32gb."""
+    --num-machines and --num-gpus. `executor`: one of EXECUTORS. `sbatch`: further sbatch
+    options, {"constraint": "volta32gb"} for --constraint=volta32gb."""
 
+    executor: str = "auto"
     partition: Optional[str] = None
     time_min: int = DEFAULT_TIME_MIN
     account: Optional[str] = None
@@ -52,4 +58,19 @@ def executor_settings(path: Optional[Path], **given: Any) -> ExecutorSettings:
     sbatch = {**(values.get("sbatch") or {}), **given.pop("sbatch", {})}
     values.update({key: value for key, value in given.items() if value is not None})
     values["sbatch"] = {str(key): str(value) for key, value in sbatch.items()}
+    if values.get("executor", "auto") not in EXECUTORS:
+        raise UserError(f"--executor-config {path}: executor {values['executor']!r} is none of {', '.join(EXECUTORS)}")
     return ExecutorSettings(**values)
+
+
+def choose_executor(executor: str) -> Tuple[str, str]:
+    """submitit's executor for `executor` (one of EXECUTORS), "slurm" or "local", and why, in
+    words; UserError (one line) for slurm where there is no Slurm (no `srun` on PATH)."""
+    import submitit
+
+    has_slurm = submitit.SlurmExecutor.affinity() > 0  # submitit's test: srun on PATH
+    if executor == "auto":
+        return ("slurm", "srun on PATH") if has_slurm else ("local", "no Slurm here (no srun on PATH)")
+    if executor == "slurm" and not has_slurm:
+        raise UserError("--executor slurm: no Slurm here (no srun on PATH)")
+    return executor, f"--executor {executor}"

@@ -1,11 +1,12 @@
 """`suite study --launcher submitit`: every cell of a study a job on a scheduler.
 
-Slurm through submitit where Slurm is (`srun` on PATH, submitit's AutoExecutor rule); elsewhere
-submitit's LocalExecutor, which runs each job as real processes on this machine with the same
-pickled job, job folder and logs. What a job runs is what the local route runs
-(suite.workflows.study): a seed's pretraining and initial weights (`Study.initial_weights`), a
-cell (`Study.run_cell`, which resumes from the cell's last checkpoint), the study record. So a
-cell is the same config, seed, start, data order, run record and lock on either route.
+Slurm through submitit, or submitit's LocalExecutor, which runs each job as real processes on
+this machine with the same pickled job, job folder and logs: as `--executor` names it, or by
+submitit's AutoExecutor rule, Slurm where `srun` is on PATH (suite.workflows.executor_settings).
+What a job runs is what the local route runs (suite.workflows.study): a seed's pretraining and
+initial weights (`Study.initial_weights`), a cell (`Study.run_cell`, which resumes from the
+cell's last checkpoint), the study record. So a cell is the same config, seed, start, data
+order, run record and lock on either route.
 
 The jobs, in OUT/jobs/ (submitit's folder) and listed in OUT/jobs.json (suite.workflows.study_jobs):
 one array of the seeds whose initial weights are missing; per seed, the array of its cells not
@@ -30,10 +31,10 @@ from suite.errors import UserError
 from suite.harness.run_lock import RunLock
 from suite.records import write_json_atomic
 from suite.schema import STUDY_RECORD
-from suite.workflows.executor_settings import ExecutorSettings
+from suite.workflows.executor_settings import ExecutorSettings, choose_executor
 from suite.workflows.study import ARMS, Cell, Study, StudyOptions, cells
-from suite.workflows.study_jobs import (FINISHED, JOBS_FOLDER, LIVE, JobEntry, append_jobs, check_not_held,
-                                        failure_line, job_states, latest_jobs, log_path, read_jobs)
+from suite.workflows.study_jobs import (FINISHED, JOBS_FOLDER, LIVE, JobEntry, append_jobs, check_not_held, job_states,
+                                        latest_jobs, not_done_line, read_jobs)
 
 POLL_S = 2.0
 
@@ -77,19 +78,12 @@ class RecordJob(Checkpointable):
 
 
 def finish(study: Study, wall_s: float) -> List[str]:
-    """Write OUT/study.json and print a line per cell that is not done (its job's last error line
-    and log); the lines."""
+    """Write OUT/study.json and print a line per cell that is not done (study_jobs.not_done_line:
+    its job, the job's last error line and its log); the lines."""
     grid = cells(study.options)
     write_json_atomic(study.out / STUDY_RECORD, study.record(grid, wall_s))
     latest = latest_jobs(read_jobs(study.out))
-    failures = []
-    for cell in grid:
-        if cell.done(study.out):
-            continue
-        job = latest.get(("cell", cell.seed, cell.arm.name)) or latest.get(("seed", cell.seed, None))
-        where = (f"{'pretraining of the seed' if job.what == 'seed' else 'job'} {job.job_id} failed: "
-                 f"{failure_line(study.out, job)}; log: {log_path(study.out, job)}" if job else "never submitted")
-        failures.append(f"cell {cell.arm.name} seed {cell.seed} not done: {where}")
+    failures = [not_done_line(study.out, latest, cell.arm.name, cell.seed) for cell in grid if not cell.done(study.out)]
     done = sum(cell.done(study.out) for cell in grid)
     for line in failures:
         print(line, flush=True)
@@ -134,10 +128,10 @@ def submit_study(options: StudyOptions, settings: ExecutorSettings) -> int:
     """`suite study --launcher submitit`: 0 once submitted (Slurm) or once every cell is done
     (LocalExecutor); 1 if a cell failed there."""
     study = Study(options)
-    cluster = submitit.AutoExecutor.which()
+    cluster, why = choose_executor(settings.executor)
     if cluster == "local" and options.num_machines > 1:
-        raise UserError(f"--num-machines {options.num_machines}: no Slurm here (no srun on PATH), and submitit's "
-                        "LocalExecutor runs jobs on this machine only")
+        raise UserError(f"--num-machines {options.num_machines}: {why}, and submitit's LocalExecutor runs jobs on "
+                        "this machine only")
     with RunLock(study.out):
         check_not_held(study.out)
         started_at = time.time()
@@ -147,8 +141,7 @@ def submit_study(options: StudyOptions, settings: ExecutorSettings) -> int:
         todo = [cell for cell in grid if not cell.done(study.out)]
         write_json_atomic(study.out / STUDY_RECORD, study.record(grid, earlier))
         if cluster == "local":
-            print("no Slurm here (no srun on PATH): the jobs run on this machine through submitit's LocalExecutor",
-                  flush=True)
+            print(f"{why}: the jobs run on this machine through submitit's LocalExecutor", flush=True)
         print(f"study {study.out}: {len(grid)} cells ({len(grid) - len(todo)} done), {len(todo)} to submit "
               f"to {cluster}; jobs in {study.out / JOBS_FOLDER}", flush=True)
         if not todo:

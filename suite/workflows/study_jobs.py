@@ -126,13 +126,21 @@ def check_not_held(out: Path) -> None:
                         f"see suite study --status {out}, or wait for them")
 
 
-def log_path(out: Path, entry: JobEntry) -> Path:
-    return Path(out) / entry.stderr
-
-
-def failure_line(out: Path, entry: JobEntry) -> str:
-    """The last line its job wrote to stderr (the exception, as a rule)."""
-    path = log_path(out, entry)
+def _last_error_line(path: Path) -> str:
+    """The last line a job wrote to its stderr `path` (the exception, as a rule)."""
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.exists() else []
     return lines[-1].strip() if lines else "no error output"
+
+
+def not_done_line(out: Path, latest: Dict[Tuple[str, Optional[int], Optional[str]], JobEntry], arm: str,
+                  seed: int) -> str:
+    """One line on the cell `arm` x `seed`, not done: the job that decided it (the cell's latest
+    job, else its seed's pretraining job; `latest` as latest_jobs gives), that job's last error
+    line and its log; or that no job was submitted for it."""
+    job = latest.get(("cell", seed, arm)) or latest.get(("seed", seed, None))
+    if job is None:
+        return f"cell {arm} seed {seed} not done: never submitted"
+    log = Path(out) / job.stderr
+    what = "job" if job.what == "cell" else "pretraining job of the seed"
+    return f"cell {arm} seed {seed} not done: {what} {job.job_id} failed: {_last_error_line(log)}; log: {log}"
 

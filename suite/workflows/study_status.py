@@ -9,9 +9,10 @@ from typing import Dict, List, Optional
 from suite.errors import UserError
 from suite.records import read_record
 from suite.schema import RUN_RECORD, STUDY_JOBS_RECORD, STUDY_KIND, STUDY_RECORD
+from suite.workflows.executor_settings import ExecutorSettings, choose_executor
 from suite.workflows.study import ARMS, Cell, Study, StudyOptions, cells
-from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, failure_line, job_states, latest_jobs,
-                                        log_path, read_jobs)
+from suite.workflows.study_jobs import (FAILED, FINISHED, LIVE, QUEUED, RUNNING, job_states, latest_jobs, not_done_line,
+                                        read_jobs)
 
 DONE, NOT_SUBMITTED = "done", "not submitted"
 STATES = (DONE, RUNNING, QUEUED, FAILED, NOT_SUBMITTED)
@@ -60,7 +61,7 @@ def _table(grid: List[Cell], text: Dict[Cell, str]) -> List[str]:
 
 
 def print_status(out: Path) -> int:
-    """Print the grid with each cell's state, then each failed cell's job, error line and log."""
+    """Print the grid with each cell's state, then a line per failed cell (study_jobs.not_done_line)."""
     out = Path(out)
     grid = _grid_of(out)
     states = cell_states(out, grid)
@@ -74,10 +75,7 @@ def print_status(out: Path) -> int:
     latest = latest_jobs(record)
     for cell, state in states.items():
         if state == FAILED:
-            job = latest.get(("cell", cell.seed, cell.arm.name)) or latest[("seed", cell.seed, None)]
-            what = "job" if job.what == "cell" else "its seed's pretraining job"
-            print(f"failed: {cell.arm.name} seed {cell.seed}: {what} {job.job_id}: {failure_line(out, job)}; "
-                  f"log: {log_path(out, job)}")
+            print(not_done_line(out, latest, cell.arm.name, cell.seed))
     return 0
 
 
@@ -88,8 +86,10 @@ def _training_hours(run_dirs: List[Path]) -> Optional[float]:
     return sum(times) / len(times) / 3600 if times else None
 
 
-def print_dry_run(options: StudyOptions, launcher: str) -> int:
-    """Print what `suite study` with these options would run, and submit or train nothing."""
+def print_dry_run(options: StudyOptions, settings: Optional[ExecutorSettings]) -> int:
+    """Print what `suite study` with these options would run, and submit or train nothing: the
+    local route (`settings` None) or jobs to the executor `settings` name."""
+    executor = None if settings is None else choose_executor(settings.executor)
     study = Study(options)
     study.previous_wall_s()  # refuses a folder of another protocol
     grid = cells(options)
@@ -101,11 +101,12 @@ def print_dry_run(options: StudyOptions, launcher: str) -> int:
         print("  " + line)
     seeds = [seed for seed in options.seeds if any(cell.seed == seed for cell in todo)]
     need_start = [seed for seed in seeds if not study.initial_weights_path(seed).is_file()]
-    if launcher == "local":
+    if executor is None:
         print(f"jobs: none; this process runs {len(todo)} cell(s) in turn, seed-major"
               + (f", after the initial weights of seed(s) {', '.join(map(str, need_start))}" if need_start else ""))
     else:
-        print(f"jobs (--launcher submitit; Slurm, or submitit's LocalExecutor where there is no Slurm):")
+        cluster, why = executor
+        print(f"jobs (--launcher submitit) to {'Slurm' if cluster == 'slurm' else 'its LocalExecutor'} ({why}):")
         if need_start:
             print(f"  array 'seed': {len(need_start)} job(s), the pretraining and initial weights of seed(s) "
                   f"{', '.join(map(str, need_start))} (1 node)")
