@@ -127,13 +127,18 @@ def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
 
 
 def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
-    run_dir = tmp_path / "run"
-    assert train(dataset, run_dir, loss="ce", max_iter=1) == 0
-    trained = read_run_record(run_dir)
+    """Where the run is now: a run folder moved after training writes its detections into itself,
+    not into the folder its config was trained in."""
+    trained_in, run_dir = tmp_path / "run", tmp_path / "moved" / "run"
+    assert train(dataset, trained_in, loss="ce", max_iter=1) == 0
+    trained = read_run_record(trained_in)
+    run_dir.parent.mkdir()
+    trained_in.rename(run_dir)
     assert main(["eval", "--run", str(run_dir)]) == 0
     evaluated = read_run_record(run_dir)
     assert evaluated["metrics"] == trained["metrics"]  # same checkpoint, same numbers
     assert "evaluated_at" in evaluated
+    assert (run_dir / "inference" / "lvis_instances_results.json").is_file() and not trained_in.exists()
 
 
 def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, capsys):

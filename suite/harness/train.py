@@ -326,6 +326,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         cfg = load_run_cfg(config_path)
         cfg.defrost()
         cfg.TEST.LVIS_EVALUATOR = evaluator
+        cfg.OUTPUT_DIR = str(run_dir)  # where the run is now: its detections go beside its record
         cfg.freeze()
         dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1",
                                    check_files=True)
