@@ -12,6 +12,7 @@ from pathlib import Path
 
 from suite.errors import UserError
 
+LVIS_V1 = "lvis_v1"  # how a command names LVIS v1 (under $DETECTRON2_DATASETS) among data sets
 LVIS_DOWNLOAD = "https://www.lvisdataset.org/dataset"
 COCO_DOWNLOAD = "https://cocodataset.org/#download"
 
@@ -59,6 +60,14 @@ def lvis_v1_split(root: Path, split: str) -> SplitFiles:
     ROOT/lvis/lvis_v1_{split}.json, images at ROOT/coco/train2017/ and ROOT/coco/val2017/
     (LVIS v1 val takes images from both COCO 2017 folders)."""
     return SplitFiles(Path(root) / "lvis" / f"lvis_v1_{split}.json", str(Path(root) / "coco") + os.sep)
+
+
+def dataset_split(dataset: str, split: str) -> SplitFiles:
+    """The files of `split` ("train" or "val") of `dataset`: LVIS_V1 (under
+    `detectron2_datasets_root()`, read now) or the folder of a generated set."""
+    if dataset == LVIS_V1:
+        return lvis_v1_split(detectron2_datasets_root(), split)
+    return SyntheticLayout(Path(dataset)).split(split)
 
 
 def check_lvis_v1_files(root: Path) -> None:

@@ -26,11 +26,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_lvis_json
 
 from suite.data.check import check_split
-from suite.data.layout import SplitFiles, SyntheticLayout, check_lvis_v1_files, detectron2_datasets_root, lvis_v1_split
+from suite.data.layout import (LVIS_V1, SplitFiles, SyntheticLayout, check_lvis_v1_files, detectron2_datasets_root,
+                               lvis_v1_split)
 from suite.data.lvis_format import read_lvis_json
 from suite.errors import UserError
 
-LVIS_V1 = "lvis_v1"
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from suite.data.layout import SyntheticLayout, detectron2_datasets_root, lvis_v1_split
+from suite.data.layout import LVIS_V1, dataset_split
 from suite.data.lvis_format import FREQUENCY_GROUPS, read_lvis_json
 from suite.errors import UserError
-
-LVIS_V1 = "lvis_v1"
 
 STAT_KEYS = ("num_classes", "num_images", "num_instances", "instances_per_image", "groups", "image_count_min",
              "image_count_max", "image_count_ratio", "image_count_sum", "rarest_pressure", "median_rare_pressure",
@@ -99,13 +97,9 @@ def dataset_statistics(dataset: str) -> Dict[str, Any]:
     the folder of a set written by `suite data synth` (or laid out as one), or "lvis_v1" (its
     training annotations under $DETECTRON2_DATASETS). UserError naming the file if it is missing
     or not LVIS format."""
-    if dataset == LVIS_V1:
-        train_json = lvis_v1_split(detectron2_datasets_root(), "train").json_file
-    else:
-        root = Path(dataset)
-        if not root.is_dir():
-            raise UserError(f"{root}: no such data set folder (write one with: suite data synth --out {root})")
-        train_json = SyntheticLayout(root).split("train").json_file
+    if dataset != LVIS_V1 and not Path(dataset).is_dir():
+        raise UserError(f"{dataset}: no such data set folder (write one with: suite data synth --out {dataset})")
+    train_json = dataset_split(dataset, "train").json_file
     try:
         stats = training_set_statistics(read_lvis_json(train_json))
     except ValueError as error:

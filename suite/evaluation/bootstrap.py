@@ -148,8 +148,8 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
     tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
 
     def results_of(protocol: str) -> Sequence[dict]:
-        per_category = eval_protocols.get_protocol(protocol).max_dets_per_category >= 0
-        return class_topk_results if per_category and class_topk_results is not None else results
+        own_pass = eval_protocols.get_protocol(protocol).limits_per_category and class_topk_results is not None
+        return class_topk_results if own_pass else results
 
     reps = {result_key(task, protocol): replicates(lvis_gt, results_of(protocol), task, resamples, seed, evaluator,
                                                    protocol)
@@ -184,8 +184,8 @@ def write_run_bootstrap(run_dir: Path, val_json: Path, resamples: int = DEFAULT_
     max_dets_per_image = metric_protocols.get(eval_protocols.DEFAULT_PROTOCOL, {}).get("detections_per_image")
     results = _run_detections(run_dir / RUN_DETECTIONS, [eval_protocols.get_protocol(eval_protocols.DEFAULT_PROTOCOL)],
                               max_dets_per_image)
-    per_category = [eval_protocols.get_protocol(name) for name in metric_protocols
-                    if eval_protocols.get_protocol(name).max_dets_per_category >= 0]
+    per_category = [protocol for protocol in map(eval_protocols.get_protocol, metric_protocols)
+                    if protocol.limits_per_category]
     class_topk_results = _run_detections(run_dir / RUN_CLASS_TOPK_DETECTIONS, per_category) if per_category else None
     record = bootstrap_record(val_json, results, resamples, seed, protocols=tuple(metric_protocols),
                               class_topk_results=class_topk_results)

@@ -206,7 +206,7 @@ def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = No
     with no limit per image, the best of each category kept (`suite.evaluation.class_topk`),
     written to `output_dir`/CLASS_TOPK_FOLDER."""
     evaluator = cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR)
-    per_category = [name for name in protocols if eval_protocols.get_protocol(name).max_dets_per_category >= 0]
+    per_category = [name for name in protocols if eval_protocols.get_protocol(name).limits_per_category]
     per_image = [name for name in protocols if name not in per_category]
     loader = build_detection_test_loader(cfg, dataset_name)
     evaluation: Dict[str, Dict[str, float]] = {}

@@ -52,6 +52,12 @@ class Protocol:
     def metrics(self) -> Tuple[str, ...]:
         return AP_METRICS + (POOLED_METRICS if self.pooled else ())
 
+    @property
+    def limits_per_category(self) -> bool:
+        """Whether it keeps the best detections of each category over the set (fixed,
+        challenge2021): its detections are a pass of their own, `suite.evaluation.class_topk`."""
+        return self.max_dets_per_category >= 0
+
     def iou_type(self, task: str) -> str:
         """The IoU a task is matched on: "bbox", "segm" (mask IoU) or "boundary"."""
         return "boundary" if task == "segm" and self.segm_iou == "boundary" else task

@@ -106,10 +106,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def validation_json(dataset: str) -> Path:
     """The validation annotations of `dataset` (lvis_v1 or a generated set's folder); a UserError
     where the file is missing."""
-    from suite.data.layout import SyntheticLayout, detectron2_datasets_root, lvis_v1_split
+    from suite.data.layout import dataset_split
 
-    path = lvis_v1_split(detectron2_datasets_root(), "val").json_file if dataset == "lvis_v1" else \
-        SyntheticLayout(Path(dataset)).split("val").json_file
+    path = dataset_split(dataset, "val").json_file
     if not path.is_file():
         raise UserError(f"{dataset}: no validation annotations at {path}")
     return path

@@ -352,13 +352,9 @@ class Study:
 
     # -- running --------------------------------------------------------------------------------
     def _val_json(self) -> Path:
-        if self.lvis:
-            from suite.data.layout import detectron2_datasets_root, lvis_v1_split
+        from suite.data.layout import LVIS_V1, dataset_split
 
-            return lvis_v1_split(detectron2_datasets_root(), "val").json_file
-        from suite.data.layout import SyntheticLayout
-
-        return SyntheticLayout(self.data_dir).split("val").json_file
+        return dataset_split(LVIS_V1 if self.lvis else str(self.data_dir), "val").json_file
 
     def run_cell(self, cell: Cell, machine_rank: int = 0, dist_url: str = "auto") -> Optional[Dict[str, Any]]:
         """Train (or resume, or keep) one cell; once its run record is written, delete its
