@@ -45,8 +45,11 @@ def result_key(task: str, protocol: str) -> str:
 RUN_FIELDS = ("loss", "dataset", "config", "config_hash", "iterations", "seed", "metrics", "per_category",
               "train", "grad_balance", "environment", "finished_at")
 #: Written since a later version of the harness; older records lack them and still read.
-RUN_LATER_FIELDS = ("metric_protocols",)
+RUN_LATER_FIELDS = ("metric_protocols", "setting")
 LOSS_FIELDS = ("name", "params")
+#: run.json's `setting` (suite.harness.run_record.trained_setting), and each of its box predictors.
+SETTING_FIELDS = ("box_predictors", "pretrained", "schedule", "evaluator")
+BOX_PREDICTOR_FIELDS = ("cosine_scale", "num_logits")
 # A loss's parameters that choose how it is computed, not what (Seesaw's `compiled`: the fused or
 # the eager kernels, equal up to rounding): the loss class declares them from here
 # (`implementation_params`), and the report takes runs that differ only in them for seeds of one arm.

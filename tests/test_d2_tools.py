@@ -24,7 +24,7 @@ from suite.d2 import CosineConv2d, LongTailOutputLayers, add_longtail_config, lo
 from suite.d2.lazy import trained_loss
 from suite.data.synth import generate
 from suite.harness.lazy_run import lazy_run_recorder, lazy_run_setting
-from suite.harness.run_record import read_run_record
+from suite.harness.run_record import read_run_record, record_setting
 from suite.losses import params_with_defaults, trainable_losses
 from suite.report import run_config
 from suite.report.paired import arm_name
@@ -178,6 +178,12 @@ def test_lazy_cascade_writes_a_complete_record_of_seesaw_in_every_stage(lazy_cas
     assert [node["loss_name"] for node in heads["box_predictors"]] == ["seesaw"] * STAGES
     assert record["config_hash"] == hashlib.sha256(json.dumps(record["config"], sort_keys=True).encode()).hexdigest()
     assert arm_name(record) == "seesaw+cos"
+    # What was trained, as the record's `setting` says (the multi-step schedule's drops before its end).
+    assert record["setting"] == {"box_predictors": [{"cosine_scale": 20.0, "num_logits": None}] * STAGES,
+                                 "pretrained": False,
+                                 "schedule": {"images_per_batch": 2, "base_lr": 0.001, "lr_steps": [100176, 137742]},
+                                 "evaluator": "fast"}
+    assert record_setting({name: value for name, value in record.items() if name != "setting"}) == record["setting"]
     assert run_config.experiment_config(record["config"])["train"].keys() == \
         record["config"]["train"].keys() - {"seed", "output_dir", "init_checkpoint"}
 

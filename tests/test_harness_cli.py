@@ -8,7 +8,7 @@ import torch
 
 from suite.cli import main
 from suite.schema import AP_METRICS
-from suite.harness.run_record import read_run_record
+from suite.harness.run_record import read_run_record, record_setting
 
 from data_helpers import RUN_SET, lay_out_like_lvis_v1, small_set
 
@@ -51,7 +51,8 @@ def one_error_line(capsys, *fragments):
 @pytest.mark.parametrize("loss", ["seesaw", "ce", "eqlv2", "fed"])
 def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
     run_dir = tmp_path / "run"
-    assert train(dataset, run_dir, loss=loss) == 0
+    cosine = ("MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER", "True", "MODEL.ROI_BOX_HEAD.COSINE_SCALE", "16.0")
+    assert train(dataset, run_dir, *(cosine if loss == "seesaw" else ()), loss=loss) == 0
     record = read_run_record(run_dir)  # refuses a missing field
     assert record["loss"]["name"] == loss
     assert record["loss"]["params"] == RECORD_PARAMS[loss]
@@ -73,6 +74,13 @@ def test_train_writes_a_complete_run_record(dataset, tmp_path, loss):
     assert record["environment"]["detectron2"] and "hostname" not in json.dumps(record["environment"])
     assert not list(run_dir.glob(".run.json.*"))  # no temporary file left by the atomic write
     assert record["grad_balance"] is None  # recorded only when asked
+    # What was trained, written by the harness; a record without it derives the same from its config.
+    assert record["setting"] == {"box_predictors": [{"cosine_scale": 16.0 if loss == "seesaw" else None,
+                                                     "num_logits": 0}],
+                                 "pretrained": False,
+                                 "schedule": {"images_per_batch": 2, "base_lr": 0.02, "lr_steps": [240]},
+                                 "evaluator": "fast"}
+    assert record_setting({name: value for name, value in record.items() if name != "setting"}) == record["setting"]
 
 
 def test_finished_run_is_not_overwritten(dataset, tmp_path, capsys):
@@ -139,6 +147,11 @@ def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
     assert evaluated["metrics"] == trained["metrics"]  # same checkpoint, same numbers
     assert "evaluated_at" in evaluated
     assert (run_dir / "inference" / "lvis_instances_results.json").is_file() and not trained_in.exists()
+    # Another evaluator: the same numbers (the fast one equals the official API), and the record says which.
+    assert main(["eval", "--run", str(run_dir), "--evaluator", "official"]) == 0
+    official = read_run_record(run_dir)
+    assert official["metrics"] == trained["metrics"]
+    assert official["setting"] == {**trained["setting"], "evaluator": "official"}
 
 
 def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, capsys):

@@ -185,7 +185,7 @@ def test_experiments_are_the_paired_protocols_and_compare_with_their_own_ce(tmp_
     arm = experiments[experiments["loss"] == "seesaw+cos"]
     assert sorted(arm["label"]) == [f"seesaw+cos (6 classes, 40 images, 100 it, from scratch, "
                                     f"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=512) " + json.dumps(
-        {"CLS_NUM_LOGITS": None, "COSINE_SCALE": scale}) for scale in (10.0, 20.0)]
+        [{"cosine_scale": scale, "num_logits": None}]) for scale in (10.0, 20.0)]
 
 
 def test_readme_tables_hold_the_numbers(report):

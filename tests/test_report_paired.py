@@ -13,7 +13,7 @@ from test_report_generate import ENV, run_record
 def study_run(loss, seed, apr, cosine=False, commit="abc123", dirty=False, iterations=100):
     record = run_record(loss, seed, 20.0, apr, 15.0, 30.0, iterations=iterations)
     record["config"]["MODEL"] = {"WEIGHTS": f"init/seed{seed}.pth",
-                                 "ROI_BOX_HEAD": {"CLS_LOSS": loss, "COSINE_CLASSIFIER": cosine,
+                                 "ROI_BOX_HEAD": {"CLS_LOSS": loss, "COSINE_CLASSIFIER": cosine, "COSINE_SCALE": 20.0,
                                                   "SEESAW": {"P": 0.8}, "FC_DIM": 256}}
     record["environment"] = dict(ENV, git_commit=commit, git_dirty=dirty)
     return record

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from suite.d2.lazy import plain_config, trained_loss
 from suite.data.register import RegisteredDataset
-from suite.evaluation.evaluate import LVIS_MAX_DETS, build_lvis_evaluator
+from suite.evaluation.evaluate import DEFAULT_EVALUATOR, LVIS_MAX_DETS, build_lvis_evaluator
 from suite.harness.finish import finish_run
 from suite.harness.run_record import RunSetting
 from suite.harness.run_state import LossCurve, TrainingTime
@@ -38,14 +38,14 @@ def lazy_run_setting(cfg: DictConfig) -> RunSetting:
     """What the run record of a LazyConfig run says was trained: the loss of its box predictors
     (every stage's, which must agree: suite.d2.lazy.trained_loss), the config as JSON-ready data
     (suite.d2.lazy.plain_config; its hash is that of its JSON text with sorted keys),
-    `train.max_iter`, and the seed Detectron2's default_setup seeds with, `train.seed` (null
-    when absent or negative: Detectron2 then draws one)."""
+    `train.max_iter`, the seed Detectron2's default_setup seeds with, `train.seed` (null
+    when absent or negative: Detectron2 then draws one), and the evaluator evaluate_lazy uses."""
     loss_name, loss_params = trained_loss(cfg.model.roi_heads)
     config = plain_config(cfg)
     seed = cfg.train.get("seed", -1)
     return RunSetting(loss_name=loss_name, loss_params=loss_params, config=config,
                       config_text=json.dumps(config, sort_keys=True), iterations=cfg.train.max_iter,
-                      seed=seed if seed >= 0 else None, device=cfg.train.device)
+                      seed=seed if seed >= 0 else None, device=cfg.train.device, evaluator=DEFAULT_EVALUATOR)
 
 
 def evaluation_set(cfg: DictConfig) -> str:

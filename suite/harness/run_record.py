@@ -22,6 +22,74 @@ def is_lazy_config(config: Dict[str, Any]) -> bool:
     return "MODEL" not in config and "model" in config
 
 
+def box_predictor_nodes(config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """A LazyConfig's box predictor nodes: a cascade's `box_predictors`, or `box_predictor`."""
+    heads = config.get("model", {}).get("roi_heads", {})
+    return list(heads.get("box_predictors") or []) + ([heads["box_predictor"]] if "box_predictor" in heads else [])
+
+
+def trained_setting(config: Dict[str, Any], evaluator: Optional[str]) -> Dict[str, Any]:
+    """run.json's `setting` (docs/records.md): what was trained beside the loss (`loss`), the data
+    (`dataset`) and the iterations, read from the run's `config` in either form, and the evaluator
+    that computed its metrics ("fast" or "official"; None where not known):
+
+        {"box_predictors": [{"cosine_scale": float, or None for the linear classifier,
+                             "num_logits": int or None}, ...],
+         "pretrained": bool,
+         "schedule": {"images_per_batch": int, "base_lr": float, "lr_steps": [int, ...]},
+         "evaluator": evaluator}
+
+    A yaml config has one box predictor entry (MODEL.ROI_BOX_HEAD, which every cascade stage
+    shares), a LazyConfig one per box predictor node; `pretrained`: the run started from a
+    weights file (MODEL.WEIGHTS, train.init_checkpoint); `lr_steps`: the iterations where the
+    learning rate drops (SOLVER.STEPS; the milestones of a LazyConfig's multi-step scheduler
+    before its end, [] for another scheduler)."""
+    if is_lazy_config(config):
+        scheduler = config.get("lr_multiplier", {}).get("scheduler", {})
+        milestones, values = list(scheduler.get("milestones") or []), scheduler.get("values") or []
+        return {
+            "box_predictors": [{"cosine_scale": node.get("cosine_scale"), "num_logits": node.get("num_logits")}
+                               for node in box_predictor_nodes(config)],
+            "pretrained": bool(config.get("train", {}).get("init_checkpoint")),
+            "schedule": {"images_per_batch": config.get("dataloader", {}).get("train", {}).get("total_batch_size"),
+                         "base_lr": config.get("optimizer", {}).get("lr"),
+                         "lr_steps": milestones[:len(values) - 1] if values else milestones},
+            "evaluator": evaluator,
+        }
+    head, solver = config.get("MODEL", {}).get("ROI_BOX_HEAD", {}), config.get("SOLVER", {})
+    return {
+        "box_predictors": [{"cosine_scale": head.get("COSINE_SCALE") if head.get("COSINE_CLASSIFIER") else None,
+                            "num_logits": head.get("CLS_NUM_LOGITS")}],
+        "pretrained": bool(config.get("MODEL", {}).get("WEIGHTS")),
+        "schedule": {"images_per_batch": solver.get("IMS_PER_BATCH"), "base_lr": solver.get("BASE_LR"),
+                     "lr_steps": list(solver.get("STEPS") or [])},
+        "evaluator": evaluator,
+    }
+
+
+def record_setting(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A run record's `setting`; for a record written before it, derived from its `config` as
+    trained_setting does, with the evaluator its config named: a yaml config without
+    TEST.LVIS_EVALUATOR predates the fast evaluator ("official"), a LazyConfig run's record was
+    always evaluated by the fast one; None where `suite eval` evaluated the run again (its
+    `evaluated_at`), which before `setting` recorded no evaluator."""
+    if "setting" in record:
+        return record["setting"]
+    config = record["config"]
+    if "evaluated_at" in record:
+        evaluator = None
+    elif is_lazy_config(config):
+        evaluator = "fast"
+    else:
+        evaluator = config.get("TEST", {}).get("LVIS_EVALUATOR", "official")
+    return trained_setting(config, evaluator)
+
+
+def cosine_classifier(setting: Dict[str, Any]) -> bool:
+    """Whether a run's box classifier is cosine: a `setting` box predictor with a cosine scale."""
+    return any(node["cosine_scale"] is not None for node in setting["box_predictors"])
+
+
 @dataclass(frozen=True)
 class RunSetting:
     """What a run record says was trained, as each route reads it from its config: the loss
@@ -35,6 +103,7 @@ class RunSetting:
     iterations: int
     seed: Optional[int]
     device: str
+    evaluator: str
 
 
 def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: Dict[str, Any],
@@ -55,6 +124,7 @@ def build_run_record(setting: RunSetting, *, dataset: Dict[str, Any], metrics: D
         "config_hash": config_hash(setting.config_text),
         "iterations": setting.iterations,
         "seed": setting.seed,
+        "setting": trained_setting(setting.config, setting.evaluator),
         "metrics": metrics,
         "metric_protocols": metric_protocols,
         "per_category": per_category,

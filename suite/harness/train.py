@@ -28,7 +28,7 @@ from suite.evaluation.protocols import DEFAULT_PROTOCOL
 from suite.harness.distributed import check_dist_url, launch
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
-from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record, write_run_record
+from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record, record_setting, write_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.package_data import CONFIGS_DIR
@@ -289,7 +289,7 @@ def run_setting(cfg: CfgNode, config_yaml: str) -> RunSetting:
     """What the run record of a yaml run says was trained (its config is `config_yaml`)."""
     return RunSetting(loss_name=cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS, loss_params=loss_params_from_cfg(cfg),
                       config=_plain(cfg), config_text=config_yaml, iterations=cfg.SOLVER.MAX_ITER, seed=cfg.SEED,
-                      device=cfg.MODEL.DEVICE)
+                      device=cfg.MODEL.DEVICE, evaluator=cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR))
 
 
 def _plain(node: Any) -> Any:
@@ -305,7 +305,8 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
                  protocols: Sequence[str] = (DEFAULT_PROTOCOL,)) -> Dict[str, Any]:
     """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
     `evaluator` ("fast" or "official", whatever its config says) under the standard protocol and
-    `protocols` (`suite.evaluation.protocols`); rewrites its run.json `metrics` and `metric_protocols`.
+    `protocols` (`suite.evaluation.protocols`); rewrites its run.json `metrics`, `metric_protocols`
+    and `setting`'s evaluator.
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
     another version evaluates too."""
     run_dir = Path(run_dir)
@@ -339,6 +340,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         evaluation = _evaluate(cfg, model, dataset, protocols)
         from detectron2.data import MetadataCatalog
 
+        record["setting"] = {**record_setting(record), "evaluator": evaluator}
         record["metrics"] = metrics_record(evaluation)
         record["metric_protocols"] = protocols_record(evaluation, cfg.TEST.DETECTIONS_PER_IMAGE)
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)

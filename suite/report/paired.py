@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from suite.environment import repo_relative
+from suite.harness.run_record import cosine_classifier, record_setting
 from suite.report import stats
 from suite.report.records import Records
 from suite.report.protocols import protocol_keys, protocol_names
-from suite.report.run_config import cosine_classifier
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, STANDARD_PROTOCOL, TASKS, result_key
 
 COLUMNS = [f"{task}_{metric}" for task in TASKS for metric in GROUP_METRICS]
@@ -49,7 +49,7 @@ def arm_name(record: Dict[str, Any]) -> str:
     kept = [factor for parameter, factor in factors if record["loss"].get("params", {}).get(parameter) != 0]
     if len(kept) < len(factors):
         name += "[" + ("+".join(kept) or "none") + "]"
-    return name + ("+cos" if cosine_classifier(record["config"]) else "")
+    return name + ("+cos" if cosine_classifier(record_setting(record)) else "")
 
 
 def _replicates(run_path: str) -> Optional[Dict[str, Any]]:

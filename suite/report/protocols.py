@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any, Dict, List, Set, Tuple
 
-from suite.harness.run_record import is_lazy_config
+from suite.harness.run_record import is_lazy_config, record_setting
 from suite.report.records import Records
 from suite.report.run_config import protocol_config, without_keys
 
@@ -71,16 +71,9 @@ def _config_paths(record: Dict[str, Any], left_out: Set[Tuple[str, ...]]) -> Dic
     return _flatten(protocol_config(without_keys(record["config"], left_out)))
 
 
-def _pretrained(config: Dict[str, Any]) -> bool:
-    """Whether the run started from a weights file (MODEL.WEIGHTS; a LazyConfig's train.init_checkpoint)."""
-    if is_lazy_config(config):
-        return bool(config.get("train", {}).get("init_checkpoint"))
-    return bool(config.get("MODEL", {}).get("WEIGHTS"))
-
-
 def _what(record: Dict[str, Any]) -> str:
     dataset = record["dataset"]
-    start = "pretrained" if _pretrained(record["config"]) else "from scratch"
+    start = "pretrained" if record_setting(record)["pretrained"] else "from scratch"
     return (f"{dataset['num_classes']} classes, {dataset['num_train_images']:,} images, "
             f"{record['iterations']} it, {start}")
 

@@ -13,9 +13,9 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from suite.errors import UserError
 from suite.schema import (AP_METRICS, BENCH_EVAL_KIND, BENCH_FIELDS, BENCH_KINDS, BENCH_STEP_KIND, BOOTSTRAP_KIND,
-                          CATEGORY_FIELDS, DATASET_FIELDS, ENVIRONMENT_FIELDS, EVAL_FIELDS, EVAL_NUMBERS,
-                          GRAD_BALANCE_FIELDS, LOSS_FIELDS, RUN_FIELDS, RUN_KIND, RUN_RECORD, SCHEMA_VERSION,
-                          STEP_FIELDS, STUDY_KIND, TASKS, TRAIN_FIELDS)
+                          BOX_PREDICTOR_FIELDS, CATEGORY_FIELDS, DATASET_FIELDS, ENVIRONMENT_FIELDS, EVAL_FIELDS,
+                          EVAL_NUMBERS, GRAD_BALANCE_FIELDS, LOSS_FIELDS, RUN_FIELDS, RUN_KIND, RUN_RECORD,
+                          SCHEMA_VERSION, SETTING_FIELDS, STEP_FIELDS, STUDY_KIND, TASKS, TRAIN_FIELDS)
 
 # Records read elsewhere, not gathered: a study's own record, a run's bootstrap (read beside
 # its run.json by suite.report.paired).
@@ -56,6 +56,12 @@ def check_run(record: Dict[str, Any]) -> None:
     _require(record, RUN_FIELDS, "")
     _require(record["loss"], LOSS_FIELDS, "loss")
     _require(record["dataset"], DATASET_FIELDS, "dataset")
+    if "setting" in record:
+        _require(record["setting"], SETTING_FIELDS, "setting")
+        if not isinstance(record["setting"]["box_predictors"], list):
+            raise RecordError("setting.box_predictors is not a list")
+        for index, node in enumerate(record["setting"]["box_predictors"]):
+            _require(node, BOX_PREDICTOR_FIELDS, f"setting.box_predictors[{index}]")
     if not isinstance(record["config"], dict):
         raise RecordError("config is not an object")
     _require(record["metrics"], TASKS, "metrics")

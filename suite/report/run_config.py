@@ -1,13 +1,16 @@
 """What the report reads of a run record's `config`, in either of its two forms (docs/records.md):
 a `suite train` run's Detectron2 yaml config (`MODEL`, `SOLVER`, ...), or a LazyConfig run's
-(scripts/train_net.py: `model`, `train`, `dataloader`, ..., every `_target_` a dotted name).
+(scripts/train_net.py: `model`, `train`, `dataloader`, ..., every `_target_` a dotted name): which
+runs are seeds of one experiment, and which experiments share a protocol. What was trained (the
+classifier, the start, the schedule, the evaluator) the report reads from the record's `setting`
+(suite.harness.run_record.record_setting).
 
 A run of one form is never grouped or paired with a run of the other: their configs differ."""
 
 import copy
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, Tuple
 
-from suite.harness.run_record import is_lazy_config
+from suite.harness.run_record import box_predictor_nodes, is_lazy_config
 
 # Where and with which seed a run ran, not what it ran; the initial weights too, since a study's
 # seed s starts from its own file of initial weights (OUT/init/seed<s>.pth).
@@ -19,34 +22,6 @@ YAML_LOSS_KEYS = ("CLS_LOSS", "COSINE_CLASSIFIER", "COSINE_SCALE", "CLS_NUM_LOGI
                   "RECORD_GRAD_BALANCE")
 LAZY_LOSS_ARGUMENTS = ("loss_name", "loss_params", "cosine_scale", "num_logits", "check_labels",
                        "record_grad_balance", "class_freq")
-
-
-def _box_predictors(config: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """A LazyConfig's box predictor nodes: a cascade's `box_predictors`, or `box_predictor`."""
-    heads = config.get("model", {}).get("roi_heads", {})
-    return list(heads.get("box_predictors") or []) + ([heads["box_predictor"]] if "box_predictor" in heads else [])
-
-
-def loss_settings(config: Dict[str, Any]) -> Dict[str, Any]:
-    """The settings of the run's classifier and loss that its config holds beside the loss name and
-    parameters (a run record's `loss`) and change what is trained: the cosine scale (where the
-    classifier is cosine) and the number of logits (a LazyConfig's per box predictor). Not the
-    parameter nodes of other losses, nor switches that only check or record (CHECK_LABELS,
-    RECORD_GRAD_BALANCE)."""
-    if is_lazy_config(config):
-        return {"box_predictors": [{key: node.get(key) for key in ("cosine_scale", "num_logits")}
-                                   for node in _box_predictors(config)]}
-    head = config.get("MODEL", {}).get("ROI_BOX_HEAD", {})
-    return {"COSINE_SCALE": head.get("COSINE_SCALE") if head.get("COSINE_CLASSIFIER") else None,
-            "CLS_NUM_LOGITS": head.get("CLS_NUM_LOGITS")}
-
-
-def cosine_classifier(config: Dict[str, Any]) -> bool:
-    """Whether the run's box classifier is cosine (COSINE_CLASSIFIER; a box predictor's
-    `cosine_scale` that is not null)."""
-    if is_lazy_config(config):
-        return any(node.get("cosine_scale") is not None for node in _box_predictors(config))
-    return bool(config.get("MODEL", {}).get("ROI_BOX_HEAD", {}).get("COSINE_CLASSIFIER"))
 
 
 def without_keys(config: Dict[str, Any], paths: Iterable[Tuple[str, ...]]) -> Dict[str, Any]:
@@ -83,7 +58,7 @@ def protocol_config(config: Dict[str, Any]) -> Dict[str, Any]:
     protocol share."""
     config = experiment_config(config)
     if is_lazy_config(config):
-        for node in _box_predictors(config):
+        for node in box_predictor_nodes(config):
             for argument in LAZY_LOSS_ARGUMENTS:
                 node.pop(argument, None)
         return config

@@ -8,17 +8,18 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from suite.harness.run_record import record_setting
 from suite.report.paired import COLUMNS, HEADERS, arm_name
 from suite.report.protocols import protocol_keys, protocol_names
 from suite.report.records import Records
-from suite.report.run_config import loss_settings
 from suite.schema import (BENCH_EVAL_KIND, BENCH_KERNEL_KIND, BENCH_STEP_KIND, ENVIRONMENT_FIELDS, GROUP_METRICS,
                           IMPLEMENTATION_PARAMS, TASKS)
 
 # An experiment: runs with equal values here differ only in seed (and output folder). `protocol`:
 # the protocol's key (suite.report.protocols: data set, iterations and config apart from the
-# loss's own settings, leaving out keys added after some runs were recorded); `loss`: the arm; `params`: the loss's parameters; `settings`: its other settings
-# (suite.report.run_config.loss_settings).
+# loss's own settings, leaving out keys added after some runs were recorded); `loss`: the arm;
+# `params`: the loss's parameters; `settings`: its classifier's (run.json `setting`'s box
+# predictors: cosine scale and number of logits).
 GROUP_KEYS = ["dataset", "protocol", "loss", "params", "settings", "iterations"]
 REFERENCE_LOSS = "ce"
 
@@ -63,7 +64,7 @@ def runs_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
             "protocol_name": names[protocols[path]],
             "loss": arm_name(record),  # the loss name, "+cos" with the cosine classifier
             "params": json.dumps(method_params(record["loss"]), sort_keys=True),
-            "settings": json.dumps(loss_settings(record["config"]), sort_keys=True),
+            "settings": json.dumps(record_setting(record)["box_predictors"], sort_keys=True),
             "iterations": int(record["iterations"]),
             "seed": record["seed"],
             "env": ids[_env_key(record["environment"])],
