@@ -352,8 +352,9 @@ def test_ablation_preset_arms_reach_the_loss_through_the_config(tmp_path):
         report_name, exponents, cosine = expected[name]
         assert cfg.MODEL.ROI_BOX_HEAD.COSINE_CLASSIFIER is cosine and cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS == arm.loss
         assert (None if arm.loss == "ce" else (params["p"], params["q"])) == exponents
+        head = cfg.MODEL.ROI_BOX_HEAD
         record = {"loss": {"name": arm.loss, "params": params}, "config": {"MODEL": {"ROI_BOX_HEAD": {
-            "COSINE_CLASSIFIER": cosine}}}}
+            "COSINE_CLASSIFIER": head.COSINE_CLASSIFIER, "COSINE_SCALE": head.COSINE_SCALE}}}}
         assert arm_name(record) == report_name
 
     committed = json.loads(Path("results/study/study.json").read_text())
