@@ -131,6 +131,7 @@ def collect(device: str = "cpu") -> Dict[str, object]:
         "cuda": torch.version.cuda if on_cuda else None,
         "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else cpu_name(),
         "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "num_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         **code_version(),

@@ -2,6 +2,9 @@
 harness passes the report's checks and carries exactly the schema's fields; the environment
 holds the fields the report reads; every committed record reads."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,14 @@ def test_a_built_run_record_has_the_schemas_fields_and_passes_the_readers_checks
 
 def test_the_environment_holds_every_field_the_report_reads():
     assert set(schema.ENVIRONMENT_FIELDS) <= set(collect("cpu"))
+
+
+def test_the_environment_names_the_instruction_set_aten_runs_on():
+    """Not the processor's best: what ATen uses, which ATEN_CPU_CAPABILITY can hold lower."""
+    code = "from suite.environment import collect; print(collect()['cpu_capability'])"
+    held = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+                          capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert held == "DEFAULT"
 
 
 def test_every_committed_record_reads():
