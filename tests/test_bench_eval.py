@@ -89,6 +89,12 @@ def test_suite_bench_eval_writes_records_the_report_shows(tmp_path):
     text = report.readme.read_text()
     assert "### LVIS evaluation at scale" in text and "eval_scaling.png" in report.figures
     assert not report.left_out
+    # the other protocols' times beside the standard's, one row per fast measurement that timed them
+    protocol_rows = [line for line in text.splitlines() if line.startswith("| E1 | bbox | ") and line.endswith("|")
+                     and "×" in line]
+    assert len(protocol_rows) == 2
+    ratio = records[("fast", 30)]["all_protocols_total_s"] / records[("fast", 30)]["total_s"]
+    assert f"| {ratio:.2f}× |" in protocol_rows[0]
 
 
 def test_suite_bench_eval_bad_arguments_exit_2(tmp_path, capsys):

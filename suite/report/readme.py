@@ -40,6 +40,12 @@ def _eval_section(records, envs, out: Path, written: List[str]) -> List[str]:
               "resident memory of the measuring process, 1-minute load average before it.", "",
               tables.eval_table(frame), "", "Least-squares lines through the measurements below 19,809 images:", "",
               tables.eval_fit_table(fits) if not fits.empty else "Too few sizes for a fit.", ""]
+    protocols = tables.eval_protocols_frame(records, envs)
+    if not protocols.empty:
+        lines += ["The other evaluation protocols (docs/evaluation.md), each with its own matching and "
+                  "200-resample bootstrap, timed by the fast evaluator in the same process on the same "
+                  "data as the standard one; `× standard`: all protocols' time over the standard's alone.", "",
+                  tables.eval_protocols_table(protocols), ""]
     name = figures.eval_scaling(frame, fits, out)
     if name:
         written.append(name)

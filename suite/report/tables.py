@@ -242,6 +242,32 @@ def eval_bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["env", "task", "evaluator", "num_images"], kind="stable", ignore_index=True)
 
 
+def eval_protocols_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
+    """One row per fast `suite bench eval` measurement that timed other protocols beside the
+    standard one (`metric_protocols`): the standard total, each other protocol's total (null where
+    it does not define the task), all of them and their ratio to the standard alone, and the peak
+    memory over all of them."""
+    ids = _env_ids(envs)
+    rows = [{"env": ids[_env_key(record["environment"])], "task": entry["task"], "num_images": entry["num_images"],
+             "standard_s": entry["total_s"], "fixed_s": entry["metric_protocols"].get("fixed", {}).get("total_s"),
+             "challenge2021_s": entry["metric_protocols"].get("challenge2021", {}).get("total_s"),
+             "all_s": entry["all_protocols_total_s"], "ratio": entry["all_protocols_total_s"] / entry["total_s"],
+             "peak_rss_gib": entry["all_protocols_peak_rss_gib"]}
+            for _, record in records.benches if record["kind"] == BENCH_EVAL_KIND for entry in record["records"]
+            if entry.get("metric_protocols")]
+    frame = pd.DataFrame(rows, columns=["env", "task", "num_images", "standard_s", "fixed_s", "challenge2021_s",
+                                        "all_s", "ratio", "peak_rss_gib"])
+    return frame.sort_values(["env", "task", "num_images"], kind="stable", ignore_index=True)
+
+
+def eval_protocols_table(frame: pd.DataFrame) -> str:
+    rows = [[row["env"], row["task"], int(row["num_images"]), fmt(row["standard_s"], 1), fmt(row["fixed_s"], 1),
+             fmt(row["challenge2021_s"], 1), fmt(row["all_s"], 1), f"{row['ratio']:.2f}×", fmt(row["peak_rss_gib"], 2)]
+            for _, row in frame.iterrows()]
+    return markdown(["env", "task", "images", "standard s", "fixed s", "challenge2021 s", "all protocols s",
+                     "× standard", "peak GiB"], rows)
+
+
 def eval_fits(frame: pd.DataFrame) -> pd.DataFrame:
     """Per environment, task and evaluator: least-squares lines total_s = a + b * images and
     peak_rss_gib = c + d * images over its measurements (two sizes at least), and their values
