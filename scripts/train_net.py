@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite, when 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
 import torch  # noqa: E402
-from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser,  # noqa: E402
+from detectron2.engine import (AMPTrainer, SimpleTrainer, default_argument_parser,  # noqa: E402
                                default_setup, default_writers, hooks)
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
@@ -36,25 +36,17 @@ from suite.d2 import LongTailOutputLayers, add_longtail_config, check_roi_heads 
 from suite.d2.lazy import box_predictor_nodes, class_freq_of  # noqa: E402
 from suite.data.register import register_dataset  # noqa: E402
 from suite.environment import code_version  # noqa: E402
-from suite.harness.distributed import cpu_ddp, create_ddp_model, launch  # noqa: E402
+from suite.harness.distributed import create_ddp_model, launch  # noqa: E402
 from suite.harness.lazy_run import PeriodicEvalHook, lazy_run_recorder  # noqa: E402
+from suite.harness.trainer import PluginTrainer  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
 
-class Trainer(DefaultTrainer):
-    """DefaultTrainer that refuses a head ignoring the plugin's keys, evaluates with
-    Detectron2's LVISEvaluator (TEST.DETECTIONS_PER_IMAGE detections per image) and trains on
-    several CPU processes too (gloo; suite.harness.distributed)."""
-
-    def __init__(self, cfg):
-        with cpu_ddp():
-            super().__init__(cfg)
-
-    @classmethod
-    def build_model(cls, cfg):
-        check_roi_heads(cfg)
-        return super().build_model(cfg)
+class Trainer(PluginTrainer):
+    """The plugin's DefaultTrainer (suite.harness.trainer.PluginTrainer: it refuses a head
+    ignoring the plugin's keys and trains on several CPU processes too), evaluating with
+    Detectron2's LVISEvaluator (TEST.DETECTIONS_PER_IMAGE detections per image)."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -59,17 +59,14 @@ class SegmentClock(HookBase):
         self.training_time.load_state_dict(state)
 
 
-class LongTailTrainer(DefaultTrainer):
-    """DefaultTrainer (hooks, checkpoints, progress printing, metrics.json) that evaluates with
-    the LVIS evaluator of cfg.TEST.LVIS_EVALUATOR (with per-category AP), records the loss curve and the training time
-    across segments, and resumes bit for bit on the CPU: the checkpoint also holds every
-    process's random states, and the data loader is fast-forwarded by replaying the batches
-    the run had consumed (the sampler is seeded from cfg.SEED, so it gives the same batches)."""
+class PluginTrainer(DefaultTrainer):
+    """Detectron2's DefaultTrainer for the plugin's models: it refuses a config whose ROI head
+    would ignore the plugin's keys, and trains on several CPU processes too (gloo: DDP without
+    device_ids, suite.harness.distributed). `suite train`'s LongTailTrainer and
+    scripts/train_net.py's Trainer add their evaluators to it."""
 
     def __init__(self, cfg):
-        self.training_time = TrainingTime()
-        self.loss_curve = LossCurve()
-        with cpu_ddp():  # several CPU processes (gloo): DDP without device_ids
+        with cpu_ddp():
             super().__init__(cfg)
 
     @classmethod
@@ -77,6 +74,19 @@ class LongTailTrainer(DefaultTrainer):
         """DefaultTrainer's, after refusing a config whose ROI head would ignore the plugin's keys."""
         check_roi_heads(cfg)
         return super().build_model(cfg)
+
+
+class LongTailTrainer(PluginTrainer):
+    """PluginTrainer (hooks, checkpoints, progress printing, metrics.json) that evaluates with
+    the LVIS evaluator of cfg.TEST.LVIS_EVALUATOR (with per-category AP), records the loss curve and the training time
+    across segments, and resumes bit for bit on the CPU: the checkpoint also holds every
+    process's random states, and the data loader is fast-forwarded by replaying the batches
+    the run had consumed (the sampler is seeded from cfg.SEED, so it gives the same batches)."""
+
+    def __init__(self, cfg):
+        self.training_time = TrainingTime()  # before DefaultTrainer's __init__ builds the hooks that read them
+        self.loss_curve = LossCurve()
+        super().__init__(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
