@@ -35,7 +35,7 @@ import numpy as np
 from lvis import LVIS
 
 from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
-from suite.evaluation.detection_files import RUN_CLASS_TOPK_DETECTIONS, RUN_DETECTIONS, check_limits, read_detections
+from suite.evaluation.detection_files import RUN_CLASS_TOPK_DETECTIONS, RUN_DETECTIONS, read_detections_for
 from suite.records import write_json_atomic
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION, result_key
 
@@ -197,7 +197,4 @@ def _run_detections(path: Path, protocols: Sequence[eval_protocols.Protocol], ma
                     ) -> List[dict]:
     if not path.is_file():
         raise ValueError(f"{path}: no detections kept, nothing to bootstrap")
-    results = read_detections(path)
-    for protocol in protocols:
-        check_limits(results, protocol, str(path), max_dets_per_image)
-    return results
+    return read_detections_for(path, protocols, max_dets_per_image)

@@ -61,3 +61,13 @@ def check_limits(results: Sequence[dict], protocol: Protocol, source: str,
         if count > limit:
             raise ValueError(f"{source}: {unit} {key} has {count:,} detections, but the {protocol.name} protocol "
                              f"evaluates at most {limit:,} per {unit} ({whose})")
+
+
+def read_detections_for(path: Path, protocols: Sequence[Protocol], max_dets_per_image: Optional[int] = None
+                        ) -> List[dict]:
+    """The detections of the file at `path` (read_detections), once found within the limits of
+    every one of `protocols` (check_limits, naming the file)."""
+    results = read_detections(path)
+    for protocol in protocols:
+        check_limits(results, protocol, str(path), max_dets_per_image)
+    return results

@@ -34,7 +34,7 @@ from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
 from suite.evaluation import class_topk, lvis_fast, lvis_numpy2, protocols as eval_protocols
-from suite.evaluation.detection_files import CLASS_TOPK_FOLDER, RESULTS_FILE_NAME, check_limits, read_detections
+from suite.evaluation.detection_files import CLASS_TOPK_FOLDER, RESULTS_FILE_NAME, read_detections_for
 from suite.records import write_json_atomic
 from suite.schema import AP_METRICS, TASKS, result_key
 
@@ -140,9 +140,7 @@ def evaluate_detection_file(path: Path, val_json: Path, protocols: Sequence[str]
     found within every protocol's limits (`suite.evaluation.detection_files`; a ValueError
     otherwise, before any evaluation)."""
     check_evaluator(evaluator, protocols)
-    results = read_detections(path)
-    for name in protocols:
-        check_limits(results, eval_protocols.get_protocol(name), str(path))
+    results = read_detections_for(path, [eval_protocols.get_protocol(name) for name in protocols])
     return evaluate_lvis_results(val_json, results, evaluator=evaluator, protocols=protocols)
 
 
