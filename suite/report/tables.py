@@ -3,7 +3,7 @@ and their Markdown rendering. Every frame is sorted, so the same records give th
 
 import json
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -232,12 +232,19 @@ EVAL_COLUMNS = ["env", "task", "evaluator", "num_images", "num_evaluated_detecti
                 "peak_rss_gib", "load", "AP", "APr"]
 
 
+def _eval_entries(records: Records, envs: pd.DataFrame) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(environment id, measurement) of every `suite bench eval` file's records."""
+    ids = _env_ids(envs)
+    for _, record in records.benches:
+        if record["kind"] == BENCH_EVAL_KIND:
+            for entry in record["records"]:
+                yield ids[_env_key(record["environment"])], entry
+
+
 def eval_bench_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     """One row per `suite bench eval` measurement; `load` is the 1-minute load average before it."""
-    ids = _env_ids(envs)
-    rows = [{"env": ids[_env_key(record["environment"])], **{name: entry.get(name) for name in EVAL_COLUMNS[1:]},
-             "load": entry["loadavg_before"][0]}
-            for _, record in records.benches if record["kind"] == BENCH_EVAL_KIND for entry in record["records"]]
+    rows = [{"env": env, **{name: entry.get(name) for name in EVAL_COLUMNS[1:]}, "load": entry["loadavg_before"][0]}
+            for env, entry in _eval_entries(records, envs)]
     frame = pd.DataFrame(rows, columns=EVAL_COLUMNS)
     return frame.sort_values(["env", "task", "evaluator", "num_images"], kind="stable", ignore_index=True)
 
@@ -247,14 +254,12 @@ def eval_protocols_frame(records: Records, envs: pd.DataFrame) -> pd.DataFrame:
     standard one (`metric_protocols`): the standard total, each other protocol's total (null where
     it does not define the task), all of them and their ratio to the standard alone, and the peak
     memory over all of them."""
-    ids = _env_ids(envs)
-    rows = [{"env": ids[_env_key(record["environment"])], "task": entry["task"], "num_images": entry["num_images"],
-             "standard_s": entry["total_s"], "fixed_s": entry["metric_protocols"].get("fixed", {}).get("total_s"),
+    rows = [{"env": env, "task": entry["task"], "num_images": entry["num_images"], "standard_s": entry["total_s"],
+             "fixed_s": entry["metric_protocols"].get("fixed", {}).get("total_s"),
              "challenge2021_s": entry["metric_protocols"].get("challenge2021", {}).get("total_s"),
              "all_s": entry["all_protocols_total_s"], "ratio": entry["all_protocols_total_s"] / entry["total_s"],
              "peak_rss_gib": entry["all_protocols_peak_rss_gib"]}
-            for _, record in records.benches if record["kind"] == BENCH_EVAL_KIND for entry in record["records"]
-            if entry.get("metric_protocols")]
+            for env, entry in _eval_entries(records, envs) if entry.get("metric_protocols")]
     frame = pd.DataFrame(rows, columns=["env", "task", "num_images", "standard_s", "fixed_s", "challenge2021_s",
                                         "all_s", "ratio", "peak_rss_gib"])
     return frame.sort_values(["env", "task", "num_images"], kind="stable", ignore_index=True)
