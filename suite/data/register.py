@@ -32,7 +32,6 @@ from suite.data.lvis_format import read_lvis_json
 from suite.errors import UserError
 
 
-
 @dataclass(frozen=True)
 class RegisteredDataset:
     """Names of the registered splits and what a run record says about the set."""

@@ -19,6 +19,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_keys, loss_params_from_cfg
+from suite.data.layout import LVIS_V1
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
 from suite.evaluation.bootstrap import write_run_bootstrap
@@ -63,7 +64,7 @@ class TrainOptions:
 
 def default_config_file(dataset: str, loss: str) -> Path:
     """The official-schedule R50-FPN config for LVIS v1, the small CPU model otherwise."""
-    if dataset == "lvis_v1":
+    if dataset == LVIS_V1:
         return CONFIGS_DIR / "lvis_v1" / f"mask_rcnn_R_50_FPN_2x_{loss}.yaml"
     return CONFIGS_DIR / "small_cpu.yaml"
 
@@ -329,7 +330,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         cfg.TEST.LVIS_EVALUATOR = evaluator
         cfg.OUTPUT_DIR = str(run_dir)  # where the run is now: its detections go beside its record
         cfg.freeze()
-        dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != "lvis_v1" else "lvis_v1",
+        dataset = register_dataset(record["dataset"]["path"] if record["dataset"]["name"] != LVIS_V1 else LVIS_V1,
                                    check_files=True)
         configure_logging()
         model = LongTailTrainer.build_model(cfg)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from suite.d2.config import loss_param_key
+from suite.data.layout import LVIS_V1
 from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
@@ -228,7 +229,7 @@ class Study:
         check_options(options)
         self.options = options
         self.out = Path(options.out)
-        self.lvis = options.dataset == "lvis_v1"
+        self.lvis = options.dataset == LVIS_V1
         self.data_dir = None if self.lvis else Path(options.dataset) if options.dataset else self.out / "data"
         self.pretrained = self.lvis or options.pretrain_iter > 0
         self.profile = PROFILES[options.profile]
@@ -277,7 +278,7 @@ class Study:
         from suite.harness.train import default_config_file
 
         config_loss = "seesaw" if arm.loss == "seesaw_official" else arm.loss
-        return default_config_file("lvis_v1" if self.lvis else "synthetic", config_loss)
+        return default_config_file(LVIS_V1 if self.lvis else "synthetic", config_loss)
 
     def _num_train_images(self) -> int:
         import json
@@ -293,7 +294,7 @@ class Study:
         overrides = self._protocol_overrides() + self._arm_overrides(arm)
         if weights is not None:
             overrides += ["MODEL.WEIGHTS", str(weights)]
-        return TrainOptions(loss=arm.loss, dataset="lvis_v1" if self.lvis else str(self.data_dir), output=output,
+        return TrainOptions(loss=arm.loss, dataset=LVIS_V1 if self.lvis else str(self.data_dir), output=output,
                             config_file=self._config_file(arm), max_iter=self.iterations, device=self.options.device,
                             num_gpus=self.options.num_gpus, num_machines=self.options.num_machines,
                             machine_rank=machine_rank, dist_url=dist_url, resume=resume, seed=seed,
@@ -352,7 +353,7 @@ class Study:
 
     # -- running --------------------------------------------------------------------------------
     def _val_json(self) -> Path:
-        from suite.data.layout import LVIS_V1, dataset_split
+        from suite.data.layout import dataset_split
 
         return dataset_split(LVIS_V1 if self.lvis else str(self.data_dir), "val").json_file
 
@@ -372,16 +373,17 @@ class Study:
                                       dist_url=dist_url))
         if machine_rank != 0:
             return None
+        record = read_run_record(run_dir)
         if not (run_dir / BOOTSTRAP_RECORD).exists():
             with RunLock(run_dir):  # `suite train` held it while training; these write there too
                 if not self.options.keep_checkpoints:
                     prune_checkpoints(run_dir)
                 write_run_bootstrap(run_dir, self._val_json(), self.options.bootstrap_resamples,
-                                    metric_protocols=read_run_record(run_dir).get("metric_protocols"))
-        return read_run_record(run_dir)
+                                    metric_protocols=record.get("metric_protocols"))
+        return record
 
     def record(self, grid: List[Cell], wall_s: float) -> Dict[str, Any]:
-        dataset: Dict[str, Any] = {"name": "lvis_v1"} if self.lvis else {"name": "synthetic", "path": str(self.data_dir)}
+        dataset: Dict[str, Any] = {"name": LVIS_V1} if self.lvis else {"name": "synthetic", "path": str(self.data_dir)}
         if self.options.dataset is None and not self.lvis:
             dataset["spec"] = asdict(self.profile.set_spec())
         if self.pretrained and not self.lvis:
