@@ -199,6 +199,13 @@ class Matches:
         return self._pooled_accumulators[key]
 
     def _precision(self, acc: _Accumulator, draw: np.ndarray, num_cats: int) -> np.ndarray:
+        """The official accumulate of `acc` on the images `draw`, on units (`_units`): a row drawn c
+        times is c consecutive rows there, whose true-positive count rises by 1 each (its last copy
+        has the highest precision of the c) or whose false-positive count does (its first copy
+        follows a row with a higher one). So the interpolated precision at a recall point, the
+        largest precision from the first row reaching it to the category's end, is the largest
+        at the end of a true-positive unit from the first unit reaching it on: the same doubles
+        as the official per-row arrays, from one row per unit and one precision per true positive."""
         rec_thrs = self.params.rec_thrs
         num_thrs = len(self.params.iou_thrs)
         precision = -np.ones((num_thrs, len(rec_thrs), num_cats))
@@ -208,53 +215,58 @@ class Matches:
         present = np.flatnonzero(num_gt > 0)
         if present.size == 0:
             return precision
-        rows = self._expanded_rows(acc, draw, copies)
-        rows = rows[num_gt[acc.category[rows]] > 0]
+        rows, weights = self._units(acc, draw, copies)
+        counted = num_gt[acc.category[rows]] > 0
+        rows, weights = rows[counted], weights[counted]
         categories = acc.category[rows]
         seg_start = np.searchsorted(categories, present, side="left")
         seg_end = np.searchsorted(categories, present, side="right")
-        seg_of_row = np.repeat(np.arange(len(present)), seg_end - seg_start)
         # the smallest true-positive count m with m / num_gt >= each recall point, in the official doubles
         gt = num_gt[present][:, None]
         needed = np.ceil(rec_thrs[None, :] * gt).astype(np.int64)
         needed -= (needed >= 1) & ((needed - 1) / gt >= rec_thrs)
         needed += needed / gt < rec_thrs
-        span = max(len(rows), int(gt.max())) + 2  # keys seg * span + count never cross segments
-        targets = (np.arange(len(present))[:, None] * span + needed).ravel()
         for t in range(num_thrs):
-            tp_cum = np.cumsum(acc.tp[t, rows], dtype=np.int64)
-            fp_cum = np.cumsum(acc.fp[t, rows], dtype=np.int64)
-            tp_count = tp_cum - np.r_[0, tp_cum][seg_start][seg_of_row]  # within the category
-            fp_count = fp_cum - np.r_[0, fp_cum][seg_start][seg_of_row]
-            tp, fp = tp_count.astype(np.float64), fp_count.astype(np.float64)
+            hits = np.flatnonzero(acc.tp[t, rows])  # the true-positive units
+            tp_cum = np.cumsum(weights[hits])  # true positives up to each hit's end, over all categories
+            fp_cum = np.r_[0, np.cumsum(np.where(acc.fp[t, rows], weights, 0))]  # false positives before each unit
+            hit_start, hit_end = np.searchsorted(hits, seg_start), np.searchsorted(hits, seg_end)
+            tp_before = np.r_[0, tp_cum][hit_start]  # (K,) before each category
+            fp_before = fp_cum[seg_start]
+            category_of_hit = np.repeat(np.arange(len(present)), hit_end - hit_start)
+            tp = (tp_cum - tp_before[category_of_hit]).astype(np.float64)
+            fp = (fp_cum[hits] - fp_before[category_of_hit]).astype(np.float64)
             pr = tp / (fp + tp + np.spacing(1))
-            first = np.searchsorted(seg_of_row * span + tp_count, targets, side="left").reshape(needed.shape)
-            valid = first < seg_end[:, None]
-            # precision at recall point r: the largest pr from its first row to the category's end
-            bounds = np.concatenate([np.minimum(first, seg_end[:, None]), seg_end[:, None]], axis=1)
+            # the first hit of each category whose count reaches each recall point's, and the category's end
+            lows = np.maximum(np.searchsorted(tp_cum, tp_before[:, None] + needed, side="left"), hit_start[:, None])
+            high = hit_end[:, None]
+            reached = lows < high
+            # precision at recall point r: the largest pr of the hits from its first to the category's end
+            bounds = np.concatenate([np.minimum(lows, high), high], axis=1)
             interval_max = np.maximum.reduceat(np.r_[pr, 0.0], bounds.ravel()).reshape(bounds.shape)[:, :-1]
-            interval_max[~valid] = 0.0
+            interval_max[~reached] = 0.0
             suffix_max = np.maximum.accumulate(interval_max[:, ::-1], axis=1)[:, ::-1]
-            precision[t, :, present] = np.where(valid, suffix_max, 0.0)
+            precision[t, :, present] = np.where(reached, suffix_max, 0.0)
         return precision
 
     @staticmethod
-    def _expanded_rows(acc: _Accumulator, draw: np.ndarray, copies: np.ndarray) -> np.ndarray:
-        """Rows of `acc` in the order the official accumulate sees the drawn images: each row
-        once per draw of its image; inside a run of tied scores by draw position, then row."""
-        repeats = copies[acc.image]
-        rows = np.repeat(np.arange(len(acc.image)), repeats)
-        tied = np.flatnonzero(acc.tie_block[rows] >= 0)
+    def _units(acc: _Accumulator, draw: np.ndarray, copies: np.ndarray):
+        """(rows, weights): the rows of `acc` as the official accumulate sees the drawn images, a
+        row of c > 0 draws as one unit of weight c, except inside a run of tied scores, where
+        each draw is a unit of weight 1, ordered by draw position, then row."""
+        drawn = copies[acc.image]
+        in_tie = acc.tie_block >= 0
+        rows = np.repeat(np.arange(len(acc.image)), np.where(in_tie, drawn, np.minimum(drawn, 1)))
+        weights = np.where(in_tie[rows], 1, drawn[rows])
+        tied = np.flatnonzero(in_tie[rows])
         if tied.size:
             draw_positions = np.argsort(draw, kind="stable")  # grouped by image, ascending
             image_start = np.r_[0, np.cumsum(copies)][:-1]
-            row_start = np.r_[0, np.cumsum(repeats)][:-1]
             tied_rows = rows[tied]
-            copy_index = tied - row_start[tied_rows]
+            copy_index = tied - np.searchsorted(rows, tied_rows, side="left")
             position = draw_positions[image_start[acc.image[tied_rows]] + copy_index]
             rows[tied] = tied_rows[np.lexsort((tied_rows, position, acc.tie_block[tied_rows]))]
-        return rows
-
+        return rows, weights
 
 
 def summarize_precision(precision: np.ndarray, freq_groups: List[List[int]], params: Params,
