@@ -283,6 +283,10 @@ def test_rle_crop_and_counts_equal_pycocotools_decode(shape):
 
 def test_boundary_iou_is_pycocotools_iou_of_the_bands_at_most_the_mask_iou():
     masks = _random_masks(1)
+    for y, x in ((10, 10), (11, 12)):  # thin at this ratio (d = 5: narrower than 11 pixels), overlapping
+        thin = np.zeros(masks[0].shape, np.uint8)
+        thin[y:y + 5, x:x + 30] = 1
+        masks.append(thin)
     rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
     computer = boundary_iou.BoundaryIoU(0.05)
     bands = [mask_utils.encode(np.asfortranarray(boundary_iou.band(m, 0.05).astype(np.uint8))) for m in masks]

@@ -16,6 +16,7 @@ RLE for that box's columns only (`rle_crop`: decoding a whole image per mask dom
 time), and only for the pairs that need them (`lvis_fast` asks for those whose mask IoU is >= 0.5).
 """
 
+import functools
 import math
 from typing import List, Sequence, Tuple
 
@@ -45,13 +46,27 @@ def band(mask: np.ndarray, dilation_ratio: float) -> np.ndarray:
 
 
 def _band_of_crop(crop: np.ndarray, dilation: int) -> np.ndarray:
-    """The band of a mask given by its bounding box's pixels `crop` (outside it: background)."""
-    if crop.size == 0:
-        return np.zeros(crop.shape, bool)
-    crop = np.ascontiguousarray(crop, np.uint8)
-    kernel = np.ones((2 * dilation + 1, 2 * dilation + 1), np.uint8)
-    eroded = cv2.erode(crop, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return (crop > 0) & (eroded == 0)
+    """The band of a mask given by its bounding box's pixels `crop` (outside it: background).
+    The erosion by a square commutes with transposing, so a column-major crop (as `rle_crops`
+    gives) is eroded as its transpose, which OpenCV reads without a copy."""
+    if crop.size == 0 or _is_thin(*crop.shape, dilation):
+        return crop > 0
+    crop = crop.astype(np.uint8, copy=False)
+    transposed = crop.strides[-1] != crop.itemsize
+    source = crop.T if transposed else crop
+    eroded = cv2.erode(source, _square(dilation), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return (crop > 0) & ((eroded.T if transposed else eroded) == 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _square(dilation: int) -> np.ndarray:
+    return np.ones((2 * dilation + 1, 2 * dilation + 1), np.uint8)
+
+
+def _is_thin(height, width, dilation):
+    """Whether a mask whose bounding box is `height` x `width` is its own band: an erosion by a
+    square of side 2 * dilation + 1 leaves nothing of a box narrower than that."""
+    return np.minimum(height, width) < 2 * dilation + 1
 
 
 def band_iou(a: Band, b: Band) -> float:
@@ -86,14 +101,29 @@ class BoundaryIoU:
     def iou(self, mask_ious: np.ndarray, dt_rles: Sequence[dict], gt_rles: Sequence[dict],
             dt_keys: Sequence[int], gt_keys: Sequence[int]) -> np.ndarray:
         """(n,) min(mask IoU, band IoU) of n pairs: `mask_ious` (n,), the pairs' RLEs, and keys
-        that name each detection and ground truth (a mask's band is computed once per call)."""
-        dt_first = {key: index for index, key in reversed(list(enumerate(dt_keys)))}
-        gt_first = {key: index for index, key in reversed(list(enumerate(gt_keys)))}
+        that name each detection and ground truth (a mask's band is computed once per call).
+        Where both masks are thin (`_is_thin`: each is its own band) the band IoU is the mask IoU,
+        the same integer ratio, and is not computed again."""
+        mask_ious = np.asarray(mask_ious, np.float64).reshape(-1)
+        both_thin = self._thin(dt_rles) & self._thin(gt_rles)
+        pairs = np.flatnonzero(~both_thin)
+        dt_first = {dt_keys[index]: index for index in pairs[::-1]}
+        gt_first = {gt_keys[index]: index for index in pairs[::-1]}
         dt_bands = dict(zip(dt_first, self.bands([dt_rles[index] for index in dt_first.values()])))
         gt_bands = dict(zip(gt_first, self.bands([gt_rles[index] for index in gt_first.values()])))
-        out = np.array([band_iou(dt_bands[dt_key], gt_bands[gt_key]) for dt_key, gt_key in zip(dt_keys, gt_keys)],
-                       np.float64).reshape(-1)
-        return np.minimum(mask_ious, out)
+        out = mask_ious.copy()
+        out[pairs] = np.minimum(mask_ious[pairs], np.array(
+            [band_iou(dt_bands[dt_keys[index]], gt_bands[gt_keys[index]]) for index in pairs], np.float64))
+        return out
+
+    def _thin(self, rles: Sequence[dict]) -> np.ndarray:
+        """(n,) whether each RLE's mask is thin (`_is_thin` at its image's dilation)."""
+        if not len(rles):
+            return np.zeros(0, bool)
+        boxes = mask_utils.toBbox(list(rles)).reshape(-1, 4)
+        sizes = np.array([rle["size"] for rle in rles], np.int64).reshape(-1, 2)
+        dilation = np.array([dilation_pixels(int(h), int(w), self.dilation_ratio) for h, w in sizes], np.int64)
+        return _is_thin(boxes[:, 3], boxes[:, 2], dilation)
 
 
 def rle_counts(rles: Sequence[dict]) -> Tuple[np.ndarray, np.ndarray]:
