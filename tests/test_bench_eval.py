@@ -116,3 +116,5 @@ def test_eval_bench_measures_every_protocol_for_masks():
     assert set(challenge) >= {"evaluate_s", "bootstrap_s", "total_s", "AP", "APr", "APc", "APf"}
     assert "AP_pool" not in challenge and "AP_pool" in record["metric_protocols"]["fixed"]
     assert challenge["AP"] <= record["metric_protocols"]["fixed"]["AP"]  # boundary IoU <= mask IoU, same detections
+    assert challenge["shares_candidates_with"] == "fixed" and "shares_candidates_with" not in \
+        record["metric_protocols"]["fixed"]

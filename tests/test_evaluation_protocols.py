@@ -180,7 +180,8 @@ def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
     draw = bootstrap.resample_indices(len(dataset["images"]), 3, 5)[1]
     copied, copied_results = _drawn_set(dataset, results, draw)
     copied_gt, _ = _gt(copied, tmp_path, "drawn.json")
-    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-challenge2021", "segm", CHALLENGE)):
+    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-fixed", "segm", FIXED),
+                                ("segm-challenge2021", "segm", CHALLENGE)):
         on_set = protocols.summarize(_match(copied_gt, copied_results, task, protocol, ("all",)), protocol,
                                      metrics=bootstrap.bootstrap_metrics(protocol.name))
         assert _same({metric: values[1] for metric, values in record["replicates"][key].items()},
@@ -188,6 +189,19 @@ def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
     assert set(record["replicates"]["segm-fixed"]) == set(GROUP_METRICS + protocols.POOLED_METRICS)
     with pytest.raises(ValueError, match="standard protocol only"):
         bootstrap.bootstrap_record(path, results, resamples=3, evaluator="official", protocols=("fixed",))
+
+
+def test_protocols_with_the_same_limits_share_their_candidates(hard):
+    """The challenge2021 matches on candidates that the fixed protocol's matching has used are
+    those on candidates of its own; candidates under other limits are refused."""
+    lvis_gt, _, _, results = hard
+    detections = lvis_fast.detections_from_results(results, "segm")
+    shared = protocols.candidates(lvis_gt, detections, "segm", FIXED)
+    protocols.matches(shared, FIXED)
+    own = protocols.candidates(lvis_gt, detections, "segm", CHALLENGE)
+    assert np.array_equal(protocols.matches(shared, CHALLENGE).precision(), protocols.matches(own, CHALLENGE).precision())
+    with pytest.raises(ValueError, match="the standard protocol keeps"):
+        protocols.matches(shared, protocols.get_protocol("standard"))
 
 
 def test_boundary_ap_with_a_band_as_wide_as_the_image_is_mask_ap(hard):
@@ -324,7 +338,8 @@ def test_evaluate_lvis_results_under_every_protocol(hard):
     evaluation = evaluate_lvis_results(lvis_gt, results, protocols=tuple(protocols.PROTOCOLS))
     assert set(evaluation) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
     assert _same(evaluation["bbox"], standard["bbox"]) and _same(evaluation["segm"], standard["segm"])
-    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-challenge2021", "segm", CHALLENGE)):
+    for key, task, protocol in (("bbox-fixed", "bbox", FIXED), ("segm-fixed", "segm", FIXED),
+                                ("segm-challenge2021", "segm", CHALLENGE)):
         expected = protocols.summarize(_match(lvis_gt, results, task, protocol), protocol)
         assert _same({metric: evaluation[key][metric] for metric in expected},
                      {metric: float("nan") if value == -1 else value * 100 for metric, value in expected.items()})

@@ -16,9 +16,11 @@ file and loads it with `lvis.LVIS` as a user would, then times
 These fields are the standard protocol's. A fast record then measures, in the same process on the
 same data, each other protocol of `protocols` that defines the task (`suite.evaluation.protocols`:
 "fixed" and, for masks, "challenge2021"), under `metric_protocols`: {name: {evaluate_s (its matching, all
-area ranges), accumulate_s (its metrics), bootstrap_s (its `resamples` replicates from that
-matching), total_s, num_evaluated_detections, and its metrics AP, APr, APc, APf (and AP_pool,
-APr_pool, APc_pool, APf_pool)}}; `all_protocols_total_s` is the standard total plus theirs, and
+area ranges; protocols with the same limits share their candidates, as `suite eval` does: the
+first's evaluate_s includes them, a later one names it in shares_candidates_with), accumulate_s
+(its metrics), bootstrap_s (its `resamples` replicates from that matching), total_s,
+num_evaluated_detections, and its metrics AP, APr, APc, APf (and AP_pool, APr_pool, APc_pool,
+APf_pool)}}; `all_protocols_total_s` is the standard total plus theirs, and
 `all_protocols_peak_rss_gib` the peak over all of them (`peak_rss_gib` stays the standard's).
 A record also holds the data's size, AP, APr, APc and APf (so that the two evaluators can be
 compared on the same data), the process's resident memory once the data is loaded
@@ -118,9 +120,10 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         bootstrap.official_replicates(lvis_eval, draws)
         bootstrap_s = evaluate_s + (time.perf_counter() - start) / timed * resamples
     standard_peak_rss = _peak_rss_gib()
-    others = {} if evaluator != "fast" else {
-        name: _measure_protocol(lvis_gt, detections, task, eval_protocols.get_protocol(name), resamples)
-        for name in protocols if name != "standard" and task in eval_protocols.get_protocol(name).tasks}
+    others = {} if evaluator != "fast" else _measure_protocols(
+        lvis_gt, detections, task, [eval_protocols.get_protocol(name) for name in protocols
+                                    if name != "standard" and task in eval_protocols.get_protocol(name).tasks],
+        resamples)
     extra = {} if not others else {
         "metric_protocols": others,
         "all_protocols_total_s": evaluate_s + accumulate_s + bootstrap_s + sum(o["total_s"] for o in others.values()),
@@ -142,24 +145,37 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
     }
 
 
-def _measure_protocol(lvis_gt, detections, task: str, protocol, resamples: int) -> Dict:
-    """A protocol's matching, metrics and bootstrap (from the same matching) on the loaded data."""
+def _measure_protocols(lvis_gt, detections, task: str, chosen, resamples: int) -> Dict[str, Dict]:
+    """Each protocol's matching, metrics and bootstrap (from the same matching) on the loaded data,
+    as `suite eval` runs them: the protocols with the same limits share their candidates
+    (`protocols.candidates`), timed with the first of them; a later one's record names it
+    (`shares_candidates_with`) and its `evaluate_s` is its own matching on them."""
     from suite.evaluation import bootstrap
     from suite.evaluation import protocols as eval_protocols
 
-    start = time.perf_counter()
-    matches = eval_protocols.match(lvis_gt, detections, task, protocol)
-    evaluate_s = time.perf_counter() - start
-    start = time.perf_counter()
-    summary = eval_protocols.summarize(matches, protocol, metrics=bootstrap.bootstrap_metrics(protocol.name))
-    accumulate_s = time.perf_counter() - start
-    start = time.perf_counter()
-    bootstrap.replicates_of_matches(matches, protocol.name, resamples)
-    bootstrap_s = time.perf_counter() - start
-    return {"evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
+    records: Dict[str, Dict] = {}
+    shared: Dict[tuple, tuple] = {}  # limits: (the first protocol's name, its candidates)
+    for protocol in chosen:
+        start = time.perf_counter()
+        limits = eval_protocols.limits(protocol)
+        if limits not in shared:
+            shared[limits] = protocol.name, eval_protocols.candidates(lvis_gt, detections, task, protocol)
+        first, candidates = shared[limits]
+        matches = eval_protocols.matches(candidates, protocol)
+        evaluate_s = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = eval_protocols.summarize(matches, protocol, metrics=bootstrap.bootstrap_metrics(protocol.name))
+        accumulate_s = time.perf_counter() - start
+        start = time.perf_counter()
+        bootstrap.replicates_of_matches(matches, protocol.name, resamples)
+        bootstrap_s = time.perf_counter() - start
+        records[protocol.name] = {
+            "evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
             "total_s": evaluate_s + accumulate_s + bootstrap_s,
             "num_evaluated_detections": matches.num_evaluated_detections,
+            **({"shares_candidates_with": first} if first != protocol.name else {}),
             **{metric: None if value == -1 else float(value) * 100 for metric, value in summary.items()}}
+    return records
 
 
 def run_eval_bench(sizes: Sequence[int], official_sizes: Sequence[int], tasks: Sequence[str], resamples: int,

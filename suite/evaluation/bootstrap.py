@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from lvis import LVIS
@@ -116,6 +116,28 @@ def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, 
     return replicates_of_matches(matches, protocol, resamples, seed)
 
 
+def shared_fast_replicates(lvis_gt: LVIS, results_of: Callable[[str], Sequence[dict]],
+                           wanted: Sequence[Tuple[str, str]], resamples: int = DEFAULT_RESAMPLES,
+                           seed: int = DEFAULT_SEED) -> Dict[Tuple[str, str], Dict[str, List[float]]]:
+    """`fast_replicates` of each (protocol, task) of `wanted`, `results_of(protocol)` its detections
+    (LVIS results format; the same for protocols with the same limits): the protocols of a task
+    with the same limits match one set of candidates (`protocols.candidates`), so the fixed and
+    challenge2021 masks compute their mask IoUs once."""
+    groups: Dict[tuple, List[eval_protocols.Protocol]] = {}
+    for name, task in wanted:
+        protocol = eval_protocols.get_protocol(name)
+        groups.setdefault((task, eval_protocols.limits(protocol)), []).append(protocol)
+    found: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
+    for (task, _), group in groups.items():
+        detections = lvis_fast.detections_from_results(results_of(group[0].name), task)
+        candidates = eval_protocols.candidates(lvis_gt, detections, task, group[0])
+        group_matches = [eval_protocols.matches(candidates, protocol, ("all",)) for protocol in group]
+        del candidates, detections
+        for protocol, matches in zip(group, group_matches):
+            found[(protocol.name, task)] = replicates_of_matches(matches, protocol.name, resamples, seed)
+    return found
+
+
 def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: int = DEFAULT_RESAMPLES,
                           seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
     """`fast_replicates` from the matches of `protocol` (`protocols.match`; their areas must include "all")."""
@@ -151,10 +173,14 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
         own_pass = eval_protocols.get_protocol(protocol).limits_per_category and class_topk_results is not None
         return class_topk_results if own_pass else results
 
-    reps = {result_key(task, protocol): replicates(lvis_gt, results_of(protocol), task, resamples, seed, evaluator,
-                                                   protocol)
-            for protocol in protocols for task in tasks if task in eval_protocols.get_protocol(protocol).tasks} \
-        if results else {}
+    wanted = [(protocol, task) for protocol in protocols for task in tasks
+              if task in eval_protocols.get_protocol(protocol).tasks] if results else []
+    if evaluator == "fast":
+        found = shared_fast_replicates(lvis_gt, results_of, wanted, resamples, seed)
+    else:
+        found = {(protocol, task): replicates(lvis_gt, results_of(protocol), task, resamples, seed, evaluator, protocol)
+                 for protocol, task in wanted}
+    reps = {result_key(task, protocol): found[(protocol, task)] for protocol, task in wanted}
     se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
     image_ids = lvis_gt.get_img_ids()
     record = {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,

@@ -17,7 +17,9 @@ does. `summarize` gives the official AP, AP50, AP75, APs, APm, APl, APr, APc, AP
 Beyond the standard protocol (`suite.evaluation.protocols`): a limit per category over the set
 (`max_dets_per_category`, AP_fixed), boundary IoU for masks (`boundary_dilation_ratio`, the LVIS
 Challenge 2021), and `Matches.pooled_precision(pools, draw)`, the categories of each pool
-accumulated as one (AP_pool).
+accumulated as one (AP_pool). `match` is `candidates` (the kept detections and their pairs with
+box or mask IoU >= 0.5, which depend on the limits only) then `Candidates.matches` (the IoU, the
+matching, the accumulators), so matchings on two IoUs of the same detections share the first.
 
 Conventions: category index k is the k-th of the sorted category ids; precision has the official
 shape (iou thresholds 10, recall points 101, categories K, area ranges A) with -1 where a
@@ -308,21 +310,92 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
     as the lvis-api challenge branch's `LVISResults` applies them): -1 for no limit.
     `boundary_dilation_ratio` (masks only): match on boundary IoU (`suite.evaluation.boundary_iou`)
     with bands of this fraction of the image diagonal instead of mask IoU."""
-    if task not in ("bbox", "segm"):
-        raise ValueError(f"task must be 'bbox' or 'segm', got {task!r}")
+    _check_boundary_task(task, boundary_dilation_ratio)
+    return candidates(lvis_gt, detections, task, max_dets, max_dets_per_category=max_dets_per_category).matches(
+        area_labels, boundary_dilation_ratio)
+
+
+@dataclass
+class Candidates:
+    """What every matching of one task's detections under one pair of limits shares: the
+    detections the evaluation keeps (rows `keep` of the input, grouped by (image, category) key,
+    then by score; their keys, scores, areas, not-exhaustive flags and, for masks, RLEs), the
+    ground truth (`_ground_truth`) and the candidate pairs (detection row, ground-truth row, IoU)
+    with box or mask IoU >= 0.5. A boundary IoU is never above the mask IoU, so its candidates
+    are among these. `matches` finishes an evaluation on them."""
+    lvis_gt: LVIS
+    task: str
+    max_dets: int
+    max_dets_per_category: int
+    params: Params
+    anns: List[dict]
+    gt_key: np.ndarray
+    gt_area: np.ndarray
+    gt_flag: np.ndarray
+    keep: np.ndarray
+    dt_key: np.ndarray
+    dt_score: np.ndarray
+    dt_not_exhaustive: np.ndarray
+    dt_area: np.ndarray
+    dt_rles: Optional[List[dict]]
+    pair_dt: np.ndarray
+    pair_gt: np.ndarray
+    pair_iou: np.ndarray
+
+    def matches(self, area_labels: Sequence[str] = ("all", "small", "medium", "large"),
+                boundary_dilation_ratio: Optional[float] = None) -> Matches:
+        """The matches on the candidates' IoU, or with a `boundary_dilation_ratio` (masks) on
+        boundary IoU, per area range of `area_labels`."""
+        _check_boundary_task(self.task, boundary_dilation_ratio)
+        params, num_cats = self.params, len(self.params.cat_ids)
+        pair_dt, pair_gt, pair_iou = self.pair_dt, self.pair_gt, self.pair_iou
+        if boundary_dilation_ratio is not None:
+            pair_dt, pair_gt, pair_iou = _boundary_candidates(self, boundary_dilation_ratio)
+        dt_key, gt_key, iou_thrs = self.dt_key, self.gt_key, params.iou_thrs
+
+        # per-detection matches: NumPy where each detection has <= 1 candidate, the greedy loop elsewhere
+        candidates_per_dt = np.bincount(pair_dt, minlength=len(self.keep))
+        complex_keys = np.unique(dt_key[candidates_per_dt > 1])
+        in_complex = _lookup(dt_key, complex_keys)
+        simple_pairs = ~in_complex[pair_dt]
+        matched_simple = _match_simple(pair_dt[simple_pairs], pair_gt[simple_pairs], pair_iou[simple_pairs],
+                                       len(self.keep), iou_thrs)
+        complex_groups = _complex_groups(complex_keys, dt_key, gt_key, pair_dt, pair_gt, pair_iou)
+
+        accumulators = []
+        for label in area_labels:
+            low, high = params.area_rng[params.area_rng_lbl.index(label)]
+            gt_ignore = self.gt_flag | (self.gt_area < low) | (self.gt_area > high)
+            matched = matched_simple.copy()
+            for dt_rows, gt_rows, ious in complex_groups:
+                columns = greedy_match(ious, gt_ignore[gt_rows], iou_thrs)
+                matched[:, dt_rows] = np.where(columns >= 0, gt_rows[np.maximum(columns, 0)], -1)
+            accumulators.append(_accumulator(matched, gt_ignore, dt_key, self.dt_score, self.keep, self.dt_area,
+                                             self.dt_not_exhaustive, gt_key, low, high, num_cats))
+        return Matches(len(params.img_ids), num_cats, _freq_groups(self.lvis_gt, params), accumulators, params,
+                       area_labels, len(complex_groups), len(self.keep))
+
+
+def _check_boundary_task(task: str, boundary_dilation_ratio: Optional[float]) -> None:
     if boundary_dilation_ratio is not None and task != "segm":
         raise ValueError(f"boundary IoU is defined for masks (task 'segm'), not {task!r}")
+
+
+def candidates(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS_MAX_DETS, *,
+               max_dets_per_category: int = -1) -> Candidates:
+    """The `Candidates` of `detections` for `task` under the limits of `match`."""
+    if task not in ("bbox", "segm"):
+        raise ValueError(f"task must be 'bbox' or 'segm', got {task!r}")
     params = Params(iou_type=task)
     params.img_ids = sorted(lvis_gt.get_img_ids())
     params.cat_ids = sorted(lvis_gt.get_cat_ids())
-    num_images, num_cats = len(params.img_ids), len(params.cat_ids)
     image_index = {image_id: index for index, image_id in enumerate(params.img_ids)}
     cat_index = {cat_id: index for index, cat_id in enumerate(params.cat_ids)}
-    iou_thrs = params.iou_thrs
 
     anns, gt_key, gt_area, gt_flag = _ground_truth(lvis_gt, image_index, cat_index)
     keep, dt_key, dt_score, dt_not_exhaustive = _evaluated_detections(
         lvis_gt, detections, params, image_index, cat_index, gt_key, max_dets, max_dets_per_category)
+    dt_rles = None
     if task == "bbox":
         dt_boxes = detections.boxes[keep]
         dt_area = dt_boxes[:, 2] * dt_boxes[:, 3]
@@ -337,30 +410,9 @@ def match(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int = LVIS
         gt_boxes = np.array([ann["bbox"] for ann in anns], np.float64).reshape(-1, 4)
         pair_dt, pair_gt, pair_iou = _box_candidates(dt_boxes, gt_boxes, gt_start, gt_count)
     else:
-        pair_dt, pair_gt, pair_iou = _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count,
-                                                      boundary_dilation_ratio)
-
-    # per-detection matches: NumPy where each detection has <= 1 candidate, the greedy loop elsewhere
-    candidates_per_dt = np.bincount(pair_dt, minlength=len(keep))
-    complex_keys = np.unique(dt_key[candidates_per_dt > 1])
-    in_complex = _lookup(dt_key, complex_keys)
-    simple_pairs = ~in_complex[pair_dt]
-    matched_simple = _match_simple(pair_dt[simple_pairs], pair_gt[simple_pairs], pair_iou[simple_pairs],
-                                   len(keep), iou_thrs)
-    complex_groups = _complex_groups(complex_keys, dt_key, gt_key, pair_dt, pair_gt, pair_iou)
-
-    accumulators = []
-    for label in area_labels:
-        low, high = params.area_rng[params.area_rng_lbl.index(label)]
-        gt_ignore = gt_flag | (gt_area < low) | (gt_area > high)
-        matched = matched_simple.copy()
-        for dt_rows, gt_rows, ious in complex_groups:
-            columns = greedy_match(ious, gt_ignore[gt_rows], iou_thrs)
-            matched[:, dt_rows] = np.where(columns >= 0, gt_rows[np.maximum(columns, 0)], -1)
-        accumulators.append(_accumulator(matched, gt_ignore, dt_key, dt_score, keep, dt_area, dt_not_exhaustive,
-                                         gt_key, low, high, num_cats))
-    return Matches(num_images, num_cats, _freq_groups(lvis_gt, params), accumulators, params, area_labels,
-                   len(complex_groups), len(keep))
+        pair_dt, pair_gt, pair_iou = _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count)
+    return Candidates(lvis_gt, task, max_dets, max_dets_per_category, params, anns, gt_key, gt_area, gt_flag, keep,
+                      dt_key, dt_score, dt_not_exhaustive, dt_area, dt_rles, pair_dt, pair_gt, pair_iou)
 
 
 def _ground_truth(lvis_gt: LVIS, image_index: Dict[int, int], cat_index: Dict[int, int]):
@@ -450,29 +502,10 @@ def _box_candidates(dt_boxes, gt_boxes, gt_start, gt_count):
     return _concatenate(found)
 
 
-def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count, boundary_dilation_ratio=None):
-    """As `_box_candidates` for masks, with pycocotools' `iou` on each (image, category); with a
-    `boundary_dilation_ratio`, the boundary IoU of the pairs whose mask IoU is >= 0.5 (below,
-    their boundary IoU, never more than the mask IoU, cannot reach it), computed for up to
-    _BOUNDARY_PAIRS pairs at once (their masks are decoded together; bounded memory)."""
+def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count):
+    """As `_box_candidates` for masks, with pycocotools' `iou` on each (image, category)."""
     found = ([], [], [])
-    boundary = None if boundary_dilation_ratio is None else boundary_iou.BoundaryIoU(boundary_dilation_ratio)
-    pending: List[tuple] = []  # hits awaiting their boundary IoU: (dt rows, gt rows, mask IoUs, dt RLEs, gt RLEs)
-
-    def keep(dt_rows, gt_rows, ious):
-        for store, values in zip(found, (dt_rows, gt_rows, ious)):
-            store.append(values)
-
-    def flush():
-        dt_rows, gt_rows, ious = (np.concatenate([hit[k] for hit in pending]) for k in range(3))
-        ious = boundary.iou(ious, [rle for hit in pending for rle in hit[3]], [rle for hit in pending for rle in hit[4]],
-                            dt_rows, gt_rows)
-        hit = ious >= CANDIDATE_IOU
-        keep(dt_rows[hit], gt_rows[hit], ious[hit])
-        pending.clear()
-
     starts = _group_starts(dt_key)
-    pending_pairs = 0
     for begin, end in zip(starts, np.r_[starts[1:], len(dt_key)].astype(np.int64)):
         count = int(gt_count[begin])
         if count == 0:
@@ -481,17 +514,26 @@ def _mask_candidates(lvis_gt, anns, dt_rles, dt_key, gt_start, gt_count, boundar
         gt_rles = [lvis_gt.ann_to_rle(anns[row]) for row in gt_rows]
         ious = np.asarray(mask_utils.iou(dt_rles[begin:end], gt_rles, np.zeros(count, np.uint8)))
         dt_hit, gt_hit = np.nonzero(ious >= CANDIDATE_IOU)
-        if boundary is None:
-            keep(begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])
-            continue
-        pending.append((begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit], [dt_rles[begin + d] for d in dt_hit],
-                        [gt_rles[g] for g in gt_hit]))
-        pending_pairs += len(dt_hit)
-        if pending_pairs >= _BOUNDARY_PAIRS:
-            flush()
-            pending_pairs = 0
-    if pending:
-        flush()
+        for store, values in zip(found, (begin + dt_hit, gt_rows[gt_hit], ious[dt_hit, gt_hit])):
+            store.append(values)
+    return _concatenate(found)
+
+
+def _boundary_candidates(candidates: Candidates, dilation_ratio: float):
+    """The candidate pairs whose boundary IoU (`boundary_iou.BoundaryIoU`) is >= 0.5, with it: the
+    mask candidates' pairs (below 0.5 mask IoU no boundary IoU reaches it), _BOUNDARY_PAIRS at a
+    time (their masks are decoded together; bounded memory)."""
+    boundary = boundary_iou.BoundaryIoU(dilation_ratio)
+    found = ([], [], [])
+    for start in range(0, len(candidates.pair_dt), _BOUNDARY_PAIRS):
+        dt_rows, gt_rows, ious = (pairs[start:start + _BOUNDARY_PAIRS] for pairs in
+                                  (candidates.pair_dt, candidates.pair_gt, candidates.pair_iou))
+        gt_rles = {row: candidates.lvis_gt.ann_to_rle(candidates.anns[row]) for row in np.unique(gt_rows).tolist()}
+        ious = boundary.iou(ious, [candidates.dt_rles[row] for row in dt_rows.tolist()],
+                            [gt_rles[row] for row in gt_rows.tolist()], dt_rows, gt_rows)
+        hit = ious >= CANDIDATE_IOU
+        for store, values in zip(found, (dt_rows[hit], gt_rows[hit], ious[hit])):
+            store.append(values)
     return _concatenate(found)
 
 

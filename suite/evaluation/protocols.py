@@ -14,7 +14,8 @@
   `LVISEval(mode="challenge2021")`): the fixed protocol's detections, masks matched on boundary
   IoU (`suite.evaluation.boundary_iou`, band 2 % of the image diagonal). Masks only.
 
-`match(lvis_gt, detections, task, protocol)` matches once; `summarize(matches, protocol)` gives the
+`match(lvis_gt, detections, task, protocol)` matches once; protocols with the same limits share
+the work before the IoU (`candidates`, then `matches` for each); `summarize(matches, protocol)` gives the
 protocol's metrics (fractions, -1 where there is no ground truth, as the references), optionally
 on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
 (`suite.evaluation.evaluate.protocols_record` writes it for each protocol evaluated).
@@ -86,10 +87,30 @@ def check_task(protocol: Protocol, task: str) -> None:
 def match(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, protocol: Protocol,
           area_labels: Sequence[str] = ("all", "small", "medium", "large")) -> lvis_fast.Matches:
     """`lvis_fast.match` with the protocol's limits and IoU."""
+    return matches(candidates(lvis_gt, detections, task, protocol), protocol, area_labels)
+
+
+def candidates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, protocol: Protocol) -> lvis_fast.Candidates:
+    """`lvis_fast.candidates` under the protocol's limits, which every protocol with the same
+    limits (`limits`) shares: fixed and challenge2021 match one set of mask candidates."""
     check_task(protocol, task)
-    return lvis_fast.match(lvis_gt, detections, task, protocol.max_dets_per_image, area_labels,
-                           max_dets_per_category=protocol.max_dets_per_category,
-                           boundary_dilation_ratio=protocol.boundary_dilation_ratio if task == "segm" else None)
+    return lvis_fast.candidates(lvis_gt, detections, task, protocol.max_dets_per_image,
+                                max_dets_per_category=protocol.max_dets_per_category)
+
+
+def limits(protocol: Protocol) -> Tuple[int, int]:
+    """(detections per image, per category) of a protocol, -1 for none: what its candidates depend on."""
+    return protocol.max_dets_per_image, protocol.max_dets_per_category
+
+
+def matches(found: lvis_fast.Candidates, protocol: Protocol,
+            area_labels: Sequence[str] = ("all", "small", "medium", "large")) -> lvis_fast.Matches:
+    """The protocol's matches on candidates `found` under its limits, with its IoU."""
+    check_task(protocol, found.task)
+    if (found.max_dets, found.max_dets_per_category) != limits(protocol):
+        raise ValueError(f"the {protocol.name} protocol keeps {limits(protocol)} detections per image and per "
+                         f"category, these candidates {(found.max_dets, found.max_dets_per_category)}")
+    return found.matches(area_labels, protocol.boundary_dilation_ratio if found.task == "segm" else None)
 
 
 def pools(matches: lvis_fast.Matches) -> Tuple[Sequence[int], ...]:
