@@ -42,9 +42,10 @@ def _eval_section(records, envs, out: Path, written: List[str]) -> List[str]:
               tables.eval_fit_table(fits) if not fits.empty else "Too few sizes for a fit.", ""]
     protocols = tables.eval_protocols_frame(records, envs)
     if not protocols.empty:
-        lines += ["The other evaluation protocols (docs/evaluation.md), each with its own matching and "
-                  "200-resample bootstrap, timed by the fast evaluator in the same process on the same "
-                  "data as the standard one; `× standard`: all protocols' time over the standard's alone.", "",
+        lines += ["The other evaluation protocols (docs/evaluation.md), each with its matching (fixed and "
+                  "challenge2021 sharing their candidates, as `suite eval` does) and 200-resample bootstrap, timed "
+                  "by the fast evaluator in the same process on the same data as the standard one; `× standard`: "
+                  "all protocols' time over the standard's alone.", "",
                   tables.eval_protocols_table(protocols), ""]
     name = figures.eval_scaling(frame, fits, out)
     if name:
