@@ -83,16 +83,17 @@ def _per_category(precision: np.ndarray, all_areas: int, names: Sequence[str]) -
     return summary
 
 
-def summarize_fast(lvis_gt: LVIS, results: Sequence[dict], task: str,
-                   max_dets: int = LVIS_MAX_DETS, protocol: str = eval_protocols.DEFAULT_PROTOCOL) -> Dict[str, float]:
-    """`summarize(run_lvis_eval(...))` computed by `suite.evaluation.lvis_fast` (the same numbers);
-    with another `protocol`, its metrics (`max_dets` is the standard protocol's limit per image)."""
+def _protocol(task: str, protocol: str, max_dets: int) -> eval_protocols.Protocol:
+    """The protocol `protocol` for `task`, the standard one limited to `max_dets` per image."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     chosen = eval_protocols.get_protocol(protocol)
-    if chosen.name == "standard":
-        chosen = dataclasses.replace(chosen, max_dets_per_image=max_dets)
-    matches = eval_protocols.match(lvis_gt, lvis_fast.detections_from_results(results, task), task, chosen)
+    return dataclasses.replace(chosen, max_dets_per_image=max_dets) if chosen.name == "standard" else chosen
+
+
+def _summarize_matches(lvis_gt: LVIS, matches: lvis_fast.Matches, chosen: eval_protocols.Protocol) -> Dict[str, float]:
+    """`summarize(run_lvis_eval(...))` from the fast evaluator's matches (`suite.evaluation.lvis_fast`:
+    the same numbers); under another protocol, its metrics; and each category's AP."""
     precision = matches.precision()
     metrics = eval_protocols.summarize(matches, chosen, precision=precision)
     summary = {metric: _percent(value) for metric, value in metrics.items()}
@@ -119,6 +120,7 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
         tasks = TASKS if any("segmentation" in result for result in results) else ("bbox",)
     names = [lvis_gt.cats[category_id]["name"] for category_id in sorted(lvis_gt.cats)]
     evaluation = {}
+    candidates: Dict[tuple, lvis_fast.Candidates] = {}
     for protocol in protocols:
         for task in sorted(set(tasks) & set(eval_protocols.get_protocol(protocol).tasks)):
             key = result_key(task, protocol)
@@ -127,8 +129,15 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
                 logger.warning("No predictions to evaluate: every %s metric is NaN", key)
                 evaluation[key] = {metric: float("nan") for metric in [*metrics, *(f"AP-{name}" for name in names)]}
                 continue
-            evaluation[key] = summarize_fast(lvis_gt, results, task, max_dets, protocol) if evaluator == "fast" else \
-                summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
+            if evaluator == "fast":  # the protocols of a task with the same limits share their candidates
+                chosen = _protocol(task, protocol, max_dets)
+                shared = (task, eval_protocols.limits(chosen))
+                if shared not in candidates:
+                    candidates[shared] = eval_protocols.candidates(
+                        lvis_gt, lvis_fast.detections_from_results(results, task), task, chosen)
+                evaluation[key] = _summarize_matches(lvis_gt, eval_protocols.matches(candidates[shared], chosen), chosen)
+            else:
+                evaluation[key] = summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
             logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in metrics))
     return evaluation
 
