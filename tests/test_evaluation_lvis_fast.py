@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 from lvis import LVIS
+from pycocotools import mask as mask_utils
 
 from suite.evaluation import bootstrap, lvis_fast
 from suite.evaluation.evaluate import EVALUATORS, evaluate_lvis_results, run_lvis_eval
@@ -153,3 +154,26 @@ def test_detectron2_test_path_uses_the_fast_evaluator_and_equals_the_official(tm
     for task in fast:
         assert _same(fast[task], official[task]), task
     assert fast["bbox"]["AP"] < 100.0  # the skipped classes count
+
+
+@pytest.mark.parametrize("task", ["bbox", "segm"])
+@pytest.mark.parametrize("max_dets", [300, 25])
+def test_a_detection_of_no_area_is_left_out_after_the_limit_as_the_official(hard, task, max_dets):
+    """The official `get_ann_ids` keeps areas > 0 only: an empty mask or a box of no width is no
+    detection at all, though it took its place within the limit per image (a model's low scores
+    give such masks)."""
+    path, dataset, results = hard
+    image = dataset["images"][0]
+    empty = mask_utils.encode(np.zeros((image["height"], image["width"]), np.uint8, order="F"))
+    empty["counts"] = empty["counts"].decode("ascii")
+    present = sorted({a["category_id"] for a in dataset["annotations"] if a["image_id"] == image["id"]})
+    flat = [{"image_id": image["id"], "category_id": category, "score": score, "bbox": [5.0, 5.0, 0.0, 8.0],
+             "segmentation": empty} for category in present for score in (0.999, 0.5, 0.01)]
+    with_flat = results + flat
+    official = run_lvis_eval(LVIS(str(path)), copy.deepcopy(with_flat), task, max_dets)
+    matches = lvis_fast.match(LVIS(str(path)), lvis_fast.detections_from_results(_without_boxes(with_flat, task), task),
+                              task, max_dets)
+    assert np.array_equal(matches.precision(), official.eval["precision"])
+    alone = lvis_fast.match(LVIS(str(path)), lvis_fast.detections_from_results(_without_boxes(results, task), task),
+                            task, max_dets)
+    assert matches.num_evaluated_detections <= alone.num_evaluated_detections  # none of them counted

@@ -1,7 +1,8 @@
 """LVIS evaluation in vectorized NumPy, equal to the official `lvis` API (0.5.3) and built for LVIS scale.
 
 `match(lvis_gt, detections, task)` does the official `LVISEval.evaluate` once: the 300-per-image
-limit (`LVISResults.limit_dets_per_image`: the highest scores, ties in input order), the federated
+limit (`LVISResults.limit_dets_per_image`: the highest scores, ties in input order), then
+detections and ground truth of area > 0 only (`LVIS.get_ann_ids`), the federated
 rules (a detection counts only where its category is in the image's ground truth or
 `neg_category_ids`; an unmatched detection of a category in `not_exhaustive_category_ids` is
 ignored), the IoUs (pycocotools' own `iou` for masks; its box formula in NumPy for boxes) and the
@@ -402,6 +403,14 @@ def candidates(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int =
     else:
         dt_rles = [_to_rle(lvis_gt, detections.image_ids[row], detections.segmentations[row]) for row in keep]
         dt_area = _mask_areas(dt_rles)
+    # the official `get_ann_ids` leaves out an area of 0 (an empty mask, a box of no width), after the limits
+    positive = dt_area > 0
+    if not positive.all():
+        keep, dt_key, dt_score, dt_not_exhaustive, dt_area = (
+            values[positive] for values in (keep, dt_key, dt_score, dt_not_exhaustive, dt_area))
+        dt_rles = None if dt_rles is None else [rle for rle, kept in zip(dt_rles, positive) if kept]
+        if task == "bbox":
+            dt_boxes = dt_boxes[positive]
 
     # candidate pairs: IoU >= 0.5 with a ground truth of the same (image, category)
     gt_start = np.searchsorted(gt_key, dt_key, side="left")
@@ -417,9 +426,10 @@ def candidates(lvis_gt: LVIS, detections: Detections, task: str, max_dets: int =
 
 def _ground_truth(lvis_gt: LVIS, image_index: Dict[int, int], cat_index: Dict[int, int]):
     """(annotations, (image, category) key, area, ignore flag) of the ground truth, grouped by
-    key and in JSON order within a group, as the official `_prepare` lists them."""
+    key and in JSON order within a group, as the official `_prepare` lists them (an area of 0 is
+    left out, as its `get_ann_ids` does)."""
     num_cats = len(cat_index)
-    anns = [ann for ann in lvis_gt.dataset["annotations"] if ann["category_id"] in cat_index]
+    anns = [ann for ann in lvis_gt.dataset["annotations"] if ann["category_id"] in cat_index and ann["area"] > 0]
     gt_ids = np.fromiter((ann["id"] for ann in anns), np.int64, len(anns))
     if (gt_ids <= 0).any():
         raise ValueError(f"ground-truth annotation id {int(gt_ids[gt_ids <= 0][0])}: LVIS ids must be >= 1")
