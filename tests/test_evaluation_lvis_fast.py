@@ -99,6 +99,11 @@ def test_run_evaluation_and_bootstrap_record_are_the_same_with_either_evaluator(
     records = [bootstrap.bootstrap_record(json_file, results, resamples=20, seed=0, evaluator=evaluator)
                for evaluator in EVALUATORS]
     assert json.dumps(records[0]) == json.dumps(records[1])
+    # the evaluation's own bootstrap, from the matching its metrics come from: the same record
+    for evaluator in EVALUATORS:
+        replicates = bootstrap.BootstrapReplicates(resamples=20, seed=0)
+        evaluate_lvis_results(json_file, results, evaluator=evaluator, bootstrap=replicates)
+        assert json.dumps(replicates.record(["standard"])) == json.dumps(records[0]), evaluator
 
 
 def test_detections_nothing_to_evaluate(hard):

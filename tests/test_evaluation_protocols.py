@@ -191,6 +191,22 @@ def test_bootstrap_covers_every_protocol_on_the_same_draws(hard, tmp_path):
         bootstrap.bootstrap_record(path, results, resamples=3, evaluator="official", protocols=("fixed",))
 
 
+def test_an_evaluation_bootstraps_every_protocol_from_its_own_matching(hard):
+    """`evaluate_lvis_results` with a `BootstrapReplicates`: the record `bootstrap_record` gives
+    (the standard protocol at the evaluation's own limit per image, which these detections keep);
+    a second validation set is refused."""
+    lvis_gt, path, dataset, results = hard
+    every = tuple(protocols.PROTOCOLS)
+    replicates = bootstrap.BootstrapReplicates(resamples=3, seed=5)
+    evaluate_lvis_results(lvis_gt, results, protocols=every, bootstrap=replicates)
+    expected = bootstrap.bootstrap_record(path, results, resamples=3, seed=5, protocols=every)
+    assert json.dumps(replicates.record(every)) == json.dumps(expected)
+    with pytest.raises(ValueError, match="one validation set"):
+        replicates.for_images([image["id"] for image in dataset["images"][:-1]])
+    with pytest.raises(ValueError, match="resamples must be >= 2"):
+        bootstrap.BootstrapReplicates(resamples=1)
+
+
 def test_protocols_with_the_same_limits_share_their_candidates(hard):
     """The challenge2021 matches on candidates that the fixed protocol's matching has used are
     those on candidates of its own; candidates under other limits are refused."""

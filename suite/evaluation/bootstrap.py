@@ -9,6 +9,10 @@ same values (tests/test_evaluation_lvis_fast.py): "fast" (`suite.evaluation.lvis
 `Matches.precision(draw)` per resample, vectorized, memory linear in the detections) and
 "official" (`LVISEval.evaluate` once, then the official `accumulate` per resample).
 
+A run's evaluation can bootstrap as it matches (`BootstrapReplicates`, which
+`suite.evaluation.evaluate.evaluate_lvis_results` fills): its metrics and its replicates then come
+from one matching. `bootstrap_record` and `write_run_bootstrap` match detections of their own.
+
 Every run on one validation set draws the same resamples (same seed, same sorted image ids),
 so the report can pair them: replicate b of two runs is the same image set. The other protocols
 (`suite.evaluation.protocols`, fast evaluator only) are bootstrapped on the same draws: their
@@ -28,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -116,10 +121,9 @@ def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, 
     return replicates_of_matches(matches, protocol, resamples, seed)
 
 
-def shared_fast_replicates(lvis_gt: LVIS, results_of: Callable[[str], Sequence[dict]],
-                           wanted: Sequence[Tuple[str, str]], resamples: int = DEFAULT_RESAMPLES,
-                           seed: int = DEFAULT_SEED) -> Dict[Tuple[str, str], Dict[str, List[float]]]:
-    """`fast_replicates` of each (protocol, task) of `wanted`, `results_of(protocol)` its detections
+def _add_fast_replicates(replicates: "BootstrapReplicates", lvis_gt: LVIS,
+                         results_of: Callable[[str], Sequence[dict]], wanted: Sequence[Tuple[str, str]]) -> None:
+    """`replicates.add` each (protocol, task) of `wanted`, `results_of(protocol)` its detections
     (LVIS results format; the same for protocols with the same limits): the protocols of a task
     with the same limits match one set of candidates (`protocols.candidates`), so the fixed and
     challenge2021 masks compute their mask IoUs once."""
@@ -127,15 +131,13 @@ def shared_fast_replicates(lvis_gt: LVIS, results_of: Callable[[str], Sequence[d
     for name, task in wanted:
         protocol = eval_protocols.get_protocol(name)
         groups.setdefault((task, eval_protocols.limits(protocol)), []).append(protocol)
-    found: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
     for (task, _), group in groups.items():
         detections = lvis_fast.detections_from_results(results_of(group[0].name), task)
         candidates = eval_protocols.candidates(lvis_gt, detections, task, group[0])
         group_matches = [eval_protocols.matches(candidates, protocol, ("all",)) for protocol in group]
         del candidates, detections
         for protocol, matches in zip(group, group_matches):
-            found[(protocol.name, task)] = replicates_of_matches(matches, protocol.name, resamples, seed)
-    return found
+            replicates.add(protocol.name, task, matches)
 
 
 def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: int = DEFAULT_RESAMPLES,
@@ -150,6 +152,48 @@ def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: 
     return values
 
 
+@dataclass
+class BootstrapReplicates:
+    """The replicates of one run's evaluation, kept as it matches: `add` (fast evaluator) or
+    `add_official` (the official `LVISEval`, standard protocol) per (protocol, task), from the very
+    matching its metrics come from; `record` is then the run's ap_bootstrap record, equal to
+    `bootstrap_record` of the same detections. `image_ids`: the validation set's (`for_images`)."""
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+    image_ids: List[int] = field(default_factory=list)
+    found: Dict[Tuple[str, str], Dict[str, List[float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resamples < 2:
+            raise ValueError(f"resamples must be >= 2, got {self.resamples}")
+
+    def for_images(self, image_ids: Sequence[int]) -> None:
+        """Every replicate draws from `image_ids`; a later set of other images is refused."""
+        image_ids = sorted(int(image_id) for image_id in image_ids)
+        if self.image_ids and self.image_ids != image_ids:
+            raise ValueError("a run's bootstrap draws from one validation set; these are other images")
+        self.image_ids = image_ids
+
+    def add(self, protocol: str, task: str, matches: lvis_fast.Matches) -> None:
+        self.found[(protocol, task)] = replicates_of_matches(matches, protocol, self.resamples, self.seed)
+
+    def add_official(self, task: str, lvis_eval) -> None:
+        draws = resample_indices(len(lvis_eval.params.img_ids), self.resamples, self.seed)
+        self.found[(eval_protocols.DEFAULT_PROTOCOL, task)] = official_replicates(lvis_eval, draws)
+
+    def record(self, protocols: Sequence[str]) -> Dict[str, Any]:
+        """The ap_bootstrap record of `protocols` (each task found, in `bootstrap_record`'s order)."""
+        reps = {result_key(task, protocol): self.found[(protocol, task)]
+                for protocol in protocols for task in ("bbox", "segm") if (protocol, task) in self.found}
+        se = {key: {metric: _sd(values) for metric, values in by_metric.items()} for key, by_metric in reps.items()}
+        record = {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": self.resamples,
+                  "seed": self.seed, "num_images": len(self.image_ids),
+                  "image_ids_sha256": image_ids_sha256(self.image_ids), "replicates": reps, "se": se}
+        if tuple(protocols) != (eval_protocols.DEFAULT_PROTOCOL,):
+            record["metric_protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
+        return record
+
+
 def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
                      evaluator: str = "fast",
@@ -159,14 +203,14 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
     `evaluator` "fast" or "official" (the same record), under `protocols` (each on the same draws);
     `class_topk_results`, where given, are the detections of the protocols limited per category
     (the pass with no limit per image, `suite.evaluation.class_topk`)."""
-    if resamples < 2:
-        raise ValueError(f"resamples must be >= 2, got {resamples}")
+    replicates = BootstrapReplicates(resamples, seed)
     for protocol in protocols:
         eval_protocols.get_protocol(protocol)
         if evaluator == "official" and protocol != eval_protocols.DEFAULT_PROTOCOL:
             raise ValueError(f"the official evaluator bootstraps the standard protocol only, not {protocol!r}")
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
+    replicates.for_images(lvis_gt.get_img_ids())
     tasks = ["bbox"] + (["segm"] if any("segmentation" in result for result in results) else [])
 
     def results_of(protocol: str) -> Sequence[dict]:
@@ -176,19 +220,13 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
     wanted = [(protocol, task) for protocol in protocols for task in tasks
               if task in eval_protocols.get_protocol(protocol).tasks] if results else []
     if evaluator == "fast":
-        found = shared_fast_replicates(lvis_gt, results_of, wanted, resamples, seed)
+        _add_fast_replicates(replicates, lvis_gt, results_of, wanted)
     else:
-        found = {(protocol, task): replicates(lvis_gt, results_of(protocol), task, resamples, seed, evaluator, protocol)
-                 for protocol, task in wanted}
-    reps = {result_key(task, protocol): found[(protocol, task)] for protocol, task in wanted}
-    se = {task: {metric: _sd(values) for metric, values in by_metric.items()} for task, by_metric in reps.items()}
-    image_ids = lvis_gt.get_img_ids()
-    record = {"schema_version": SCHEMA_VERSION, "kind": BOOTSTRAP_KIND, "resamples": resamples, "seed": seed,
-              "num_images": len(image_ids), "image_ids_sha256": image_ids_sha256(image_ids),
-              "replicates": reps, "se": se}
-    if tuple(protocols) != (eval_protocols.DEFAULT_PROTOCOL,):
-        record["metric_protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
-    return record
+        from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
+
+        for _, task in wanted:
+            replicates.add_official(task, run_lvis_eval(lvis_gt, results, task))
+    return replicates.record(protocols)
 
 
 def _sd(values: Sequence[float]) -> float:

@@ -9,7 +9,9 @@ per-category AP. Other protocols (`suite.evaluation.protocols`: "fixed", "challe
 evaluator only) add their tasks under `suite.schema.result_key(task, protocol)`, e.g. "segm-fixed".
 `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that evaluation, so
 `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`) give the same dict;
-it evaluates the detections it is given (a model's, limited per image). `evaluate_model` gives
+it evaluates the detections it is given (a model's, limited per image). Given a
+`suite.evaluation.bootstrap.BootstrapReplicates`, either also bootstraps each result from the matching
+its metrics come from (the run's bootstrap.json, `suite eval --run` of a study's cell). `evaluate_model` gives
 the protocols limited per category a pass of their own (`suite.evaluation.class_topk`).
 `metrics_record`, `per_category_record` and `protocols_record` turn its dict into the run record's
 fields.
@@ -34,6 +36,7 @@ from detectron2.evaluation import LVISEvaluator, inference_on_dataset
 from lvis import LVIS, LVISEval, LVISResults
 
 from suite.evaluation import class_topk, lvis_fast, lvis_numpy2, protocols as eval_protocols
+from suite.evaluation.bootstrap import BootstrapReplicates
 from suite.evaluation.detection_files import CLASS_TOPK_FOLDER, RESULTS_FILE_NAME, read_detections_for
 from suite.records import write_json_atomic
 from suite.schema import AP_METRICS, TASKS, result_key
@@ -106,16 +109,20 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
                           tasks: Optional[Iterable[str]] = None,
                           max_dets: int = LVIS_MAX_DETS,
                           evaluator: str = DEFAULT_EVALUATOR,
-                          protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
+                          protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,),
+                          bootstrap: Optional[BootstrapReplicates] = None) -> Dict[str, Dict[str, float]]:
     """{task: summary} for `tasks` (default: "bbox", and "segm" if any result has a mask) under
     each of `protocols` (key `suite.schema.result_key(task, protocol)`: the task itself for the
     standard protocol; a protocol evaluates the tasks it defines). `lvis_gt`: the ground truth as
     an `LVIS` or the path of its JSON; `evaluator`: one of EVALUATORS; `max_dets`: the standard
-    protocol's limit per image. With no results every value is NaN (Detectron2's LVISEvaluator
-    does the same)."""
+    protocol's limit per image; `bootstrap`, where given, gets the replicates of each result from
+    the same matching. With no results every value is NaN (Detectron2's LVISEvaluator does the
+    same) and nothing is bootstrapped."""
     check_evaluator(evaluator, protocols)
     if not isinstance(lvis_gt, LVIS):
         lvis_gt = LVIS(str(lvis_gt))
+    if bootstrap is not None:
+        bootstrap.for_images(lvis_gt.get_img_ids())
     if tasks is None:
         tasks = TASKS if any("segmentation" in result for result in results) else ("bbox",)
     names = [lvis_gt.cats[category_id]["name"] for category_id in sorted(lvis_gt.cats)]
@@ -135,9 +142,15 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
                 if shared not in candidates:
                     candidates[shared] = eval_protocols.candidates(
                         lvis_gt, lvis_fast.detections_from_results(results, task), task, chosen)
-                evaluation[key] = _summarize_matches(lvis_gt, eval_protocols.matches(candidates[shared], chosen), chosen)
+                matches = eval_protocols.matches(candidates[shared], chosen)
+                evaluation[key] = _summarize_matches(lvis_gt, matches, chosen)
+                if bootstrap is not None:
+                    bootstrap.add(protocol, task, matches)
             else:
-                evaluation[key] = summarize(run_lvis_eval(lvis_gt, results, task, max_dets))
+                lvis_eval = run_lvis_eval(lvis_gt, results, task, max_dets)
+                evaluation[key] = summarize(lvis_eval)
+                if bootstrap is not None:
+                    bootstrap.add_official(task, lvis_eval)
             logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in metrics))
     return evaluation
 
@@ -168,16 +181,18 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
     """Detectron2's `LVISEvaluator` whose results also hold each category's AP ("AP-<name>" per
     task), whose evaluation runs on NumPy 2, and which evaluates with `evaluator` (one of
     EVALUATORS; "fast" by default). A drop-in for `LVISEvaluator` (same arguments, plus
-    `evaluator`). Like its base it writes `lvis_instances_results.json` (with category ids, not
-    labels) to `output_dir`."""
+    `evaluator`, `protocols` and `bootstrap`: `evaluate_lvis_results`'). Like its base it writes
+    `lvis_instances_results.json` (with category ids, not labels) to `output_dir`."""
 
     def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *,
                  max_dets_per_image=None, evaluator: str = DEFAULT_EVALUATOR,
-                 protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)):
+                 protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,),
+                 bootstrap: Optional[BootstrapReplicates] = None):
         check_evaluator(evaluator, protocols)
         super().__init__(dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image)
         self.evaluator = evaluator
         self.protocols = tuple(protocols)
+        self.bootstrap = bootstrap
 
     def _eval_predictions(self, predictions):
         lvis_results = list(itertools.chain(*[prediction["instances"] for prediction in predictions]))
@@ -190,24 +205,27 @@ class LVISPerCategoryEvaluator(LVISEvaluator):
             return
         self._results.update(evaluate_lvis_results(
             self._lvis_api, lvis_results, self._tasks, self._max_dets_per_image or LVIS_MAX_DETS, self.evaluator,
-            self.protocols))
+            self.protocols, self.bootstrap))
 
 
 def build_lvis_evaluator(dataset_name: str, output_dir: Optional[str] = None,
                          max_dets: int = LVIS_MAX_DETS, distributed: bool = True,
                          evaluator: str = DEFAULT_EVALUATOR,
-                         protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)):
+                         protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,),
+                         bootstrap: Optional[BootstrapReplicates] = None):
     """A `LVISPerCategoryEvaluator` for a registered data set (its metadata needs `json_file`)."""
     return LVISPerCategoryEvaluator(dataset_name, distributed=distributed, output_dir=output_dir,
-                                    max_dets_per_image=max_dets, evaluator=evaluator, protocols=protocols)
+                                    max_dets_per_image=max_dets, evaluator=evaluator, protocols=protocols,
+                                    bootstrap=bootstrap)
 
 
 def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = None,
-                   protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
+                   protocols: Sequence[str] = (eval_protocols.DEFAULT_PROTOCOL,),
+                   bootstrap: Optional[BootstrapReplicates] = None) -> Dict[str, Dict[str, float]]:
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
     loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
-    config without it) under `protocols`; returns {result key: summary} (empty on ranks other
-    than 0). The standard protocol evaluates the model's own detections (at most
+    config without it) under `protocols`, each result also bootstrapped into `bootstrap` where
+    given (on rank 0); returns {result key: summary} (empty on ranks other than 0). The standard protocol evaluates the model's own detections (at most
     TEST.DETECTIONS_PER_IMAGE per image), written to `output_dir`/lvis_instances_results.json; the
     protocols that limit detections per category ("fixed", "challenge2021") evaluate a second pass
     with no limit per image, the best of each category kept (`suite.evaluation.class_topk`),
@@ -219,10 +237,12 @@ def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = No
     evaluation: Dict[str, Dict[str, float]] = {}
     if per_image:
         evaluation.update(inference_on_dataset(model, loader, build_lvis_evaluator(
-            dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE, evaluator=evaluator, protocols=per_image)) or {})
+            dataset_name, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE, evaluator=evaluator, protocols=per_image,
+            bootstrap=bootstrap)) or {})
     if per_category:
         collector = class_topk.ClassTopKEvaluator(
             LVISPerCategoryEvaluator(dataset_name, distributed=False, evaluator=evaluator, protocols=per_category,
+                                     bootstrap=bootstrap,
                                      output_dir=None if output_dir is None else str(Path(output_dir) / CLASS_TOPK_FOLDER)),
             cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             max(eval_protocols.get_protocol(name).max_dets_per_category for name in per_category))
