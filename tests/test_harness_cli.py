@@ -134,6 +134,27 @@ def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
     assert sum(record["grad_balance"]["neg_grad"]) > sum(first_balance["neg_grad"])
 
 
+def test_train_bootstraps_its_final_evaluation_and_prunes_its_checkpoints(dataset, tmp_path, capsys):
+    """--bootstrap-resamples: bootstrap.json from the final evaluation's own matching, the record
+    the kept detections give when bootstrapped on their own; --prune-checkpoints: only the
+    checkpoint suite eval loads is left; fewer than 2 resamples is one line, before any work."""
+    from suite.evaluation.bootstrap import write_run_bootstrap
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--loss", "ce", "--dataset", str(dataset), "--output", str(run_dir), "--max-iter", "2",
+                 "--bootstrap-resamples", "6", "--prune-checkpoints", *TINY, "SOLVER.CHECKPOINT_PERIOD", "1"]) == 0
+    assert sorted(path.name for path in run_dir.glob("*.pth")) == ["model_final.pth"]
+    shared = (run_dir / "bootstrap.json").read_bytes()
+    assert json.loads(shared)["resamples"] == 6
+    write_run_bootstrap(run_dir, dataset / "annotations" / "lvis_v1_val.json", resamples=6,
+                        metric_protocols=read_run_record(run_dir)["metric_protocols"])
+    assert (run_dir / "bootstrap.json").read_bytes() == shared
+    capsys.readouterr()
+    assert train(dataset, tmp_path / "other", "--bootstrap-resamples", "1", loss="ce", max_iter=1) == 2
+    one_error_line(capsys, "--bootstrap-resamples must be >= 2")
+    assert not (tmp_path / "other").exists()
+
+
 def test_eval_re_evaluates_the_final_checkpoint(dataset, tmp_path):
     """Where the run is now: a run folder moved after training writes its detections into itself,
     not into the folder its config was trained in."""
@@ -175,6 +196,10 @@ def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, caps
     again = json.loads((run_dir / "bootstrap.json").read_text())
     assert (again["resamples"], again["seed"]) == (6, 3) and again["replicates"]["bbox"] == first["replicates"]["bbox"]
     assert set(again["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
+    # from the metrics' own matching: what the kept detections give when bootstrapped on their own
+    shared = (run_dir / "bootstrap.json").read_bytes()
+    write_run_bootstrap(run_dir, val_json, resamples=6, seed=3, metric_protocols=read_run_record(run_dir)["metric_protocols"])
+    assert (run_dir / "bootstrap.json").read_bytes() == shared
     assert evaluated["metrics"] == trained["metrics"]
     assert evaluated["metric_protocols"]["standard"] == trained["metric_protocols"]["standard"]
     fixed, challenge = evaluated["metric_protocols"]["fixed"], evaluated["metric_protocols"]["challenge2021"]

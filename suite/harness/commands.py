@@ -41,6 +41,12 @@ def register(subparsers) -> None:
     train.add_argument("--record-grad-balance", action="store_true",
                        help="record each class's accumulated positive and negative classifier gradient "
                        "into run.json (the report's gradient-balance figure)")
+    train.add_argument("--bootstrap-resamples", type=int, metavar="B",
+                       help="also bootstrap the final AP over validation images, B resamples, into RUN_DIR/"
+                       "bootstrap.json, from the final evaluation's own matching (suite study: 200)")
+    train.add_argument("--prune-checkpoints", action="store_true",
+                       help="once run.json is written, delete every checkpoint but the last (the one suite eval "
+                       "loads)")
     train.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                        help="Detectron2 config overrides, e.g. SOLVER.BASE_LR 0.01")
     train.set_defaults(func=run_train)
@@ -80,6 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_iter=args.max_iter, device=args.device, num_gpus=args.num_gpus,
         num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
         resume=args.resume, seed=args.seed, record_grad_balance=args.record_grad_balance,
+        bootstrap_resamples=args.bootstrap_resamples, prune_checkpoints=args.prune_checkpoints,
         overrides=args.overrides,
     ))
     return 0

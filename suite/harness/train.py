@@ -22,10 +22,11 @@ from suite.d2 import PLUGIN_ROI_HEADS, add_longtail_config, check_parent_loss_ke
 from suite.data.layout import LVIS_V1
 from suite.data.register import RegisteredDataset, register_dataset
 from suite.errors import UserError
-from suite.evaluation.bootstrap import write_run_bootstrap
+from suite.evaluation.bootstrap import BootstrapReplicates
 from suite.evaluation.evaluate import (DEFAULT_EVALUATOR, check_evaluator, evaluate_model, metrics_record,
                                        per_category_record, protocols_record)
 from suite.evaluation.protocols import DEFAULT_PROTOCOL
+from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.distributed import check_dist_url, launch
 from suite.harness.finish import finish_run, log_summary
 from suite.harness.run_lock import RunLock
@@ -33,7 +34,7 @@ from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.package_data import CONFIGS_DIR
-from suite.records import read_record, write_text_atomic
+from suite.records import read_record, write_json_atomic, write_text_atomic
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, RUN_RECORD
 
 CONFIG_FILE = "config.yaml"
@@ -59,6 +60,8 @@ class TrainOptions:
     resume: bool = False
     seed: int = 0
     record_grad_balance: bool = False
+    bootstrap_resamples: Optional[int] = None
+    prune_checkpoints: bool = False
     overrides: List[str] = field(default_factory=list)
 
 
@@ -211,6 +214,8 @@ def _check_options(options: TrainOptions) -> None:
         raise UserError(str(error)) from None
     if options.max_iter is not None and options.max_iter < 1:
         raise UserError(f"--max-iter must be >= 1, got {options.max_iter}")
+    if options.bootstrap_resamples is not None and options.bootstrap_resamples < 2:
+        raise UserError(f"--bootstrap-resamples must be >= 2, got {options.bootstrap_resamples}")
 
 
 def train(options: TrainOptions) -> Dict[str, Any]:
@@ -249,7 +254,8 @@ def train(options: TrainOptions) -> Dict[str, Any]:
 
 
 def _train_worker(options: TrainOptions, config_yaml: str) -> None:
-    """One process of the run: every rank trains and evaluates; rank 0 writes run.json."""
+    """One process of the run: every rank trains and evaluates; rank 0 writes run.json, then
+    prunes the checkpoints and writes bootstrap.json where asked (`_after_record`)."""
     configure_logging(options.output)
     dataset = register_dataset(options.dataset)  # each spawned process has its own catalog
     cfg = CfgNode.load_cfg(config_yaml)
@@ -257,9 +263,24 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer = LongTailTrainer(cfg)
     trainer.resume_or_load(resume=options.resume)
     trainer.train()
-    evaluation = _evaluate(cfg, trainer.model, dataset)
-    finish_run(Path(cfg.OUTPUT_DIR), run_setting(cfg, config_yaml), dataset, trainer.model, evaluation,
-               trainer.training_time, trainer.loss_curve, trainer.start_iter, cfg.TEST.DETECTIONS_PER_IMAGE)
+    bootstrap = None if options.bootstrap_resamples is None else BootstrapReplicates(options.bootstrap_resamples)
+    evaluation = _evaluate(cfg, trainer.model, dataset, bootstrap=bootstrap)
+    record = finish_run(Path(cfg.OUTPUT_DIR), run_setting(cfg, config_yaml), dataset, trainer.model, evaluation,
+                        trainer.training_time, trainer.loss_curve, trainer.start_iter, cfg.TEST.DETECTIONS_PER_IMAGE)
+    if record is not None:
+        _after_record(Path(cfg.OUTPUT_DIR), options, record, bootstrap)
+
+
+def _after_record(run_dir: Path, options: TrainOptions, record: Dict[str, Any],
+                  bootstrap: Optional[BootstrapReplicates]) -> None:
+    """Once run.json is written (the caller holds the run directory's lock): the checkpoints but
+    the last deleted (--prune-checkpoints), then bootstrap.json (--bootstrap-resamples), whose
+    replicates come from the final evaluation's own matching; written last, it marks a study's
+    cell done."""
+    if options.prune_checkpoints:
+        prune_checkpoints(run_dir)
+    if bootstrap is not None:
+        write_json_atomic(run_dir / BOOTSTRAP_RECORD, bootstrap.record(list(record["metric_protocols"])))
 
 
 def configure_logging(output: Optional[Path] = None) -> None:
@@ -278,10 +299,11 @@ def configure_logging(output: Optional[Path] = None) -> None:
 
 
 def _evaluate(cfg: CfgNode, model: torch.nn.Module, dataset: RegisteredDataset,
-              protocols: Sequence[str] = (DEFAULT_PROTOCOL,)) -> Dict[str, Dict[str, float]]:
+              protocols: Sequence[str] = (DEFAULT_PROTOCOL,),
+              bootstrap: Optional[BootstrapReplicates] = None) -> Dict[str, Dict[str, float]]:
     model.eval()
     try:
-        return evaluate_model(cfg, model, dataset.val, str(Path(cfg.OUTPUT_DIR) / "inference"), protocols)
+        return evaluate_model(cfg, model, dataset.val, str(Path(cfg.OUTPUT_DIR) / "inference"), protocols, bootstrap)
     finally:
         model.train()
 
@@ -307,7 +329,8 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
     """`suite eval`: re-evaluate a run's final checkpoint (holding the run directory's lock) with
     `evaluator` ("fast" or "official", whatever its config says) under the standard protocol and
     `protocols` (`suite.evaluation.protocols`); rewrites its run.json `metrics`, `metric_protocols`
-    and `setting`'s evaluator.
+    and `setting`'s evaluator, and the bootstrap.json of a study's cell (same resamples and seed,
+    every protocol, from the metrics' own matching).
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
     another version evaluates too."""
     run_dir = Path(run_dir)
@@ -338,7 +361,11 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         if not checkpointer.has_checkpoint():
             raise UserError(f"{run_dir}: no checkpoint to evaluate")
         checkpointer.resume_or_load("", resume=True)
-        evaluation = _evaluate(cfg, model, dataset, protocols)
+        bootstrap = None
+        if (run_dir / BOOTSTRAP_RECORD).is_file():  # a study's cell: its bootstrap follows the protocols
+            drawn = read_record(run_dir / BOOTSTRAP_RECORD, BOOTSTRAP_KIND, ("resamples", "seed"))
+            bootstrap = BootstrapReplicates(drawn["resamples"], drawn["seed"])
+        evaluation = _evaluate(cfg, model, dataset, protocols, bootstrap)
         from detectron2.data import MetadataCatalog
 
         record["setting"] = {**record_setting(record), "evaluator": evaluator}
@@ -347,9 +374,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         record["per_category"] = per_category_record(evaluation, MetadataCatalog.get(dataset.train).lvis_categories)
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
-        if (run_dir / BOOTSTRAP_RECORD).is_file():  # a study's cell: its bootstrap follows the protocols
-            bootstrap = read_record(run_dir / BOOTSTRAP_RECORD, BOOTSTRAP_KIND, ("resamples", "seed"))
-            write_run_bootstrap(run_dir, MetadataCatalog.get(dataset.val).json_file, bootstrap["resamples"],
-                                bootstrap["seed"], record["metric_protocols"])
+        if bootstrap is not None:
+            write_json_atomic(run_dir / BOOTSTRAP_RECORD, bootstrap.record(list(record["metric_protocols"])))
     log_summary(record)
     return record

@@ -298,7 +298,8 @@ class Study:
                             config_file=self._config_file(arm), max_iter=self.iterations, device=self.options.device,
                             num_gpus=self.options.num_gpus, num_machines=self.options.num_machines,
                             machine_rank=machine_rank, dist_url=dist_url, resume=resume, seed=seed,
-                            record_grad_balance=True, overrides=overrides)
+                            record_grad_balance=True, bootstrap_resamples=self.options.bootstrap_resamples,
+                            prune_checkpoints=not self.options.keep_checkpoints, overrides=overrides)
 
     # -- shared parts ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -358,9 +359,11 @@ class Study:
         return dataset_split(LVIS_V1 if self.lvis else str(self.data_dir), "val").json_file
 
     def run_cell(self, cell: Cell, machine_rank: int = 0, dist_url: str = "auto") -> Optional[Dict[str, Any]]:
-        """Train (or resume, or keep) one cell; once its run record is written, delete its
-        checkpoints but the last (unless keep_checkpoints), then bootstrap its detections (the
-        bootstrap record marks the cell done, so a done cell has been pruned); its run record.
+        """Train (or resume, or keep) one cell: once its run record is written, its training
+        deletes its checkpoints but the last (unless keep_checkpoints), then writes its bootstrap
+        from the final evaluation's matching (the bootstrap record marks the cell done, so a done
+        cell has been pruned); a cell stopped between the two records does both here, its
+        bootstrap from the detections it kept (the same record). Returns its run record.
         On several machines every machine calls it with its rank and machine 0's `dist_url`;
         machine 0 finishes the cell, the others return None once trained."""
         from suite.harness.train import train
