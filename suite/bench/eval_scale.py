@@ -7,9 +7,11 @@ file and loads it with `lvis.LVIS` as a user would, then times
 
 - `evaluate_s`: the matching (fast: `lvis_fast.match`; official: `LVISResults` + `LVISEval.evaluate`),
 - `accumulate_s`: one accumulation and summary over all images (the nine metrics),
-- `bootstrap_s`: the bootstrap of `resamples` resamples as `suite study` runs it, its own
-  evaluation (area range "all") included. The official one is extrapolated: its evaluation
-  plus `resamples` times the mean of `timed_resamples` official accumulations
+- `bootstrap_s`: the bootstrap of `resamples` resamples from that matching, as a run's
+  evaluation computes its metrics and its bootstrap.json together (`suite train
+  --bootstrap-resamples`, a study's cell, `suite eval --run` of one:
+  `suite.evaluation.bootstrap.BootstrapReplicates`). The official one is extrapolated:
+  `resamples` times the mean of `timed_resamples` official accumulations
   (`bootstrap_timed_resamples` says how many were timed).
 
 `total_s` = evaluate_s + accumulate_s + bootstrap_s: one run's evaluation and its bootstrap.
@@ -94,10 +96,10 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         summary = lvis_fast.summarize_precision(matches.precision(), matches.freq_groups, matches.params)
         accumulate_s = time.perf_counter() - start
         num_evaluated = matches.num_evaluated_detections
-        del matches
         start = time.perf_counter()
-        bootstrap.fast_replicates(lvis_gt, detections, task, resamples, seed=bootstrap.DEFAULT_SEED)
+        bootstrap.BootstrapReplicates(resamples).add("standard", task, matches)
         bootstrap_s, timed = time.perf_counter() - start, resamples
+        del matches
     else:
         from lvis import LVISEval, LVISResults
 
@@ -118,7 +120,7 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
         draws = bootstrap.resample_indices(num_images, resamples, bootstrap.DEFAULT_SEED)[:timed]
         start = time.perf_counter()
         bootstrap.official_replicates(lvis_eval, draws)
-        bootstrap_s = evaluate_s + (time.perf_counter() - start) / timed * resamples
+        bootstrap_s = (time.perf_counter() - start) / timed * resamples
     standard_peak_rss = _peak_rss_gib()
     others = {} if evaluator != "fast" else _measure_protocols(
         lvis_gt, detections, task, [eval_protocols.get_protocol(name) for name in protocols
@@ -167,7 +169,7 @@ def _measure_protocols(lvis_gt, detections, task: str, chosen, resamples: int) -
         summary = eval_protocols.summarize(matches, protocol, metrics=bootstrap.bootstrap_metrics(protocol.name))
         accumulate_s = time.perf_counter() - start
         start = time.perf_counter()
-        bootstrap.replicates_of_matches(matches, protocol.name, resamples)
+        bootstrap.BootstrapReplicates(resamples).add(protocol.name, task, matches)
         bootstrap_s = time.perf_counter() - start
         records[protocol.name] = {
             "evaluate_s": evaluate_s, "accumulate_s": accumulate_s, "bootstrap_s": bootstrap_s,
