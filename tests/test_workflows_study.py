@@ -193,12 +193,16 @@ def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_pa
     interrupted = copy / "study" / "runs" / "seesaw" / "seed1"
     (interrupted / "run.json").unlink()  # as if killed after its last checkpoint
     (interrupted / "bootstrap.json").unlink()
+    between = copy / "study" / "runs" / "ce" / "seed0"
+    shared = (between / "bootstrap.json").read_bytes()  # from its final evaluation's own matching
+    (between / "bootstrap.json").unlink()  # as if killed between its run record and its bootstrap
     kept = {path: path.stat().st_mtime_ns for path in (copy / "study" / "runs").rglob("run.json")}
     args = study_args(copy)
     code, output = run_cli(args)
     assert code == 0
-    assert progress(output) == ["[4/4] seesaw seed 1"]
+    assert progress(output) == ["[1/4] ce seed 0", "[4/4] seesaw seed 1"]
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
+    assert (between / "bootstrap.json").read_bytes() == shared  # from the detections it kept: the same record
     resumed = json.loads((interrupted / "run.json").read_text())
     assert resumed["train"]["start_iter"] == 3 and (interrupted / "bootstrap.json").is_file()
     record = json.loads((copy / "study" / "study.json").read_text())
