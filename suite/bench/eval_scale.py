@@ -149,22 +149,18 @@ def measure(task: str, num_images: int, evaluator: str, resamples: int, timed_re
 
 def _measure_protocols(lvis_gt, detections, task: str, chosen, resamples: int) -> Dict[str, Dict]:
     """Each protocol's matching, metrics and bootstrap (from the same matching) on the loaded data,
-    as `suite eval` runs them: the protocols with the same limits share their candidates
-    (`protocols.candidates`), timed with the first of them; a later one's record names it
+    as `suite eval` runs them (`protocols.shared_matches`): the protocols with the same limits share
+    their candidates, timed with the first of them; a later one's record names it
     (`shares_candidates_with`) and its `evaluate_s` is its own matching on them."""
     from suite.evaluation import bootstrap
     from suite.evaluation import protocols as eval_protocols
 
     records: Dict[str, Dict] = {}
-    shared: Dict[tuple, tuple] = {}  # limits: (the first protocol's name, its candidates)
-    for protocol in chosen:
-        start = time.perf_counter()
-        limits = eval_protocols.limits(protocol)
-        if limits not in shared:
-            shared[limits] = protocol.name, eval_protocols.candidates(lvis_gt, detections, task, protocol)
-        first, candidates = shared[limits]
-        matches = eval_protocols.matches(candidates, protocol)
+    start = time.perf_counter()
+    for protocol, _, matches in eval_protocols.shared_matches(lvis_gt, [(protocol, task) for protocol in chosen],
+                                                              lambda *_: detections):
         evaluate_s = time.perf_counter() - start
+        first = next(other.name for other in chosen if eval_protocols.limits(other) == eval_protocols.limits(protocol))
         start = time.perf_counter()
         summary = eval_protocols.summarize(matches, protocol, metrics=bootstrap.bootstrap_metrics(protocol.name))
         accumulate_s = time.perf_counter() - start
@@ -177,6 +173,8 @@ def _measure_protocols(lvis_gt, detections, task: str, chosen, resamples: int) -
             "num_evaluated_detections": matches.num_evaluated_detections,
             **({"shares_candidates_with": first} if first != protocol.name else {}),
             **{metric: None if value == -1 else float(value) * 100 for metric, value in summary.items()}}
+        del matches
+        start = time.perf_counter()
     return records
 
 

@@ -34,7 +34,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from lvis import LVIS
@@ -121,25 +121,6 @@ def fast_replicates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, 
     return replicates_of_matches(matches, protocol, resamples, seed)
 
 
-def _add_fast_replicates(replicates: "BootstrapReplicates", lvis_gt: LVIS,
-                         results_of: Callable[[str], Sequence[dict]], wanted: Sequence[Tuple[str, str]]) -> None:
-    """`replicates.add` each (protocol, task) of `wanted`, `results_of(protocol)` its detections
-    (LVIS results format; the same for protocols with the same limits): the protocols of a task
-    with the same limits match one set of candidates (`protocols.candidates`), so the fixed and
-    challenge2021 masks compute their mask IoUs once."""
-    groups: Dict[tuple, List[eval_protocols.Protocol]] = {}
-    for name, task in wanted:
-        protocol = eval_protocols.get_protocol(name)
-        groups.setdefault((task, eval_protocols.limits(protocol)), []).append(protocol)
-    for (task, _), group in groups.items():
-        detections = lvis_fast.detections_from_results(results_of(group[0].name), task)
-        candidates = eval_protocols.candidates(lvis_gt, detections, task, group[0])
-        group_matches = [eval_protocols.matches(candidates, protocol, ("all",)) for protocol in group]
-        del candidates, detections
-        for protocol, matches in zip(group, group_matches):
-            replicates.add(protocol.name, task, matches)
-
-
 def replicates_of_matches(matches: lvis_fast.Matches, protocol: str, resamples: int = DEFAULT_RESAMPLES,
                           seed: int = DEFAULT_SEED) -> Dict[str, List[float]]:
     """`fast_replicates` from the matches of `protocol` (`protocols.match`; their areas must include "all")."""
@@ -219,8 +200,11 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
 
     wanted = [(protocol, task) for protocol in protocols for task in tasks
               if task in eval_protocols.get_protocol(protocol).tasks] if results else []
-    if evaluator == "fast":
-        _add_fast_replicates(replicates, lvis_gt, results_of, wanted)
+    if evaluator == "fast":  # fixed and challenge2021 share their candidates (`protocols.shared_matches`)
+        for protocol, task, matches in eval_protocols.shared_matches(
+                lvis_gt, [(eval_protocols.get_protocol(name), task) for name, task in wanted],
+                lambda protocol, task: lvis_fast.detections_from_results(results_of(protocol.name), task), ("all",)):
+            replicates.add(protocol.name, task, matches)
     else:
         from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
 

@@ -126,33 +126,36 @@ def evaluate_lvis_results(lvis_gt: Union[LVIS, str, Path], results: Sequence[dic
     if tasks is None:
         tasks = TASKS if any("segmentation" in result for result in results) else ("bbox",)
     names = [lvis_gt.cats[category_id]["name"] for category_id in sorted(lvis_gt.cats)]
-    evaluation = {}
-    candidates: Dict[tuple, lvis_fast.Candidates] = {}
-    for protocol in protocols:
-        for task in sorted(set(tasks) & set(eval_protocols.get_protocol(protocol).tasks)):
-            key = result_key(task, protocol)
-            metrics = eval_protocols.get_protocol(protocol).metrics
-            if not results:
-                logger.warning("No predictions to evaluate: every %s metric is NaN", key)
-                evaluation[key] = {metric: float("nan") for metric in [*metrics, *(f"AP-{name}" for name in names)]}
-                continue
-            if evaluator == "fast":  # the protocols of a task with the same limits share their candidates
-                chosen = _protocol(task, protocol, max_dets)
-                shared = (task, eval_protocols.limits(chosen))
-                if shared not in candidates:
-                    candidates[shared] = eval_protocols.candidates(
-                        lvis_gt, lvis_fast.detections_from_results(results, task), task, chosen)
-                matches = eval_protocols.matches(candidates[shared], chosen)
-                evaluation[key] = _summarize_matches(lvis_gt, matches, chosen)
-                if bootstrap is not None:
-                    bootstrap.add(protocol, task, matches)
-            else:
-                lvis_eval = run_lvis_eval(lvis_gt, results, task, max_dets)
-                evaluation[key] = summarize(lvis_eval)
-                if bootstrap is not None:
-                    bootstrap.add_official(task, lvis_eval)
-            logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in metrics))
+    wanted = [(protocol, task) for protocol in protocols
+              for task in sorted(set(tasks) & set(eval_protocols.get_protocol(protocol).tasks))]
+    evaluation: Dict[str, Dict[str, float]] = {}
+    if not results:
+        for protocol, task in wanted:
+            logger.warning("No predictions to evaluate: every %s metric is NaN", result_key(task, protocol))
+            evaluation[result_key(task, protocol)] = {metric: float("nan") for metric in [
+                *eval_protocols.get_protocol(protocol).metrics, *(f"AP-{name}" for name in names)]}
+        return evaluation
+    if evaluator == "fast":
+        chosen = [(_protocol(task, protocol, max_dets), task) for protocol, task in wanted]
+        for protocol, task, matches in eval_protocols.shared_matches(
+                lvis_gt, chosen, lambda _, task: lvis_fast.detections_from_results(results, task)):
+            evaluation[result_key(task, protocol.name)] = _summarize_matches(lvis_gt, matches, protocol)
+            if bootstrap is not None:
+                bootstrap.add(protocol.name, task, matches)
+            _log(evaluation, task, protocol)
+    else:
+        for protocol, task in wanted:
+            lvis_eval = run_lvis_eval(lvis_gt, results, task, max_dets)
+            evaluation[result_key(task, protocol)] = summarize(lvis_eval)
+            if bootstrap is not None:
+                bootstrap.add_official(task, lvis_eval)
+            _log(evaluation, task, eval_protocols.get_protocol(protocol))
     return evaluation
+
+
+def _log(evaluation: Dict[str, Dict[str, float]], task: str, protocol: eval_protocols.Protocol) -> None:
+    key = result_key(task, protocol.name)
+    logger.info("%s: %s", key, "  ".join(f"{metric} {evaluation[key][metric]:.1f}" for metric in protocol.metrics))
 
 
 def evaluate_detection_file(path: Path, val_json: Path, protocols: Sequence[str],

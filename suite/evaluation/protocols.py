@@ -15,7 +15,7 @@
   IoU (`suite.evaluation.boundary_iou`, band 2 % of the image diagonal). Masks only.
 
 `match(lvis_gt, detections, task, protocol)` matches once; protocols with the same limits share
-the work before the IoU (`candidates`, then `matches` for each); `summarize(matches, protocol)` gives the
+the work before the IoU (`candidates`, then `matches` for each; `shared_matches` for several); `summarize(matches, protocol)` gives the
 protocol's metrics (fractions, -1 where there is no ground truth, as the references), optionally
 on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
 (`suite.evaluation.evaluate.protocols_record` writes it for each protocol evaluated).
@@ -23,7 +23,7 @@ on a bootstrap draw. `protocol_record(name)` is what a run record says about a p
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from lvis import LVIS
@@ -96,6 +96,27 @@ def candidates(lvis_gt: LVIS, detections: lvis_fast.Detections, task: str, proto
     check_task(protocol, task)
     return lvis_fast.candidates(lvis_gt, detections, task, protocol.max_dets_per_image,
                                 max_dets_per_category=protocol.max_dets_per_category)
+
+
+def shared_matches(lvis_gt: LVIS, wanted: Sequence[Tuple[Protocol, str]],
+                   detections_of: Callable[[Protocol, str], lvis_fast.Detections],
+                   area_labels: Sequence[str] = ("all", "small", "medium", "large")
+                   ) -> Iterator[Tuple[Protocol, str, lvis_fast.Matches]]:
+    """(protocol, task, its matches) for each (protocol, task) of `wanted`, `detections_of(protocol,
+    task)` its detections (asked once per task and limits): the protocols of a task with the same
+    limits match one set of candidates, made for the first of them and dropped before the last is
+    handed out, so fixed and challenge2021 compute their mask IoUs once. In `wanted`'s order, those
+    sharing candidates together."""
+    groups: Dict[Tuple[str, Tuple[int, int]], List[Protocol]] = {}
+    for protocol, task in wanted:
+        groups.setdefault((task, limits(protocol)), []).append(protocol)
+    for (task, _), group in groups.items():
+        found = candidates(lvis_gt, detections_of(group[0], task), task, group[0])
+        for protocol in group[:-1]:
+            yield protocol, task, matches(found, protocol, area_labels)
+        last = matches(found, group[-1], area_labels)
+        del found
+        yield group[-1], task, last
 
 
 def limits(protocol: Protocol) -> Tuple[int, int]:
