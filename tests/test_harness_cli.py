@@ -135,23 +135,32 @@ def test_interrupted_run_resumes_with_its_counts(dataset, tmp_path, capsys):
 
 
 def test_train_bootstraps_its_final_evaluation_and_prunes_its_checkpoints(dataset, tmp_path, capsys):
-    """--bootstrap-resamples: bootstrap.json from the final evaluation's own matching, the record
-    the kept detections give when bootstrapped on their own; --prune-checkpoints: only the
-    checkpoint suite eval loads is left; fewer than 2 resamples is one line, before any work."""
+    """--bootstrap-resamples: bootstrap.json from the final evaluation's own matching (under every
+    --protocol), the record the kept detections give when bootstrapped on their own;
+    --prune-checkpoints: only the checkpoint suite eval loads is left; fewer than 2 resamples, an
+    unknown protocol or one the evaluator cannot compute is one line, before any work."""
     from suite.evaluation.bootstrap import write_run_bootstrap
 
     run_dir = tmp_path / "run"
     assert main(["train", "--loss", "ce", "--dataset", str(dataset), "--output", str(run_dir), "--max-iter", "2",
-                 "--bootstrap-resamples", "6", "--prune-checkpoints", *TINY, "SOLVER.CHECKPOINT_PERIOD", "1"]) == 0
+                 "--bootstrap-resamples", "6", "--prune-checkpoints", "--protocol", "fixed,challenge2021", *TINY,
+                 "SOLVER.CHECKPOINT_PERIOD", "1"]) == 0
     assert sorted(path.name for path in run_dir.glob("*.pth")) == ["model_final.pth"]
+    assert set(read_run_record(run_dir)["metric_protocols"]) == {"standard", "fixed", "challenge2021"}
     shared = (run_dir / "bootstrap.json").read_bytes()
     assert json.loads(shared)["resamples"] == 6
+    assert set(json.loads(shared)["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
     write_run_bootstrap(run_dir, dataset / "annotations" / "lvis_v1_val.json", resamples=6,
                         metric_protocols=read_run_record(run_dir)["metric_protocols"])
     assert (run_dir / "bootstrap.json").read_bytes() == shared
     capsys.readouterr()
     assert train(dataset, tmp_path / "other", "--bootstrap-resamples", "1", loss="ce", max_iter=1) == 2
     one_error_line(capsys, "--bootstrap-resamples must be >= 2")
+    assert train(dataset, tmp_path / "other", "--protocol", "lvis2020", loss="ce", max_iter=1) == 2
+    one_error_line(capsys, "protocol must be one of", "lvis2020")
+    assert train(dataset, tmp_path / "other", "--protocol", "fixed", "TEST.LVIS_EVALUATOR", "official", loss="ce",
+                 max_iter=1) == 2
+    one_error_line(capsys, "standard protocol only")
     assert not (tmp_path / "other").exists()
 
 
@@ -198,7 +207,8 @@ def test_eval_with_other_protocols_records_each_protocol(dataset, tmp_path, caps
     assert set(again["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
     # from the metrics' own matching: what the kept detections give when bootstrapped on their own
     shared = (run_dir / "bootstrap.json").read_bytes()
-    write_run_bootstrap(run_dir, val_json, resamples=6, seed=3, metric_protocols=read_run_record(run_dir)["metric_protocols"])
+    write_run_bootstrap(run_dir, val_json, resamples=6, seed=3,
+                        metric_protocols=read_run_record(run_dir)["metric_protocols"])
     assert (run_dir / "bootstrap.json").read_bytes() == shared
     assert evaluated["metrics"] == trained["metrics"]
     assert evaluated["metric_protocols"]["standard"] == trained["metric_protocols"]["standard"]

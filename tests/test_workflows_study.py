@@ -165,23 +165,34 @@ def test_errors_are_one_line_and_a_changed_protocol_is_refused(study, capsys):
     assert not (root / "other").exists()
 
 
-def test_lvis_v1_passes_through(tmp_path, monkeypatch):
+def test_lvis_v1_passes_through_with_the_evaluation_protocols(tmp_path, monkeypatch, capsys):
     """--dataset lvis_v1 (here a generated set laid out as LVIS v1 under $DETECTRON2_DATASETS,
-    with the small config): no pretraining, the config's MODEL.WEIGHTS as the start."""
+    with the small config): no pretraining, the config's MODEL.WEIGHTS as the start. --protocol:
+    every cell evaluated and bootstrapped under each protocol, which is part of the study's
+    protocol; an unknown one is one line."""
     datasets = tmp_path / "datasets"
     lay_out_like_lvis_v1(small_set(tmp_path / "set", TINY), datasets)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets))
     out = tmp_path / "study"
-    code, _ = run_cli(["study", "--out", str(out), "--dataset", "lvis_v1", "--losses", "ce", "--seeds", "0",
-                       "--max-iter", "1", "--config", "configs/small_cpu.yaml", "--bootstrap-resamples", "3",
-                       *TINY_OVERRIDES])
+    args = ["study", "--out", str(out), "--dataset", "lvis_v1", "--losses", "ce", "--seeds", "0", "--max-iter", "1",
+            "--config", "configs/small_cpu.yaml", "--bootstrap-resamples", "3", *TINY_OVERRIDES]
+    code, _ = run_cli([*args, "--protocol", "challenge2021,fixed"])
     assert code == 0
     record = json.loads((out / "study.json").read_text())
     assert record["dataset"] == {"name": "lvis_v1"} and record["protocol"]["pretrain_iterations"] is None
+    assert record["protocol"]["evaluation_protocols"] == ["standard", "challenge2021", "fixed"]
     run = json.loads((out / "runs" / "ce" / "seed0" / "run.json").read_text())
     assert run["dataset"]["name"] == "lvis_v1" and run["config"]["DATASETS"]["TEST"] == ["lvis_v1_val"]
     assert run["config"]["MODEL"]["RESNETS"]["NORM"] == "BN"  # the config's, not the fine-tuning overrides
-    assert not (out / "pretrain").exists() and (out / "runs" / "ce" / "seed0" / "bootstrap.json").is_file()
+    assert set(run["metric_protocols"]) == {"standard", "fixed", "challenge2021"}
+    assert not (out / "pretrain").exists()
+    cell_bootstrap = json.loads((out / "runs" / "ce" / "seed0" / "bootstrap.json").read_text())
+    assert set(cell_bootstrap["replicates"]) == {"bbox", "segm", "bbox-fixed", "segm-fixed", "segm-challenge2021"}
+    capsys.readouterr()
+    assert main(args) == 2  # the standard protocol alone is another protocol
+    assert "another protocol" in capsys.readouterr().err
+    assert main([*args, "--protocol", "lvis2020"]) == 2
+    assert "--protocol must be one of" in capsys.readouterr().err
 
 
 def test_rerun_keeps_finished_cells_and_resumes_an_interrupted_one(study, tmp_path):

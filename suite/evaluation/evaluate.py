@@ -10,9 +10,9 @@ evaluator only) add their tasks under `suite.schema.result_key(task, protocol)`,
 `LVISPerCategoryEvaluator` is Detectron2's `LVISEvaluator` with that evaluation, so
 `inference_on_dataset` and `DefaultTrainer.test` (also from `TEST.EVAL_PERIOD`) give the same dict;
 it evaluates the detections it is given (a model's, limited per image). Given a
-`suite.evaluation.bootstrap.BootstrapReplicates`, either also bootstraps each result from the matching
-its metrics come from (the run's bootstrap.json, `suite eval --run` of a study's cell). `evaluate_model` gives
-the protocols limited per category a pass of their own (`suite.evaluation.class_topk`).
+`suite.evaluation.bootstrap.BootstrapReplicates`, either also bootstraps each result from the
+matching its metrics come from (a run's bootstrap.json). `evaluate_model` gives the protocols
+limited per category a pass of their own (`suite.evaluation.class_topk`).
 `metrics_record`, `per_category_record` and `protocols_record` turn its dict into the run record's
 fields.
 
@@ -228,8 +228,8 @@ def evaluate_model(cfg, model, dataset_name: str, output_dir: Optional[str] = No
     """Run `model` (eval mode is the caller's) over the registered `dataset_name` with the test
     loader of `cfg` and evaluate with cfg.TEST.LVIS_EVALUATOR (the plugin's key; "fast" in a
     config without it) under `protocols`, each result also bootstrapped into `bootstrap` where
-    given (on rank 0); returns {result key: summary} (empty on ranks other than 0). The standard protocol evaluates the model's own detections (at most
-    TEST.DETECTIONS_PER_IMAGE per image), written to `output_dir`/lvis_instances_results.json; the
+    given (on rank 0); returns {result key: summary} (empty on ranks other than 0). The standard
+    protocol evaluates the model's own detections (at most TEST.DETECTIONS_PER_IMAGE per image), written to `output_dir`/lvis_instances_results.json; the
     protocols that limit detections per category ("fixed", "challenge2021") evaluate a second pass
     with no limit per image, the best of each category kept (`suite.evaluation.class_topk`),
     written to `output_dir`/CLASS_TOPK_FOLDER."""

@@ -15,9 +15,9 @@
   IoU (`suite.evaluation.boundary_iou`, band 2 % of the image diagonal). Masks only.
 
 `match(lvis_gt, detections, task, protocol)` matches once; protocols with the same limits share
-the work before the IoU (`candidates`, then `matches` for each; `shared_matches` for several); `summarize(matches, protocol)` gives the
-protocol's metrics (fractions, -1 where there is no ground truth, as the references), optionally
-on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
+the work before the IoU (`candidates`, then `matches` for each; `shared_matches` for several);
+`summarize(matches, protocol)` gives the protocol's metrics (fractions, -1 where there is no
+ground truth, as the references), optionally on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
 (`suite.evaluation.evaluate.protocols_record` writes it for each protocol evaluated).
 """
 
@@ -77,6 +77,12 @@ def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]
+
+
+def with_standard(protocols: Sequence[str]) -> Tuple[str, ...]:
+    """`protocols` with the standard one first, once: a run's `metrics` are always the standard
+    protocol's, the others go under its `metric_protocols`."""
+    return (DEFAULT_PROTOCOL, *dict.fromkeys(protocol for protocol in protocols if protocol != DEFAULT_PROTOCOL))
 
 
 def check_task(protocol: Protocol, task: str) -> None:

@@ -8,6 +8,18 @@ from suite.losses import LOSSES, REFERENCE_LOSSES
 from suite.records import write_json_atomic
 
 
+PROTOCOLS_HELP = ("standard (300 detections per image), fixed (AP_fixed and AP_pool: 10,000 detections per class "
+                  "over the set, none per image), challenge2021 (the LVIS Challenge 2021's boundary AP_fixed, masks); "
+                  "other than standard, the fast evaluator only (docs/evaluation.md)")
+def protocol_names(text: str) -> list:
+    """The protocols of one --protocol argument, separated by commas ("fixed,challenge2021")."""
+    return [name for name in text.split(",") if name]
+
+
+RUN_PROTOCOLS_HELP = ("the standard protocol is always evaluated (run.json's `metrics`), the others on a pass of their "
+                      "own, each under run.json's `metric_protocols`")
+
+
 def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
@@ -44,6 +56,9 @@ def register(subparsers) -> None:
     train.add_argument("--bootstrap-resamples", type=int, metavar="B",
                        help="also bootstrap the final AP over validation images, B resamples, into RUN_DIR/"
                        "bootstrap.json, from the final evaluation's own matching (suite study: 200)")
+    train.add_argument("--protocol", type=protocol_names, default=["standard"], metavar="P[,P...]",
+                       help="LVIS protocols of the final evaluation, separated by commas: " + PROTOCOLS_HELP + "; " +
+                       RUN_PROTOCOLS_HELP)
     train.add_argument("--prune-checkpoints", action="store_true",
                        help="once run.json is written, delete every checkpoint but the last (the one suite eval "
                        "loads)")
@@ -69,12 +84,9 @@ def register(subparsers) -> None:
     evaluate.add_argument("--evaluator", choices=("fast", "official"), default="fast",
                           help="fast: the suite's vectorized LVIS evaluation, equal to the official one "
                           "(docs/evaluation.md; default); official: the lvis API's LVISEval")
-    evaluate.add_argument("--protocol", nargs="+", default=["standard"], metavar="PROTOCOL",
-                          help="LVIS protocols to evaluate: standard (300 detections per image), fixed (AP_fixed and "
-                          "AP_pool: 10,000 detections per class over the set, none per image), challenge2021 (the "
-                          "LVIS Challenge 2021's boundary AP_fixed, masks); other than standard, the fast evaluator "
-                          "only (docs/evaluation.md). A run: the standard protocol is always evaluated (run.json's "
-                          "`metrics`), the others on a pass of their own, each under run.json's `metric_protocols`")
+    evaluate.add_argument("--protocol", nargs="+", type=protocol_names, default=[["standard"]], metavar="PROTOCOL",
+                          help="LVIS protocols to evaluate (separated by spaces or commas): " + PROTOCOLS_HELP +
+                          "; a run: " + RUN_PROTOCOLS_HELP)
     evaluate.set_defaults(func=run_eval)
 
 
@@ -87,24 +99,25 @@ def run_train(args: argparse.Namespace) -> int:
         num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
         resume=args.resume, seed=args.seed, record_grad_balance=args.record_grad_balance,
         bootstrap_resamples=args.bootstrap_resamples, prune_checkpoints=args.prune_checkpoints,
-        overrides=args.overrides,
+        protocols=tuple(args.protocol), overrides=args.overrides,
     ))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    protocols = [name for names in args.protocol for name in names]
     if args.run is not None:
         if args.dataset or args.output:
             raise UserError("--dataset and --output go with --detections; a run evaluates on its own data set")
         from suite.harness.train import evaluate_run
 
-        evaluate_run(args.run, args.evaluator, args.protocol)
+        evaluate_run(args.run, args.evaluator, protocols)
         return 0
     if not args.dataset:
         raise UserError("--detections needs --dataset: the set whose validation split the detections are of")
     from suite.evaluation.evaluate import evaluate_detection_file
 
-    evaluation = evaluate_detection_file(args.detections, validation_json(args.dataset), args.protocol, args.evaluator)
+    evaluation = evaluate_detection_file(args.detections, validation_json(args.dataset), protocols, args.evaluator)
     if args.output:
         write_json_atomic(args.output, evaluation)
     return 0

@@ -25,7 +25,7 @@ from suite.errors import UserError
 from suite.evaluation.bootstrap import BootstrapReplicates
 from suite.evaluation.evaluate import (DEFAULT_EVALUATOR, check_evaluator, evaluate_model, metrics_record,
                                        per_category_record, protocols_record)
-from suite.evaluation.protocols import DEFAULT_PROTOCOL
+from suite.evaluation.protocols import DEFAULT_PROTOCOL, with_standard
 from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.distributed import check_dist_url, launch
 from suite.harness.finish import finish_run, log_summary
@@ -62,6 +62,7 @@ class TrainOptions:
     record_grad_balance: bool = False
     bootstrap_resamples: Optional[int] = None
     prune_checkpoints: bool = False
+    protocols: Sequence[str] = (DEFAULT_PROTOCOL,)
     overrides: List[str] = field(default_factory=list)
 
 
@@ -226,6 +227,10 @@ def train(options: TrainOptions) -> Dict[str, Any]:
     _check_output(options.output)
     dataset = register_dataset(options.dataset, check_files=True)
     cfg = build_run_cfg(options, dataset)
+    try:
+        check_evaluator(cfg.TEST.get("LVIS_EVALUATOR", DEFAULT_EVALUATOR), options.protocols)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     run_dir = Path(options.output)
     if not (options.resume and (run_dir / "last_checkpoint").exists()):
         check_weights(cfg)
@@ -264,7 +269,7 @@ def _train_worker(options: TrainOptions, config_yaml: str) -> None:
     trainer.resume_or_load(resume=options.resume)
     trainer.train()
     bootstrap = None if options.bootstrap_resamples is None else BootstrapReplicates(options.bootstrap_resamples)
-    evaluation = _evaluate(cfg, trainer.model, dataset, bootstrap=bootstrap)
+    evaluation = _evaluate(cfg, trainer.model, dataset, with_standard(options.protocols), bootstrap)
     record = finish_run(Path(cfg.OUTPUT_DIR), run_setting(cfg, config_yaml), dataset, trainer.model, evaluation,
                         trainer.training_time, trainer.loss_curve, trainer.start_iter, cfg.TEST.DETECTIONS_PER_IMAGE)
     if record is not None:
@@ -334,7 +339,7 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
     The run's config.yaml is read on the running Detectron2's defaults, so a run written under
     another version evaluates too."""
     run_dir = Path(run_dir)
-    protocols = (DEFAULT_PROTOCOL, *(protocol for protocol in protocols if protocol != DEFAULT_PROTOCOL))
+    protocols = with_standard(protocols)
     try:
         check_evaluator(evaluator, protocols)
     except ValueError as error:

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from suite.data.synth import LVIS_PROFILE_CLASSES
+from suite.harness.commands import PROTOCOLS_HELP, protocol_names
 from suite.losses import LOSSES
 from suite.workflows import pretrain as pretraining
 from suite.workflows import study
@@ -141,6 +142,11 @@ def register(subparsers) -> None:
                         help="machines per cell (default 1; more: each cell a job of that many nodes, --launcher submitit)")
     parser.add_argument("--bootstrap-resamples", type=int, default=study.DEFAULT_RESAMPLES, metavar="B",
                         help="resamples of the validation images per run (default %(default)s)")
+    parser.add_argument("--protocol", type=protocol_names, default=["standard"], metavar="P[,P...]",
+                        help="LVIS protocols every cell is evaluated and bootstrapped under, separated by commas: " +
+                        PROTOCOLS_HELP + "; "
+                        "the standard one is always evaluated (each cell's `metrics`), the others on a pass of their "
+                        "own (its `metric_protocols`); part of the study's protocol")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint of a finished cell (default: only its last, model_final.pth; "
                         "an unfinished cell keeps all, for its resume)")
@@ -214,7 +220,7 @@ def run_study(args: argparse.Namespace) -> int:
         max_iter=args.max_iter, pretrain_iter=args.pretrain_iter, pretrain_images=args.pretrain_images,
         config_file=args.config, device=args.device, num_gpus=args.num_gpus, num_machines=args.num_machines,
         bootstrap_resamples=args.bootstrap_resamples, keep_checkpoints=args.keep_checkpoints,
-        overrides=args.overrides)
+        protocols=tuple(args.protocol), overrides=args.overrides)
     settings = None
     if args.launcher == "submitit":
         from suite.workflows.executor_settings import executor_settings

@@ -32,6 +32,7 @@ from suite.data.synth import LVIS_PROFILE_IMAGE_SIZE
 from suite.environment import collect
 from suite.errors import UserError
 from suite.evaluation.bootstrap import BOOTSTRAP_RECORD, DEFAULT_RESAMPLES, write_run_bootstrap
+from suite.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, with_standard
 from suite.harness.checkpoint_pruning import prune_checkpoints
 from suite.harness.run_lock import RunLock
 from suite.harness.run_record import read_run_record
@@ -164,6 +165,7 @@ class StudyOptions:
     num_machines: int = 1  # > 1 only through the submitit launcher (suite.workflows.launcher)
     bootstrap_resamples: int = DEFAULT_RESAMPLES
     keep_checkpoints: bool = False  # False: a finished cell keeps only its last checkpoint (not part of the protocol)
+    protocols: Sequence[str] = (DEFAULT_PROTOCOL,)  # every cell's LVIS evaluation protocols (suite.evaluation.protocols)
     overrides: List[str] = field(default_factory=list)
 
 
@@ -220,6 +222,9 @@ def check_options(options: StudyOptions) -> None:
         raise UserError(f"unknown profile {options.profile}; known: {', '.join(PROFILES)}")
     if options.bootstrap_resamples < 2:
         raise UserError(f"--bootstrap-resamples must be >= 2, got {options.bootstrap_resamples}")
+    unknown = [protocol for protocol in options.protocols if protocol not in PROTOCOLS]
+    if unknown:
+        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {unknown[0]!r}")
 
 
 class Study:
@@ -239,8 +244,12 @@ class Study:
     # -- the protocol ---------------------------------------------------------------------------
     def protocol(self) -> Dict[str, Any]:
         """What every cell shares (the study record's `protocol`): a rerun must match it. A cell
-        on several machines adds `num_machines` (absent: 1, as in records written before it)."""
+        on several machines adds `num_machines` (absent: 1, as in records written before it), and
+        cells evaluated under more than the standard protocol add `evaluation_protocols` (absent:
+        the standard one)."""
         machines = {"num_machines": self.options.num_machines} if self.options.num_machines > 1 else {}
+        protocols = with_standard(self.options.protocols)
+        evaluation = {"evaluation_protocols": list(protocols)} if protocols != (DEFAULT_PROTOCOL,) else {}
         return {
             "iterations": self.iterations,
             "start": ("ImageNet weights of the config (MODEL.WEIGHTS)" if self.lvis else
@@ -251,7 +260,7 @@ class Study:
             "config_file": str(self.options.config_file) if self.options.config_file else None,
             "overrides": self._protocol_overrides(),
             "device": self.options.device, "num_gpus": self.options.num_gpus, **machines,
-            "bootstrap_resamples": self.options.bootstrap_resamples,
+            "bootstrap_resamples": self.options.bootstrap_resamples, **evaluation,
         }
 
     def _protocol_overrides(self) -> List[str]:
@@ -299,7 +308,8 @@ class Study:
                             num_gpus=self.options.num_gpus, num_machines=self.options.num_machines,
                             machine_rank=machine_rank, dist_url=dist_url, resume=resume, seed=seed,
                             record_grad_balance=True, bootstrap_resamples=self.options.bootstrap_resamples,
-                            prune_checkpoints=not self.options.keep_checkpoints, overrides=overrides)
+                            prune_checkpoints=not self.options.keep_checkpoints, protocols=self.options.protocols,
+                            overrides=overrides)
 
     # -- shared parts ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
