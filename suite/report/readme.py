@@ -35,9 +35,10 @@ def _eval_section(records, envs, out: Path, written: List[str]) -> List[str]:
         return lines + ["No records.", ""]
     fits = tables.eval_fits(frame)
     lines += ["`suite bench eval` (docs/evaluation.md): LVIS-v1-val-shaped ground truth, 300 simulated "
-              "detections per image; evaluate, one accumulation, and the 200-resample bootstrap (its own "
-              "evaluation included; the official one extrapolated from the accumulations timed), peak "
-              "resident memory of the measuring process, 1-minute load average before it.", "",
+              "detections per image; evaluate, one accumulation, and the 200-resample bootstrap (from that "
+              "evaluation's matching, as a run bootstraps; records of commits before 2a61ccf, such as "
+              "fc47586's, include a matching of its own; the official one extrapolated from the accumulations "
+              "timed), peak resident memory of the measuring process, 1-minute load average before it.", "",
               tables.eval_table(frame), "", "Least-squares lines through the measurements below 19,809 images:", "",
               tables.eval_fit_table(fits) if not fits.empty else "Too few sizes for a fit.", ""]
     protocols = tables.eval_protocols_frame(records, envs)
