@@ -12,7 +12,8 @@ from lvis import LVIS
 from suite.cli import main
 from suite.bench.lvis_val_shape import DETECTIONS_PER_IMAGE, as_results, lvis_v1_categories, lvis_val_shaped
 from suite.evaluation import bootstrap
-from suite.evaluation.evaluate import evaluate_lvis_results, run_lvis_eval
+from suite.evaluation.evaluate import evaluate_lvis_results
+from suite.evaluation.lvis_official import run_lvis_eval
 from suite.report.readme import build_report
 
 

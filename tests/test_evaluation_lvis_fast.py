@@ -15,7 +15,8 @@ from lvis import LVIS
 from pycocotools import mask as mask_utils
 
 from suite.evaluation import bootstrap, lvis_fast
-from suite.evaluation.evaluate import EVALUATORS, evaluate_lvis_results, run_lvis_eval
+from suite.evaluation.evaluate import EVALUATORS, evaluate_lvis_results
+from suite.evaluation.lvis_official import run_lvis_eval
 
 from data_helpers import read, small_set
 from eval_helpers import hard_case

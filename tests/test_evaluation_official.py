@@ -17,8 +17,8 @@ from pycocotools import mask as mask_utils
 
 from suite.evaluation import lvis_numpy2
 from suite.data.register import register_synthetic_lvis
-from suite.evaluation.evaluate import (evaluate_lvis_results, evaluate_model, metrics_record,
-                                    per_category_record, run_lvis_eval)
+from suite.evaluation.evaluate import evaluate_lvis_results, evaluate_model, metrics_record, per_category_record
+from suite.evaluation.lvis_official import run_lvis_eval
 from suite.schema import AP_METRICS
 
 from data_helpers import SMALL, read, small_set

@@ -41,6 +41,7 @@ from lvis import LVIS
 
 from suite.evaluation import lvis_fast, lvis_numpy2, protocols as eval_protocols
 from suite.evaluation.detection_files import RUN_CLASS_TOPK_DETECTIONS, RUN_DETECTIONS, read_detections_for
+from suite.evaluation.lvis_official import run_lvis_eval
 from suite.records import write_json_atomic
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, GROUP_METRICS, SCHEMA_VERSION, result_key
 
@@ -78,8 +79,6 @@ def replicates(lvis_gt: LVIS, results: Sequence[dict], task: str, resamples: int
         raise ValueError(f"evaluator must be 'fast' or 'official', got {evaluator!r}")
     if protocol != eval_protocols.DEFAULT_PROTOCOL:
         raise ValueError(f"the official evaluator bootstraps the standard protocol only, not {protocol!r}")
-    from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
-
     lvis_eval = run_lvis_eval(lvis_gt, results, task)
     return official_replicates(lvis_eval, resample_indices(len(lvis_eval.params.img_ids), resamples, seed))
 
@@ -206,8 +205,6 @@ def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                 lambda protocol, task: lvis_fast.detections_from_results(results_of(protocol.name), task), ("all",)):
             replicates.add(protocol.name, task, matches)
     else:
-        from suite.evaluation.evaluate import run_lvis_eval  # imports Detectron2: not at CLI start-up
-
         for _, task in wanted:
             replicates.add_official(task, run_lvis_eval(lvis_gt, results, task))
     return replicates.record(protocols)

@@ -33,11 +33,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import LVISEvaluator, inference_on_dataset
-from lvis import LVIS, LVISEval, LVISResults
+from lvis import LVIS, LVISEval
 
-from suite.evaluation import class_topk, lvis_fast, lvis_numpy2, protocols as eval_protocols
+from suite.evaluation import class_topk, lvis_fast, protocols as eval_protocols
 from suite.evaluation.bootstrap import BootstrapReplicates
 from suite.evaluation.detection_files import CLASS_TOPK_FOLDER, RESULTS_FILE_NAME, read_detections_for
+from suite.evaluation.lvis_official import run_lvis_eval
 from suite.records import write_json_atomic
 from suite.schema import AP_METRICS, TASKS, result_key
 
@@ -50,22 +51,6 @@ logger = logging.getLogger("suite.eval")
 
 def _percent(value: float) -> float:
     return float("nan") if value == -1 else float(value) * 100
-
-
-def run_lvis_eval(lvis_gt: LVIS, results: Sequence[dict], task: str, max_dets: int = LVIS_MAX_DETS) -> LVISEval:
-    """Run the official evaluation of `results` (LVIS results format: dicts with image_id,
-    category_id, score and bbox [x, y, w, h] and/or an RLE segmentation; not modified) for
-    `task` "bbox" or "segm"; return the evaluated `LVISEval`. `results` must not be empty.
-    For "segm" boxes are dropped so that the mask area decides small/medium/large, as
-    Detectron2's LVISEvaluator does."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    drop = {"bbox"} if task == "segm" else set()
-    results = [{key: value for key, value in result.items() if key not in drop} for result in results]
-    lvis_numpy2.install()
-    lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), task)
-    lvis_eval.run()
-    return lvis_eval
 
 
 def summarize(lvis_eval: LVISEval) -> Dict[str, float]:
