@@ -2,6 +2,7 @@
 
 import argparse
 from pathlib import Path
+from typing import List
 
 from suite.errors import UserError
 from suite.losses import LOSSES, REFERENCE_LOSSES
@@ -11,13 +12,13 @@ from suite.records import write_json_atomic
 PROTOCOLS_HELP = ("standard (300 detections per image), fixed (AP_fixed and AP_pool: 10,000 detections per class "
                   "over the set, none per image), challenge2021 (the LVIS Challenge 2021's boundary AP_fixed, masks); "
                   "other than standard, the fast evaluator only (docs/evaluation.md)")
-def protocol_names(text: str) -> list:
-    """The protocols of one --protocol argument, separated by commas ("fixed,challenge2021")."""
-    return [name for name in text.split(",") if name]
-
-
 RUN_PROTOCOLS_HELP = ("the standard protocol is always evaluated (run.json's `metrics`), the others on a pass of their "
                       "own, each under run.json's `metric_protocols`")
+
+
+def protocol_names(text: str) -> List[str]:
+    """The protocols of one --protocol argument, separated by commas ("fixed,challenge2021")."""
+    return [name for name in text.split(",") if name]
 
 
 def register(subparsers) -> None:
