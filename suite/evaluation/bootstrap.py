@@ -173,6 +173,12 @@ class BootstrapReplicates:
             record["metric_protocols"] = {protocol: eval_protocols.protocol_record(protocol) for protocol in protocols}
         return record
 
+    def write(self, run_dir: Path, protocols: Sequence[str]) -> Dict[str, Any]:
+        """Write `record(protocols)` to RUN_DIR/bootstrap.json atomically; return it."""
+        record = self.record(protocols)
+        write_json_atomic(Path(run_dir) / BOOTSTRAP_RECORD, record)
+        return record
+
 
 def bootstrap_record(lvis_gt: Union[LVIS, str, Path], results: Sequence[dict],
                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,

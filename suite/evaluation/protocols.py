@@ -17,8 +17,9 @@
 `match(lvis_gt, detections, task, protocol)` matches once; protocols with the same limits share
 the work before the IoU (`candidates`, then `matches` for each; `shared_matches` for several);
 `summarize(matches, protocol)` gives the protocol's metrics (fractions, -1 where there is no
-ground truth, as the references), optionally on a bootstrap draw. `protocol_record(name)` is what a run record says about a protocol
-(`suite.evaluation.evaluate.protocols_record` writes it for each protocol evaluated).
+ground truth, as the references), optionally on a bootstrap draw. `protocol_record(name)` is what
+a run record says about a protocol (`suite.evaluation.evaluate.protocols_record` writes it for
+each protocol evaluated).
 """
 
 import dataclasses

@@ -34,7 +34,7 @@ from suite.harness.run_record import RunSetting, is_lazy_config, read_run_record
 from suite.harness.trainer import LongTailTrainer
 from suite.losses import trainable_losses
 from suite.package_data import CONFIGS_DIR
-from suite.records import read_record, write_json_atomic, write_text_atomic
+from suite.records import read_record, write_text_atomic
 from suite.schema import BOOTSTRAP_KIND, BOOTSTRAP_RECORD, RUN_RECORD
 
 CONFIG_FILE = "config.yaml"
@@ -285,7 +285,7 @@ def _after_record(run_dir: Path, options: TrainOptions, record: Dict[str, Any],
     if options.prune_checkpoints:
         prune_checkpoints(run_dir)
     if bootstrap is not None:
-        write_json_atomic(run_dir / BOOTSTRAP_RECORD, bootstrap.record(list(record["metric_protocols"])))
+        bootstrap.write(run_dir, list(record["metric_protocols"]))
 
 
 def configure_logging(output: Optional[Path] = None) -> None:
@@ -380,6 +380,6 @@ def evaluate_run(run_dir: Path, evaluator: str = DEFAULT_EVALUATOR,
         record["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_run_record(run_dir, record)
         if bootstrap is not None:
-            write_json_atomic(run_dir / BOOTSTRAP_RECORD, bootstrap.record(list(record["metric_protocols"])))
+            bootstrap.write(run_dir, list(record["metric_protocols"]))
     log_summary(record)
     return record
