@@ -155,24 +155,27 @@ def outcomes(records: Records) -> List[Outcome]:
     return result
 
 
-def _interval(estimate: float, low: float, high: float) -> str:
+def interval_text(estimate: float, low: float, high: float) -> str:
+    """"+1.2 [-0.3, +2.7]" in AP points; no brackets where the interval is NaN, "–" where the estimate is."""
     if math.isnan(estimate):
         return "–"
     return f"{estimate:+.1f}" + ("" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]")
 
 
-def _estimate(value: Union[stats.PairedDifference, stats.Change, None]) -> str:
+def estimate_text(value: Union[stats.PairedDifference, stats.Change, None]) -> str:
+    """A paired difference's mean or a change, with its interval (interval_text); "not run" for None."""
     if value is None:
         return "not run"
     mean = value.mean if isinstance(value, stats.PairedDifference) else value.change
-    return _interval(mean, value.low, value.high)
+    return interval_text(mean, value.low, value.high)
 
 
 def _two_way(value: Optional[stats.TwoWayInterval]) -> str:
-    return "–" if value is None else _interval(value.mean, value.low, value.high)
+    return "–" if value is None else interval_text(value.mean, value.low, value.high)
 
 
-def _p(value: float) -> str:
+def p_text(value: float) -> str:
+    """A p-value to 3 decimals, "–" for NaN."""
     return "–" if math.isnan(value) else f"{value:.3f}"
 
 
@@ -198,9 +201,9 @@ def family_section(records: Records) -> List[str]:
     for outcome, holm_p in [(primary, primary.p), *zip(members, adjusted)]:
         label = "primary" if outcome is primary else str(outcome.contrast.number)
         confirmed = "–" if math.isnan(holm_p) else ("yes" if holm_p < ALPHA else "no")
-        rows.append([label, *_what(outcome.contrast), outcome.seeds or "–", _estimate(outcome.tested),
-                     _p(outcome.p), "–" if outcome is primary else _p(holm_p), confirmed,
-                     _two_way(outcome.tested_two_way), _estimate(outcome.shown), _two_way(outcome.shown_two_way),
+        rows.append([label, *_what(outcome.contrast), outcome.seeds or "–", estimate_text(outcome.tested),
+                     p_text(outcome.p), "–" if outcome is primary else p_text(holm_p), confirmed,
+                     _two_way(outcome.tested_two_way), estimate_text(outcome.shown), _two_way(outcome.shown_two_way),
                      outcome.contrast.separates])
     return ["## The ablation's declared contrasts", "",
             "Declared in docs/ablation-plan.md (\"The control of neither factor\") before any of their cells ran "

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -69,15 +69,16 @@ class Run:
     path: str
     arm: str
     seed: Any
-    metrics: Dict[str, Optional[float]]  # COLUMNS -> value
+    metrics: Dict[str, Optional[float]]  # "<task>_<metric>" -> value (_columns)
     bootstrap: Optional[Dict[str, Any]]
     commit: Optional[str]
     dirty: Optional[bool]
-    # the other evaluation protocols' (run.json's metric_protocols): name -> COLUMNS -> value
+    # the other evaluation protocols' (run.json's metric_protocols): name -> "<task>_<metric>" -> value
     protocol_metrics: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
 
     def values(self, evaluation: str = STANDARD_PROTOCOL) -> Dict[str, Optional[float]]:
-        """COLUMNS -> value under the evaluation protocol `evaluation` (empty where not evaluated)."""
+        """"<task>_<metric>" -> value under the evaluation protocol `evaluation` (empty where not
+        evaluated)."""
         return self.metrics if evaluation == STANDARD_PROTOCOL else self.protocol_metrics.get(evaluation, {})
 
 
@@ -155,8 +156,12 @@ def all_protocols(records: Records) -> List[Protocol]:
 
 
 def _columns(metrics: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
-    """COLUMNS -> value of a run record's {task: {metric: AP}} (None where a task was not evaluated)."""
-    return {f"{task}_{metric}": metrics.get(task, {}).get(metric) for task in TASKS for metric in GROUP_METRICS}
+    """"<task>_<metric>" -> value of every metric in a run record's {task: {metric: AP}} (e.g.
+    "bbox_APr_pool" from the fixed protocol's), and None for each of COLUMNS it lacks (a task not
+    evaluated)."""
+    values: Dict[str, Optional[float]] = dict.fromkeys(COLUMNS)
+    values.update({f"{task}_{metric}": value for task, by_metric in metrics.items() for metric, value in by_metric.items()})
+    return values
 
 
 def evaluations(protocol: Protocol) -> List[str]:
@@ -176,16 +181,16 @@ def _boot_values(run: Run, column: str, pairing: Optional[Tuple],
     return [math.nan if value is None else value for value in values] if values else None
 
 
-def compare(protocol: Protocol, arm: str, reference: str,
-            evaluation: str = STANDARD_PROTOCOL) -> Dict[str, stats.PairedDifference]:
+def compare(protocol: Protocol, arm: str, reference: str, evaluation: str = STANDARD_PROTOCOL,
+            columns: Sequence[str] = COLUMNS) -> Dict[str, stats.PairedDifference]:
     """column -> the paired difference arm - reference over their common seeds, under the
-    evaluation protocol `evaluation`."""
+    evaluation protocol `evaluation`, for each of `columns` ("<task>_<metric>")."""
     seeds = sorted(set(protocol.runs[arm]) & set(protocol.runs[reference]), key=str)
     pairs = [(protocol.runs[arm][seed], protocol.runs[reference][seed]) for seed in seeds]
     first = pairs[0][1].bootstrap if pairs and pairs[0][1].bootstrap else None
     pairing = (first["image_ids_sha256"], first["seed"], first["resamples"]) if first else None
     result = {}
-    for column in COLUMNS:
+    for column in columns:
         mine = [run.values(evaluation).get(column) for run, _ in pairs]
         theirs = [ref.values(evaluation).get(column) for _, ref in pairs]
         mine_boot = [_boot_values(run, column, pairing, evaluation) for run, _ in pairs]

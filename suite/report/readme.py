@@ -12,6 +12,7 @@ import pandas as pd
 from suite.report import figures, paired, tables
 from suite.report.across import across_section
 from suite.report.family import family_section
+from suite.report.protocol_family import protocol_family_section
 from suite.report.fidelity import fidelity_section
 from suite.package_data import BASELINES_DIR
 from suite.report.records import gather
@@ -171,6 +172,7 @@ def build_report(results: Iterable[Path], out: Path, note: str = "") -> Report:
     lines += paired_section(found, out, written)
     lines += across_section(found, records)
     lines += family_section(records)
+    lines += protocol_family_section(records)
     lines += fidelity_section(records)
 
     lines += ["## Benchmarks", "", "Median over repeats; ratios are over the same-shape median of "
