@@ -73,3 +73,18 @@ def test_the_report_has_the_section(tmp_path):
     assert "From *b_mild: " in section and "* to *a_harsh: " in section
     line = next(line for line in section.splitlines() if line.startswith("| seesaw − ce |"))
     assert line.startswith("| seesaw − ce | 2, 3 | +0.0 | +4.0 [") and line.endswith("n.d. |")
+
+
+def test_two_protocols_of_equal_pressure_are_not_called_a_change_toward_lvis():
+    """The same set in two folders (one study trained again elsewhere): the pair is marked, and a
+    pair of different pressures is not."""
+    found = two_protocols()
+    again = [on_dataset(json.loads(json.dumps(record)), "c_again", HARSH_COUNTS)
+             for _, record in found.runs if record["dataset"]["name"] == "a_harsh"]
+    frame = changes(records(*(record for _, record in found.runs), *again))
+    by_pair = {(row["from"].split(":")[0], row["to"].split(":")[0]): row["equal_pressure"] for _, row in frame.iterrows()}
+    assert by_pair == {("b_mild", "a_harsh"): False, ("b_mild", "c_again"): False, ("a_harsh", "c_again"): True}
+    text = "\n".join(across.change_tables(frame))
+    assert "to *c_again: 6 classes, 40 images, 100 it, pretrained* (equal pressure on the rarest class: not a change " \
+           "toward LVIS):" in text
+    assert "to *a_harsh: 6 classes, 40 images, 100 it, pretrained*:" in text

@@ -7,7 +7,8 @@ paired seeds: the change in the mean paired difference, (mean in B) - (mean in A
 95 % interval (suite.report.stats.welch_change: the two protocols share no seeds). A is the
 protocol whose data set puts less pressure on its rarest class (suite.data.stats, from the run
 records as in "Proxy fidelity"), B the one closer to LVIS v1, so a positive change is a difference
-that grows toward LVIS.
+that grows toward LVIS. Two of equal pressure (one set trained again elsewhere) are ordered by
+protocol key, and their pair is marked as no change toward LVIS.
 """
 
 import math
@@ -35,8 +36,9 @@ def rarest_pressure(protocol: paired.Protocol, by_path: Dict[str, Dict[str, Any]
 
 def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFrame:
     """One row per (pair of the protocols `found`, arm, reference, column) that both protocols
-    compare over >= 2 seeds: the protocols' titles (`from`: the milder data set), each side's
-    seeds, and the change with its interval and verdict."""
+    compare over >= 2 seeds: the protocols' titles (`from`: the milder data set), whether the two
+    put equal pressure on their rarest class (then the order is by protocol key), each side's seeds,
+    and the change with its interval and verdict."""
     by_path = dict(records.runs)
     ordered = sorted(found, key=lambda protocol: (rarest_pressure(protocol, by_path), protocol.key))
     frames = {protocol.key: protocol.comparisons.set_index(["arm", "reference", "column"])
@@ -51,10 +53,11 @@ def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFram
             if min(side.n for side in sides) < 2:
                 continue
             change = stats.welch_change(*sides)
-            rows.append({"from": first.title, "to": second.title, "arm": arm, "reference": reference,
+            rows.append({"from": first.title, "to": second.title,
+                         "equal_pressure": rarest_pressure(first, by_path) == rarest_pressure(second, by_path), "arm": arm, "reference": reference,
                          "column": column, "n_from": sides[0].n, "n_to": sides[1].n, "change": change.change,
                          "low": change.low, "high": change.high, "df": change.df, "verdict": change.verdict})
-    return pd.DataFrame(rows, columns=["from", "to", "arm", "reference", "column", "n_from", "n_to", "change", "low",
+    return pd.DataFrame(rows, columns=["from", "to", "equal_pressure", "arm", "reference", "column", "n_from", "n_to", "change", "low",
                                        "high", "df", "verdict"])
 
 
@@ -68,8 +71,9 @@ def change_tables(frame: pd.DataFrame) -> List[str]:
     """Markdown lines: per protocol pair, a table of difference rows and COLUMNS cells
     "change [interval] verdict"."""
     lines = []
-    for (source, target), pair in frame.groupby(["from", "to"], sort=False):
-        lines += [f"From *{source}* to *{target}*:", "",
+    for (source, target, equal), pair in frame.groupby(["from", "to", "equal_pressure"], sort=False):
+        lines += [f"From *{source}* to *{target}*" + (" (equal pressure on the rarest class: not a change toward "
+                                                       "LVIS)" if equal else "") + ":", "",
                   "| difference | seeds (from, to) | " + " | ".join(HEADERS) + " |", "|" + "---|" * (len(HEADERS) + 2)]
         for (arm, reference), rows in pair.groupby(["arm", "reference"], sort=True):
             by_column = {row["column"]: row for _, row in rows.iterrows()}
@@ -100,5 +104,6 @@ def across_section(found: List[paired.Protocol], records: Records) -> List[str]:
             "on the second) − (mean difference on the first), in AP points, with Welch's 95 % interval (the two "
             "share no seeds: other data, other pretraining). The first is the protocol whose training set puts less "
             "pressure on its rarest class (Proxy fidelity), so a positive change is a difference that grows as the "
-            "data set moves toward LVIS v1; larger / smaller when the interval excludes 0, n.d. otherwise.", "",
+            "data set moves toward LVIS v1 (a pair of equal pressure says so, and is ordered by protocol key); larger / "
+            "smaller when the interval excludes 0, n.d. otherwise.", "",
             *change_tables(frame)]
