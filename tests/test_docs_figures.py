@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "reports" / "README.md"
 # The files that quote study figures.
-QUOTING = ("README.md", "docs/harness.md")
+QUOTING = ("README.md", "docs/harness.md", "docs/protocols-plan.md")
 NUMBER = r"[+-]?\d+\.\d+"
 FIGURE = re.compile(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]|{NUMBER} ± {NUMBER}")
 
