@@ -82,7 +82,8 @@ def test_two_protocols_of_equal_pressure_are_not_called_a_change_toward_lvis():
     again = [on_dataset(json.loads(json.dumps(record)), "c_again", HARSH_COUNTS)
              for _, record in found.runs if record["dataset"]["name"] == "a_harsh"]
     frame = changes(records(*(record for _, record in found.runs), *again))
-    by_pair = {(row["from"].split(":")[0], row["to"].split(":")[0]): row["equal_pressure"] for _, row in frame.iterrows()}
+    by_pair = {(row["from"].split(":")[0], row["to"].split(":")[0]): row["equal_pressure"]
+               for _, row in frame.iterrows()}
     assert by_pair == {("b_mild", "a_harsh"): False, ("b_mild", "c_again"): False, ("a_harsh", "c_again"): True}
     text = "\n".join(across.change_tables(frame))
     assert "to *c_again: 6 classes, 40 images, 100 it, pretrained* (equal pressure on the rarest class: not a change " \

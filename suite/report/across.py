@@ -46,6 +46,7 @@ def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFram
     rows = []
     for first, second in combinations(ordered, 2):
         ours, theirs = frames[first.key], frames[second.key]
+        equal_pressure = rarest_pressure(first, by_path) == rarest_pressure(second, by_path)
         for arm, reference, column in ours.index.intersection(theirs.index):
             if column not in COLUMNS:
                 continue
@@ -53,12 +54,12 @@ def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFram
             if min(side.n for side in sides) < 2:
                 continue
             change = stats.welch_change(*sides)
-            rows.append({"from": first.title, "to": second.title,
-                         "equal_pressure": rarest_pressure(first, by_path) == rarest_pressure(second, by_path), "arm": arm, "reference": reference,
+            rows.append({"from": first.title, "to": second.title, "equal_pressure": equal_pressure, "arm": arm,
+                         "reference": reference,
                          "column": column, "n_from": sides[0].n, "n_to": sides[1].n, "change": change.change,
                          "low": change.low, "high": change.high, "df": change.df, "verdict": change.verdict})
-    return pd.DataFrame(rows, columns=["from", "to", "equal_pressure", "arm", "reference", "column", "n_from", "n_to", "change", "low",
-                                       "high", "df", "verdict"])
+    return pd.DataFrame(rows, columns=["from", "to", "equal_pressure", "arm", "reference", "column", "n_from", "n_to",
+                                       "change", "low", "high", "df", "verdict"])
 
 
 def _paired_difference(row: pd.Series) -> stats.PairedDifference:
@@ -104,6 +105,6 @@ def across_section(found: List[paired.Protocol], records: Records) -> List[str]:
             "on the second) − (mean difference on the first), in AP points, with Welch's 95 % interval (the two "
             "share no seeds: other data, other pretraining). The first is the protocol whose training set puts less "
             "pressure on its rarest class (Proxy fidelity), so a positive change is a difference that grows as the "
-            "data set moves toward LVIS v1 (a pair of equal pressure says so, and is ordered by protocol key); larger / "
-            "smaller when the interval excludes 0, n.d. otherwise.", "",
+            "data set moves toward LVIS v1 (a pair of equal pressure says so, and is ordered by protocol key); "
+            "larger / smaller when the interval excludes 0, n.d. otherwise.", "",
             *change_tables(frame)]

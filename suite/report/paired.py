@@ -160,7 +160,8 @@ def _columns(metrics: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Option
     "bbox_APr_pool" from the fixed protocol's), and None for each of COLUMNS it lacks (a task not
     evaluated)."""
     values: Dict[str, Optional[float]] = dict.fromkeys(COLUMNS)
-    values.update({f"{task}_{metric}": value for task, by_metric in metrics.items() for metric, value in by_metric.items()})
+    values.update({f"{task}_{metric}": value
+                   for task, by_metric in metrics.items() for metric, value in by_metric.items()})
     return values
 
 

@@ -12,8 +12,8 @@ import pandas as pd
 from suite.report import figures, paired, tables
 from suite.report.across import across_section
 from suite.report.family import family_section
-from suite.report.protocol_family import protocol_family_section
 from suite.report.fidelity import fidelity_section
+from suite.report.protocol_family import protocol_family_section
 from suite.package_data import BASELINES_DIR
 from suite.report.records import gather
 from suite.schema import BENCH_KERNEL_KIND, BENCH_STEP_KIND
