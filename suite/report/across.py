@@ -40,13 +40,14 @@ def changes_frame(found: List[paired.Protocol], records: Records) -> pd.DataFram
     put equal pressure on their rarest class (then the order is by protocol key), each side's seeds,
     and the change with its interval and verdict."""
     by_path = dict(records.runs)
-    ordered = sorted(found, key=lambda protocol: (rarest_pressure(protocol, by_path), protocol.key))
+    pressures = {protocol.key: rarest_pressure(protocol, by_path) for protocol in found}
+    ordered = sorted(found, key=lambda protocol: (pressures[protocol.key], protocol.key))
     frames = {protocol.key: protocol.comparisons.set_index(["arm", "reference", "column"])
               for protocol in ordered}
     rows = []
     for first, second in combinations(ordered, 2):
         ours, theirs = frames[first.key], frames[second.key]
-        equal_pressure = rarest_pressure(first, by_path) == rarest_pressure(second, by_path)
+        equal_pressure = pressures[first.key] == pressures[second.key]
         for arm, reference, column in ours.index.intersection(theirs.index):
             if column not in COLUMNS:
                 continue

@@ -97,7 +97,7 @@ class Outcome:
         return math.nan if self.tested is None else self.tested.p
 
 
-def _find(setting: Setting, found: List[paired.Protocol]) -> Optional[paired.Protocol]:
+def find(setting: Setting, found: List[paired.Protocol]) -> Optional[paired.Protocol]:
     """The protocol of `setting` among `found`: the one with those classes and iterations that has
     the most runs (several: the same set and schedule under other configs, which the report's
     other sections tell apart)."""
@@ -123,10 +123,10 @@ def _rare_differences(protocol: paired.Protocol, contrast: Paired, seeds: Sequen
 
 
 def _paired_outcome(contrast: Paired, found: List[paired.Protocol], by_path: Dict[str, dict]) -> Outcome:
-    protocol = _find(contrast.setting, found)
+    protocol = find(contrast.setting, found)
     if protocol is None or contrast.arm not in protocol.runs or contrast.reference not in protocol.runs:
         return Outcome(contrast, "", None, None)
-    seeds = sorted(set(protocol.runs[contrast.arm]) & set(protocol.runs[contrast.reference]), key=str)
+    seeds = paired.common_seeds(protocol, contrast.arm, contrast.reference)
     differences = paired.compare(protocol, contrast.arm, contrast.reference)
     two_way = {task: stats.seed_category_interval(_rare_differences(protocol, contrast, seeds, task, by_path))
                for task in ("bbox", "segm")}
@@ -179,6 +179,11 @@ def p_text(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.3f}"
 
 
+def confirmed_text(p: float) -> str:
+    """Whether a test with (adjusted) p is confirmed at ALPHA: "yes", "no", "–" for NaN (not run)."""
+    return "–" if math.isnan(p) else ("yes" if p < ALPHA else "no")
+
+
 def _what(contrast: Union[Paired, Change]) -> tuple:
     if isinstance(contrast, Paired):
         return contrast.setting.label, f"{contrast.arm} − {contrast.reference}"
@@ -200,9 +205,8 @@ def family_section(records: Records) -> List[str]:
     rows = []
     for outcome, holm_p in [(primary, primary.p), *zip(members, adjusted)]:
         label = "primary" if outcome is primary else str(outcome.contrast.number)
-        confirmed = "–" if math.isnan(holm_p) else ("yes" if holm_p < ALPHA else "no")
         rows.append([label, *_what(outcome.contrast), outcome.seeds or "–", estimate_text(outcome.tested),
-                     p_text(outcome.p), "–" if outcome is primary else p_text(holm_p), confirmed,
+                     p_text(outcome.p), "–" if outcome is primary else p_text(holm_p), confirmed_text(holm_p),
                      _two_way(outcome.tested_two_way), estimate_text(outcome.shown), _two_way(outcome.shown_two_way),
                      outcome.contrast.separates])
     return ["## The ablation's declared contrasts", "",

@@ -182,12 +182,16 @@ def _boot_values(run: Run, column: str, pairing: Optional[Tuple],
     return [math.nan if value is None else value for value in values] if values else None
 
 
+def common_seeds(protocol: Protocol, arm: str, reference: str) -> List[Any]:
+    """The seeds at which `protocol` has both `arm` and `reference`, in the order the report pairs them."""
+    return sorted(set(protocol.runs[arm]) & set(protocol.runs[reference]), key=str)
+
+
 def compare(protocol: Protocol, arm: str, reference: str, evaluation: str = STANDARD_PROTOCOL,
             columns: Sequence[str] = COLUMNS) -> Dict[str, stats.PairedDifference]:
     """column -> the paired difference arm - reference over their common seeds, under the
     evaluation protocol `evaluation`, for each of `columns` ("<task>_<metric>")."""
-    seeds = sorted(set(protocol.runs[arm]) & set(protocol.runs[reference]), key=str)
-    pairs = [(protocol.runs[arm][seed], protocol.runs[reference][seed]) for seed in seeds]
+    pairs = [(protocol.runs[arm][seed], protocol.runs[reference][seed]) for seed in common_seeds(protocol, arm, reference)]
     first = pairs[0][1].bootstrap if pairs and pairs[0][1].bootstrap else None
     pairing = (first["image_ids_sha256"], first["seed"], first["resamples"]) if first else None
     result = {}

@@ -11,12 +11,11 @@ protocols: the LVIS profile's set and iterations, both arms, every run evaluated
 protocol the plan names.
 """
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 from suite.report import paired, stats
-from suite.report.family import ALPHA, LVIS_320, estimate_text, p_text
+from suite.report.family import LVIS_320, confirmed_text, estimate_text, find, p_text
 from suite.report.records import Records
 from suite.schema import STANDARD_PROTOCOL
 
@@ -57,13 +56,10 @@ PROTOCOL_NAMES = {STANDARD_PROTOCOL: "standard", "fixed": "AP_fixed", "challenge
 
 
 def study(found: List[paired.Protocol]) -> Optional[paired.Protocol]:
-    """The protocol of the study among `found`: LVIS_320's set and iterations, both arms, every run
-    evaluated under EVALUATIONS; where several are, the one with the most runs."""
-    matching = [protocol for protocol in found
-                if protocol.num_classes == LVIS_320.num_classes and protocol.iterations == LVIS_320.iterations
-                and ARM in protocol.runs and REFERENCE in protocol.runs
-                and set(EVALUATIONS) <= set(paired.evaluations(protocol))]
-    return max(matching, key=lambda protocol: sum(map(len, protocol.runs.values())), default=None)
+    """The protocol of the study among `found`: LVIS_320's (family.find) among those with both arms
+    and every run evaluated under EVALUATIONS."""
+    return find(LVIS_320, [protocol for protocol in found if ARM in protocol.runs and REFERENCE in protocol.runs
+                           and set(EVALUATIONS) <= set(paired.evaluations(protocol))])
 
 
 def _per_seed(protocol: paired.Protocol, seeds: Sequence, column: str, evaluation: str) -> List[Optional[float]]:
@@ -79,7 +75,7 @@ def outcome(protocol: paired.Protocol, contrast: Union[Difference, Change]) -> s
     """The contrast on the study's runs, paired over the seeds both arms have."""
     if isinstance(contrast, Difference):
         return paired.compare(protocol, ARM, REFERENCE, contrast.evaluation, (contrast.column,))[contrast.column]
-    seeds = sorted(set(protocol.runs[ARM]) & set(protocol.runs[REFERENCE]), key=str)
+    seeds = paired.common_seeds(protocol, ARM, REFERENCE)
     return stats.paired_difference(_per_seed(protocol, seeds, contrast.column, contrast.evaluation),
                                    _per_seed(protocol, seeds, contrast.column, STANDARD_PROTOCOL))
 
@@ -95,10 +91,9 @@ def _what(contrast: Union[Difference, Change]) -> List[str]:
 def _row(label: str, contrast: Union[Difference, Change], result: stats.PairedDifference,
          holm_p: Optional[float]) -> list:
     """A table row; `holm_p` None for the primary, tested alone."""
-    tested = result.p if holm_p is None else holm_p
-    confirmed = "–" if math.isnan(tested) else ("yes" if tested < ALPHA else "no")
     return [label, *_what(contrast), result.n, estimate_text(result), p_text(result.p),
-            "–" if holm_p is None else p_text(holm_p), confirmed, contrast.asks]
+            "–" if holm_p is None else p_text(holm_p), confirmed_text(result.p if holm_p is None else holm_p),
+            contrast.asks]
 
 
 def protocol_family_section(records: Records) -> List[str]:
